@@ -1,0 +1,363 @@
+//! The configuration exactly as written: one serde struct per TOML section.
+//!
+//! Fields are deliberately permissive (URLs, addresses and durations are plain
+//! strings) so that serde only checks the shape of the file and `validate.rs`
+//! judges every value, reporting all problems at once instead of stopping at
+//! the first one serde would trip over. Each default here is the one the
+//! config contract in DESIGN.md shows.
+//!
+//! [`SCHEMA`] lists every key with the kind of TOML value it takes. The type
+//! check, the environment overrides and the "did you mean" suggestions all
+//! read it; a test keeps it in step with the structs.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawConfig {
+    pub server: RawServer,
+    pub oidc: RawOidc,
+    pub session: RawSession,
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawServer {
+    pub listen: String,
+    pub public_url: String,
+    pub trusted_proxies: Vec<String>,
+    pub allowed_redirect_hosts: Vec<String>,
+    pub metrics_listen: String,
+    pub log_format: String,
+    pub shutdown_timeout: String,
+    pub upstream_timeout: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub setup_page: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:4180".to_owned(),
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            allowed_redirect_hosts: Vec::new(),
+            metrics_listen: String::new(),
+            log_format: "text".to_owned(),
+            shutdown_timeout: "30s".to_owned(),
+            upstream_timeout: "30s".to_owned(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            setup_page: false,
+        }
+    }
+}
+
+/// `[oidc]`. Holds secrets, so it has no `Debug`.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawOidc {
+    pub provider: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_secret_file: String,
+    pub redirect_url: String,
+    pub post_logout_redirect_url: String,
+    pub scopes: Vec<String>,
+    pub extra_auth_params: BTreeMap<String, String>,
+    pub extra_audiences: Vec<String>,
+    pub require_azp: bool,
+    pub allowed_algs: Vec<String>,
+    pub clock_skew: String,
+    pub jwks_refresh: String,
+    pub roles_claim: String,
+    pub groups_claim: String,
+    pub project_id: String,
+    pub base_url: String,
+    pub flow: String,
+}
+
+impl Default for RawOidc {
+    fn default() -> Self {
+        RawOidc {
+            provider: "generic".to_owned(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: String::new(),
+            redirect_url: String::new(),
+            post_logout_redirect_url: String::new(),
+            scopes: strings(&["openid", "profile", "email"]),
+            extra_auth_params: BTreeMap::new(),
+            extra_audiences: Vec::new(),
+            require_azp: false,
+            allowed_algs: strings(&["RS256", "ES256", "PS256", "EdDSA"]),
+            clock_skew: "30s".to_owned(),
+            jwks_refresh: "15m".to_owned(),
+            roles_claim: "roles".to_owned(),
+            groups_claim: "groups".to_owned(),
+            project_id: String::new(),
+            base_url: String::new(),
+            flow: String::new(),
+        }
+    }
+}
+
+/// `[session]`. Holds secrets, so it has no `Debug`.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawSession {
+    pub store: String,
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub cookie_name: String,
+    pub cookie_secret: String,
+    pub cookie_secret_file: String,
+    /// `None`: derived from `server.public_url` (true for https).
+    pub cookie_secure: Option<bool>,
+    pub cookie_domain: String,
+    pub ttl: String,
+    pub idle_timeout: String,
+    pub refresh_before: String,
+    pub local_cache: bool,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            store: "redis".to_owned(),
+            redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            key_prefix: "portico:".to_owned(),
+            cookie_name: "portico_session".to_owned(),
+            cookie_secret: String::new(),
+            cookie_secret_file: String::new(),
+            cookie_secure: None,
+            cookie_domain: String::new(),
+            ttl: "12h".to_owned(),
+            idle_timeout: "1h".to_owned(),
+            refresh_before: "60s".to_owned(),
+            local_cache: false,
+        }
+    }
+}
+
+/// One `[[routes]]` table. `upstream` has no useful default; validation
+/// reports it when missing, alongside every other problem.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawRoute {
+    pub path_prefix: String,
+    pub host: String,
+    pub upstream: String,
+    pub public: bool,
+    pub api: bool,
+    pub require_roles: Vec<String>,
+}
+
+impl Default for RawRoute {
+    fn default() -> Self {
+        RawRoute {
+            path_prefix: "/".to_owned(),
+            host: String::new(),
+            upstream: String::new(),
+            public: false,
+            api: false,
+            require_roles: Vec::new(),
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// The kind of TOML value a key takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Flag,
+    TextList,
+    /// A table of string values, e.g. `{ prompt = "login" }`.
+    TextTable,
+}
+
+impl Kind {
+    /// How the kind is described in an error ("expected …").
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Kind::Text => "a string",
+            Kind::Flag => "true or false",
+            Kind::TextList => "a list of strings",
+            Kind::TextTable => "a table of strings",
+        }
+    }
+}
+
+/// One section of the file and its keys.
+pub(crate) struct Section {
+    pub name: &'static str,
+    /// `[[routes]]` is an array of tables; the others are single tables.
+    pub repeated: bool,
+    pub keys: &'static [(&'static str, Kind)],
+}
+
+impl Section {
+    pub(crate) fn kind_of(&self, key: &str) -> Option<Kind> {
+        self.keys
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, kind)| *kind)
+    }
+
+    pub(crate) fn key_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.keys.iter().map(|(name, _)| *name)
+    }
+}
+
+/// Every section and key portico accepts.
+pub(crate) const SCHEMA: &[Section] = &[
+    Section {
+        name: "server",
+        repeated: false,
+        keys: &[
+            ("listen", Kind::Text),
+            ("public_url", Kind::Text),
+            ("trusted_proxies", Kind::TextList),
+            ("allowed_redirect_hosts", Kind::TextList),
+            ("metrics_listen", Kind::Text),
+            ("log_format", Kind::Text),
+            ("shutdown_timeout", Kind::Text),
+            ("upstream_timeout", Kind::Text),
+            ("tls_cert", Kind::Text),
+            ("tls_key", Kind::Text),
+            ("setup_page", Kind::Flag),
+        ],
+    },
+    Section {
+        name: "oidc",
+        repeated: false,
+        keys: &[
+            ("provider", Kind::Text),
+            ("issuer", Kind::Text),
+            ("client_id", Kind::Text),
+            ("client_secret", Kind::Text),
+            ("client_secret_file", Kind::Text),
+            ("redirect_url", Kind::Text),
+            ("post_logout_redirect_url", Kind::Text),
+            ("scopes", Kind::TextList),
+            ("extra_auth_params", Kind::TextTable),
+            ("extra_audiences", Kind::TextList),
+            ("require_azp", Kind::Flag),
+            ("allowed_algs", Kind::TextList),
+            ("clock_skew", Kind::Text),
+            ("jwks_refresh", Kind::Text),
+            ("roles_claim", Kind::Text),
+            ("groups_claim", Kind::Text),
+            ("project_id", Kind::Text),
+            ("base_url", Kind::Text),
+            ("flow", Kind::Text),
+        ],
+    },
+    Section {
+        name: "session",
+        repeated: false,
+        keys: &[
+            ("store", Kind::Text),
+            ("redis_url", Kind::Text),
+            ("key_prefix", Kind::Text),
+            ("cookie_name", Kind::Text),
+            ("cookie_secret", Kind::Text),
+            ("cookie_secret_file", Kind::Text),
+            ("cookie_secure", Kind::Flag),
+            ("cookie_domain", Kind::Text),
+            ("ttl", Kind::Text),
+            ("idle_timeout", Kind::Text),
+            ("refresh_before", Kind::Text),
+            ("local_cache", Kind::Flag),
+        ],
+    },
+    Section {
+        name: "routes",
+        repeated: true,
+        keys: &[
+            ("path_prefix", Kind::Text),
+            ("host", Kind::Text),
+            ("upstream", Kind::Text),
+            ("public", Kind::Flag),
+            ("api", Kind::Flag),
+            ("require_roles", Kind::TextList),
+        ],
+    },
+];
+
+pub(crate) fn section(name: &str) -> Option<&'static Section> {
+    SCHEMA.iter().find(|section| section.name == name)
+}
+
+/// Whether a key holds a secret, so its value is never shown.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "password", "token", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+        && !key.ends_with("_file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_lists_exactly_the_struct_fields() {
+        let mut raw = RawConfig::default();
+        raw.session.cookie_secure = Some(true);
+        raw.routes.push(RawRoute::default());
+        let written = toml::Value::try_from(&raw).expect("raw config serialises");
+        for section in SCHEMA {
+            let table = if section.repeated {
+                &written[section.name][0]
+            } else {
+                &written[section.name]
+            };
+            let table = table.as_table().expect("section is a table");
+            let mut fields: Vec<&str> = table.keys().map(String::as_str).collect();
+            let mut keys: Vec<&str> = section.key_names().collect();
+            fields.sort_unstable();
+            keys.sort_unstable();
+            assert_eq!(fields, keys, "section {}", section.name);
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_contract_defaults() {
+        let raw = RawConfig::default();
+        assert_eq!(raw.server.listen, "127.0.0.1:4180");
+        assert_eq!(raw.server.upstream_timeout, "30s");
+        assert_eq!(raw.oidc.scopes, ["openid", "profile", "email"]);
+        assert_eq!(raw.oidc.allowed_algs, ["RS256", "ES256", "PS256", "EdDSA"]);
+        assert_eq!(raw.oidc.groups_claim, "groups");
+        assert_eq!(raw.session.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(raw.session.cookie_name, "portico_session");
+        assert_eq!(RawRoute::default().path_prefix, "/");
+    }
+
+    #[test]
+    fn secret_keys_are_recognised() {
+        assert!(is_secret_key("client_secret"));
+        assert!(is_secret_key("PASSWORD"));
+        assert!(!is_secret_key("client_secret_file"));
+        assert!(!is_secret_key("key_prefix"));
+    }
+}

@@ -1,0 +1,162 @@
+//! The effective configuration as TOML, for `portico check`.
+//!
+//! Shows what portico will actually run with: defaults filled in, Descope and
+//! public_url derivations spelled out, environment overrides applied. Every
+//! secret (client secret, cookie secret, passwords inside URLs) is printed as
+//! `"***"`, so the output can be pasted into a ticket. The text is valid
+//! TOML in the contract's key order, and reads back as the same
+//! configuration once real secrets are supplied.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::duration::format_duration;
+use super::errors::{mask_url_password, MASKED};
+use super::types::{Config, LogFormat, ProviderKind, StoreKind};
+
+/// One `key = value` line per setting, grouped under section headers.
+struct Document {
+    text: String,
+}
+
+impl Document {
+    fn section(&mut self, header: &str) {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(header);
+        self.text.push('\n');
+    }
+
+    fn raw(&mut self, key: &str, rendered: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "{key} = {rendered}");
+    }
+
+    fn text(&mut self, key: &str, value: &str) {
+        self.raw(key, &toml::Value::String(value.to_owned()).to_string());
+    }
+
+    fn flag(&mut self, key: &str, value: bool) {
+        self.raw(key, if value { "true" } else { "false" });
+    }
+
+    fn list<T: ToString>(&mut self, key: &str, items: &[T]) {
+        let array = items
+            .iter()
+            .map(|item| toml::Value::String(item.to_string()))
+            .collect();
+        self.raw(key, &toml::Value::Array(array).to_string());
+    }
+
+    fn duration(&mut self, key: &str, value: Duration) {
+        self.text(key, &format_duration(value));
+    }
+
+    fn optional(&mut self, key: &str, value: Option<impl ToString>) {
+        self.text(
+            key,
+            &value.map(|value| value.to_string()).unwrap_or_default(),
+        );
+    }
+}
+
+/// The effective configuration as TOML text, secrets masked.
+pub fn render_effective(config: &Config) -> String {
+    let mut document = Document {
+        text: String::new(),
+    };
+    let server = &config.server;
+    document.section("[server]");
+    document.text("listen", &server.listen.to_string());
+    document.text("public_url", server.public_url.as_str());
+    document.list("trusted_proxies", &server.trusted_proxies);
+    document.list("allowed_redirect_hosts", &server.allowed_redirect_hosts);
+    document.optional("metrics_listen", server.metrics_listen);
+    let log_format = match server.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    document.text("log_format", log_format);
+    document.duration("shutdown_timeout", server.shutdown_timeout);
+    document.duration("upstream_timeout", server.upstream_timeout);
+    document.optional(
+        "tls_cert",
+        server.tls_cert.as_ref().map(|path| path.display()),
+    );
+    document.optional(
+        "tls_key",
+        server.tls_key.as_ref().map(|path| path.display()),
+    );
+    document.flag("setup_page", server.setup_page);
+
+    let oidc = &config.oidc;
+    document.section("[oidc]");
+    let provider = match oidc.provider {
+        ProviderKind::Generic => "generic",
+        ProviderKind::Descope => "descope",
+    };
+    document.text("provider", provider);
+    if oidc.provider == ProviderKind::Descope {
+        document.optional("project_id", oidc.project_id.as_ref());
+        document.optional("base_url", oidc.base_url.as_ref());
+        document.optional("flow", oidc.flow.as_ref());
+    }
+    document.text("issuer", &oidc.issuer);
+    document.text("client_id", &oidc.client_id);
+    match &oidc.client_secret {
+        Some(_) => document.raw("client_secret", MASKED),
+        None => document.text("client_secret", ""),
+    }
+    document.text("redirect_url", oidc.redirect_url.as_str());
+    document.text(
+        "post_logout_redirect_url",
+        oidc.post_logout_redirect_url.as_str(),
+    );
+    document.list("scopes", &oidc.scopes);
+    let parameters = oidc
+        .extra_auth_params
+        .iter()
+        .map(|(name, value)| (name.clone(), toml::Value::String(value.clone())))
+        .collect();
+    document.raw(
+        "extra_auth_params",
+        &toml::Value::Table(parameters).to_string(),
+    );
+    document.list("extra_audiences", &oidc.extra_audiences);
+    document.flag("require_azp", oidc.require_azp);
+    document.list("allowed_algs", &oidc.allowed_algs);
+    document.duration("clock_skew", oidc.clock_skew);
+    document.duration("jwks_refresh", oidc.jwks_refresh);
+    document.text("roles_claim", &oidc.roles_claim);
+    document.text("groups_claim", &oidc.groups_claim);
+
+    let session = &config.session;
+    document.section("[session]");
+    let store = match session.store {
+        StoreKind::Redis => "redis",
+        StoreKind::Memory => "memory",
+    };
+    document.text("store", store);
+    document.text("redis_url", &mask_url_password(session.redis_url.expose()));
+    document.text("key_prefix", &session.key_prefix);
+    document.text("cookie_name", &session.cookie_name);
+    document.raw("cookie_secret", MASKED);
+    document.flag("cookie_secure", session.cookie_secure);
+    document.optional("cookie_domain", session.cookie_domain.as_ref());
+    document.duration("ttl", session.ttl);
+    document.duration("idle_timeout", session.idle_timeout);
+    document.duration("refresh_before", session.refresh_before);
+    document.flag("local_cache", session.local_cache);
+
+    for route in &config.routes {
+        document.section("[[routes]]");
+        document.text("path_prefix", &route.path_prefix);
+        document.optional("host", route.host.as_ref());
+        document.text("upstream", &mask_url_password(route.upstream.as_str()));
+        document.flag("public", route.public);
+        document.flag("api", route.api);
+        document.list("require_roles", &route.require_roles);
+    }
+    document.text
+}

@@ -1,0 +1,140 @@
+//! The validated configuration: what the rest of portico reads.
+//!
+//! Everything here has already passed validation, so the types are the
+//! strong ones (socket addresses, URLs, durations, decoded secrets) and no
+//! caller has to re-check a value. The raw, as-written form lives in `raw.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+/// A secret value that never shows itself in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    /// The secret itself. Call sites that use it are the only ones that see it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("\"***\"")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The origin browsers use, normalised to `scheme://host[:port]/` (path "/").
+    pub public_url: Url,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Lower-cased host names; a leading dot (".example.com") admits the
+    /// domain and its subdomains.
+    pub allowed_redirect_hosts: Vec<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub setup_page: bool,
+    /// How long portico waits for an upstream's response headers (504 after).
+    /// Key `upstream_timeout`, default "30s". An extension of the contract.
+    pub upstream_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Generic,
+    Descope,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub provider: ProviderKind,
+    /// Exactly as configured (or derived for Descope); compared byte for byte.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret<String>>,
+    pub redirect_url: Url,
+    pub post_logout_redirect_url: Url,
+    pub scopes: Vec<String>,
+    pub extra_auth_params: BTreeMap<String, String>,
+    pub extra_audiences: Vec<String>,
+    pub require_azp: bool,
+    /// Upper-case JOSE names, each one of RS256 RS384 RS512 PS256 PS384 PS512
+    /// ES256 ES384 EdDSA (HS* only when explicitly listed).
+    pub allowed_algs: Vec<String>,
+    pub clock_skew: Duration,
+    pub jwks_refresh: Duration,
+    pub roles_claim: String,
+    pub groups_claim: String,
+    /// Descope only.
+    pub project_id: Option<String>,
+    pub base_url: Option<Url>,
+    pub flow: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Redis,
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub store: StoreKind,
+    pub redis_url: Secret<String>,
+    pub key_prefix: String,
+    pub cookie_name: String,
+    /// Decoded bytes, at least 32.
+    pub cookie_secret: Secret<Vec<u8>>,
+    pub cookie_secure: bool,
+    pub cookie_domain: Option<String>,
+    pub ttl: Duration,
+    pub idle_timeout: Duration,
+    pub refresh_before: Duration,
+    pub local_cache: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Starts with "/".
+    pub path_prefix: String,
+    /// Lower-case host (may carry ":port"), matched against the request's Host.
+    pub host: Option<String>,
+    pub upstream: Url,
+    pub public: bool,
+    pub api: bool,
+    pub require_roles: Vec<String>,
+}

@@ -1,0 +1,380 @@
+//! Raw configuration → validated [`Config`], reporting every problem at once.
+//!
+//! Like oauth2-proxy's `pkg/validation`, this is its own step over plain
+//! data: each rule looks at one value (or a pair), reports into the shared
+//! [`Problems`] list and carries on, so one run of `portico check` lists
+//! everything that needs fixing. The `[server]` and `[[routes]]` rules live
+//! here with the helpers every section shares; `[oidc]` and `[session]` have
+//! their own files.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::{Host, Url};
+
+use super::duration::{parse_duration, DURATION_FIX};
+use super::errors::{quoted, quoted_list, Problems};
+use super::raw::{RawConfig, RawRoute, RawServer};
+use super::types::{Config, LogFormat, RouteConfig, ServerConfig};
+use super::validate_oidc::oidc;
+use super::validate_session::session;
+
+/// Checks everything; `None` when any problem was reported.
+pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Config> {
+    let public_url = public_url(problems, &raw.server.public_url);
+    let server = server(problems, &raw.server, public_url.as_ref());
+    let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
+    let session = session(problems, &raw.session, public_url.as_ref());
+    let routes = routes(problems, &raw.routes);
+    Some(Config {
+        server: server?,
+        oidc: oidc?,
+        session: session?,
+        routes: routes?,
+    })
+}
+
+fn server(
+    problems: &mut Problems,
+    raw: &RawServer,
+    public_url: Option<&Url>,
+) -> Option<ServerConfig> {
+    let listen = socket_address(problems, "server.listen", &raw.listen);
+    let metrics_listen = if raw.metrics_listen.is_empty() {
+        Some(None)
+    } else {
+        socket_address(problems, "server.metrics_listen", &raw.metrics_listen).map(Some)
+    };
+    let trusted_proxies = each_item(
+        problems,
+        "server.trusted_proxies",
+        &raw.trusted_proxies,
+        |text| {
+            parse_network(text).ok_or((
+                "is not an IP network".to_owned(),
+                "write a CIDR such as \"10.0.0.0/8\" or a single address such as \"10.1.2.3\""
+                    .to_owned(),
+            ))
+        },
+    );
+    let allowed_redirect_hosts = each_item(
+        problems,
+        "server.allowed_redirect_hosts",
+        &raw.allowed_redirect_hosts,
+        |text| {
+            redirect_host(text).map_err(|problem| {
+                (
+                    problem.to_owned(),
+                    "write a host name such as \"docs.example.com\", or \".example.com\" for a domain and its subdomains".to_owned(),
+                )
+            })
+        },
+    );
+    let log_format = match raw.log_format.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            problems.report(
+                "server.log_format",
+                quoted(other),
+                "is not a log format",
+                "use \"text\" or \"json\"",
+            );
+            None
+        }
+    };
+    let shutdown_timeout = duration(
+        problems,
+        "server.shutdown_timeout",
+        &raw.shutdown_timeout,
+        true,
+    );
+    let upstream_timeout = duration(
+        problems,
+        "server.upstream_timeout",
+        &raw.upstream_timeout,
+        true,
+    );
+    let tls_paired = raw.tls_cert.is_empty() == raw.tls_key.is_empty();
+    if !tls_paired {
+        let (key, value, missing) = if raw.tls_key.is_empty() {
+            ("server.tls_cert", &raw.tls_cert, "server.tls_key")
+        } else {
+            ("server.tls_key", &raw.tls_key, "server.tls_cert")
+        };
+        problems.report(
+            key,
+            quoted(value),
+            format!("is set but {missing} is not"),
+            "set both tls_cert and tls_key to serve https, or neither",
+        );
+    }
+    let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
+    Some(ServerConfig {
+        listen: listen?,
+        public_url: public_url?.clone(),
+        trusted_proxies: trusted_proxies?,
+        allowed_redirect_hosts: allowed_redirect_hosts?,
+        metrics_listen: metrics_listen?,
+        log_format: log_format?,
+        shutdown_timeout: shutdown_timeout?,
+        tls_cert: optional_path(&raw.tls_cert).filter(|_| tls_paired),
+        tls_key: optional_path(&raw.tls_key).filter(|_| tls_paired),
+        setup_page: raw.setup_page,
+        upstream_timeout: upstream_timeout?,
+    })
+}
+
+/// The origin browsers use, normalised to `scheme://host[:port]/`.
+fn public_url(problems: &mut Problems, text: &str) -> Option<Url> {
+    const KEY: &str = "server.public_url";
+    const FIX: &str = "set it to the origin browsers use, e.g. \"https://app.example.com\"";
+    if text.is_empty() {
+        problems.report(KEY, quoted(text), "is required", FIX);
+        return None;
+    }
+    let url = http_url(problems, KEY, text, FIX)?;
+    let problem = if !url.username().is_empty() || url.password().is_some() {
+        Some("must not contain a user name or password")
+    } else if url.path() != "/" {
+        Some("must be an origin without a path")
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Some("must be an origin without a query or fragment")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => {
+            problems.report(KEY, quoted(text), problem, FIX);
+            None
+        }
+        None => Some(url),
+    }
+}
+
+fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<RouteConfig>> {
+    if raw.is_empty() {
+        problems.report(
+            "routes",
+            "[]",
+            "no routes are configured, so portico has nothing to proxy",
+            "add a [[routes]] table, e.g. path_prefix = \"/\" and upstream = \"http://127.0.0.1:9100\"",
+        );
+        return None;
+    }
+    let mut seen: BTreeMap<(Option<String>, String), usize> = BTreeMap::new();
+    let mut routes = Some(Vec::new());
+    for (index, route) in raw.iter().enumerate() {
+        let checked = one_route(problems, index, route);
+        if let Some(checked) = &checked {
+            let identity = (checked.host.clone(), checked.path_prefix.clone());
+            if let Some(first) = seen.insert(identity, index) {
+                problems.report(
+                    format!("routes[{index}].path_prefix"),
+                    quoted(&route.path_prefix),
+                    format!("routes[{first}] already has the same host and path_prefix"),
+                    "merge the two routes, or give one a different path_prefix or host",
+                );
+            }
+        }
+        routes = routes.zip(checked).map(|(mut list, route)| {
+            list.push(route);
+            list
+        });
+    }
+    routes
+}
+
+fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<RouteConfig> {
+    let key = |name: &str| format!("routes[{index}].{name}");
+    let mut valid = true;
+    if !raw.path_prefix.starts_with('/') {
+        problems.report(
+            key("path_prefix"),
+            quoted(&raw.path_prefix),
+            "must start with \"/\"",
+            format!(
+                "write it as \"/{}\"",
+                raw.path_prefix.trim_start_matches('/')
+            ),
+        );
+        valid = false;
+    }
+    let host = raw.host.trim().to_ascii_lowercase();
+    if host.contains("://") || host.contains(['/', '?', '#', ' ']) {
+        problems.report(
+            key("host"),
+            quoted(&raw.host),
+            "must be a bare host name (optionally with :port)",
+            "write only the host, e.g. \"app.example.com\"",
+        );
+        valid = false;
+    }
+    const UPSTREAM_FIX: &str = "write an absolute URL such as \"http://127.0.0.1:9100\"";
+    let upstream = if raw.upstream.is_empty() {
+        problems.report(key("upstream"), quoted(""), "is required", UPSTREAM_FIX);
+        None
+    } else {
+        http_url(problems, &key("upstream"), &raw.upstream, UPSTREAM_FIX)
+    };
+    for (role_index, role) in raw.require_roles.iter().enumerate() {
+        if role.trim().is_empty() {
+            problems.report(
+                format!("routes[{index}].require_roles[{role_index}]"),
+                quoted(role),
+                "is empty",
+                "remove it, or write the role's name",
+            );
+            valid = false;
+        }
+    }
+    if raw.public && !raw.require_roles.is_empty() {
+        problems.report(
+            key("require_roles"),
+            quoted_list(&raw.require_roles),
+            "a public route cannot require a role (nobody is signed in to have one)",
+            "remove public = true, or remove require_roles",
+        );
+        valid = false;
+    }
+    let upstream = upstream?;
+    valid.then(|| RouteConfig {
+        path_prefix: raw.path_prefix.clone(),
+        host: (!host.is_empty()).then_some(host),
+        upstream,
+        public: raw.public,
+        api: raw.api,
+        require_roles: raw.require_roles.clone(),
+    })
+}
+
+fn socket_address(problems: &mut Problems, key: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.report(
+                key,
+                quoted(text),
+                "is not an IP address and port",
+                "write e.g. \"127.0.0.1:4180\" or \"[::]:4180\" (host names are not accepted)",
+            );
+            None
+        }
+    }
+}
+
+/// A CIDR, or a bare address as a single-host network.
+fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A redirect host: lower-cased host name, optional leading dot.
+fn redirect_host(text: &str) -> Result<String, &'static str> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.contains("://") {
+        return Err("has a scheme; give the host name only");
+    }
+    if lower.contains(['/', '?', '#']) {
+        return Err("has a path; give the host name only");
+    }
+    if lower.contains('*') {
+        return Err("wildcards are not supported");
+    }
+    let (dot, name) = match lower.strip_prefix('.') {
+        Some(name) => (".", name),
+        None => ("", lower.as_str()),
+    };
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.contains(':') && !name.starts_with('[') {
+        return Err("has a port; give the host name only");
+    }
+    match Host::parse(name) {
+        Ok(host) => Ok(format!("{dot}{host}")),
+        Err(_) => Err("is not a valid host name"),
+    }
+}
+
+/// Checks every item of a list; `None` when any item was reported.
+fn each_item<T>(
+    problems: &mut Problems,
+    key: &str,
+    items: &[String],
+    check: impl Fn(&str) -> Result<T, (String, String)>,
+) -> Option<Vec<T>> {
+    let mut checked = Some(Vec::with_capacity(items.len()));
+    for (index, item) in items.iter().enumerate() {
+        match check(item) {
+            Ok(value) => {
+                if let Some(list) = checked.as_mut() {
+                    list.push(value);
+                }
+            }
+            Err((problem, fix)) => {
+                problems.report(format!("{key}[{index}]"), quoted(item), problem, fix);
+                checked = None;
+            }
+        }
+    }
+    checked
+}
+
+/// A duration; `positive` refuses zero.
+pub(crate) fn duration(
+    problems: &mut Problems,
+    key: &str,
+    text: &str,
+    positive: bool,
+) -> Option<Duration> {
+    match parse_duration(text) {
+        Ok(duration) if positive && duration.is_zero() => {
+            problems.report(key, quoted(text), "must be longer than zero", DURATION_FIX);
+            None
+        }
+        Ok(duration) => Some(duration),
+        Err(problem) => {
+            problems.report(
+                key,
+                quoted(text),
+                format!("is not a duration: {problem}"),
+                DURATION_FIX,
+            );
+            None
+        }
+    }
+}
+
+/// An absolute http or https URL with a host.
+pub(crate) fn http_url(problems: &mut Problems, key: &str, text: &str, fix: &str) -> Option<Url> {
+    let problem = match Url::parse(text) {
+        Err(error) => format!("is not an absolute URL ({error})"),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            format!("must be an http or https URL, not {}", url.scheme())
+        }
+        Ok(url) if url.host().is_none() => "has no host".to_owned(),
+        Ok(url) => return Some(url),
+    };
+    problems.report(key, quoted(text), problem, fix);
+    None
+}
+
+/// Loopback hosts may use plain http (local development, tests).
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(address)) => address.is_loopback(),
+        Some(Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,168 @@
+//! The dev OP's router and its small endpoints: discovery, JWKS, userinfo and end-session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use url::Url;
+
+use super::authorize::{authorize_page, authorize_submit};
+use super::misbehavior::wrong_issuer;
+use super::options::Misbehavior;
+use super::pages::{render, MessagePage};
+use super::state::{unix_now, SharedState};
+use super::token_endpoint::token;
+use super::tokens::{check_access_token, user_claims};
+
+/// Every dev OP endpoint, answering 503 everywhere while `Misbehavior::Unavailable` is on.
+pub(crate) fn router(shared: Arc<SharedState>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize_page).post(authorize_submit))
+        .route("/token", axum::routing::post(token))
+        .route("/userinfo", get(userinfo).post(userinfo))
+        .route("/end_session", get(end_session))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            unavailable_when_told,
+        ))
+        .with_state(shared)
+}
+
+async fn unavailable_when_told(
+    State(shared): State<Arc<SharedState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if shared.misbehavior() == Misbehavior::Unavailable {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dev OP is unavailable (on purpose)",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The OpenID Provider metadata (OpenID Connect Discovery 1.0 §3).
+pub(crate) fn discovery_document(shared: &SharedState, misbehavior: &Misbehavior) -> Value {
+    let issuer = &shared.issuer;
+    let advertised_issuer = if *misbehavior == Misbehavior::DiscoveryWrongIssuer {
+        wrong_issuer(issuer)
+    } else {
+        issuer.clone()
+    };
+    json!({
+        "issuer": advertised_issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "end_session_endpoint": format!("{issuer}/end_session"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "token_endpoint_auth_methods_supported": shared.options.token_auth_methods.names(),
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "claims_supported": [
+            "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "amr", "email",
+            "email_verified", "name", "preferred_username", "roles", "groups",
+        ],
+        "authorization_response_iss_parameter_supported": shared.options.send_iss_in_callback,
+    })
+}
+
+async fn discovery(State(shared): State<Arc<SharedState>>) -> Json<Value> {
+    let misbehavior = {
+        let mut mutable = shared.lock();
+        mutable.stats.discovery_requests += 1;
+        mutable.misbehavior.clone()
+    };
+    Json(discovery_document(&shared, &misbehavior))
+}
+
+async fn jwks(State(shared): State<Arc<SharedState>>) -> Json<Value> {
+    let key = {
+        let mut mutable = shared.lock();
+        mutable.stats.jwks_requests += 1;
+        mutable.current_key.clone()
+    };
+    Json(json!({"keys": [key.public_jwk()]}))
+}
+
+fn bearer_challenge(error: Option<&str>) -> Response {
+    let challenge = match error {
+        Some(error) => format!("Bearer realm=\"dev OP\", error=\"{error}\""),
+        None => "Bearer realm=\"dev OP\"".to_owned(),
+    };
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": error.unwrap_or("invalid_request")})),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// `GET|POST /userinfo` with an access token from this OP.
+async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let Some(token) = token else {
+        return bearer_challenge(None);
+    };
+    let keys = shared.lock().used_keys.clone();
+    let Some(claims) = check_access_token(&token, &keys, &shared.issuer, unix_now()) else {
+        return bearer_challenge(Some("invalid_token"));
+    };
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match shared.lock().user(sub) {
+        Some(user) => Json(Value::Object(user_claims(&user))).into_response(),
+        None => Json(json!({"sub": sub})).into_response(),
+    }
+}
+
+/// `GET /end_session` (RP-Initiated Logout 1.0).
+async fn end_session(
+    State(shared): State<Arc<SharedState>>,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Response {
+    shared.lock().stats.end_session_requests += 1;
+    let target = parameters
+        .get("post_logout_redirect_uri")
+        .filter(|uri| shared.post_logout_redirect_uri_allowed(uri))
+        .and_then(|uri| Url::parse(uri).ok());
+    if let Some(mut url) = target {
+        if let Some(state) = parameters.get("state") {
+            url.query_pairs_mut().append_pair("state", state);
+        }
+        return (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response();
+    }
+    let page = MessagePage {
+        title: "Signed out of the dev OP".to_owned(),
+        message: "You are signed out of the dev OP.".to_owned(),
+        is_error: false,
+    };
+    render(StatusCode::OK, &page)
+}

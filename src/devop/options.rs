@@ -1,0 +1,173 @@
+//! The dev OP's plain-data inputs and outputs: users, options, misbehaviours, counters.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// A user the dev OP can sign in.
+#[derive(Clone, Debug)]
+pub struct DevUser {
+    pub sub: String,
+    pub email: String,
+    pub name: String,
+    pub preferred_username: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// Added to the ID token and userinfo as they are (they cannot replace iss, sub, aud, azp,
+    /// exp, iat, auth_time or nonce).
+    pub extra_claims: Map<String, Value>,
+}
+
+impl DevUser {
+    /// A user with email `{sub}@example.test`, name and username derived from `sub`, no roles.
+    pub fn new(sub: &str) -> DevUser {
+        let mut name = String::new();
+        let mut characters = sub.chars();
+        if let Some(first) = characters.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(characters.as_str());
+        }
+        DevUser {
+            sub: sub.to_owned(),
+            email: format!("{sub}@example.test"),
+            name: format!("{name} Example"),
+            preferred_username: sub.to_owned(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+            extra_claims: Map::new(),
+        }
+    }
+
+    /// The same user with these roles.
+    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+        self.roles = roles.iter().map(|role| (*role).to_owned()).collect();
+        self
+    }
+}
+
+/// Which client authentication methods the token endpoint accepts (RFC 6749 §2.3.1).
+#[derive(Clone, Debug, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethods {
+    /// `client_secret_basic` and `client_secret_post`.
+    BasicAndPost,
+    /// `client_secret_post` only.
+    PostOnly,
+    /// `client_secret_basic` only.
+    BasicOnly,
+}
+
+impl TokenAuthMethods {
+    /// The names for the discovery document.
+    pub(crate) fn names(self) -> &'static [&'static str] {
+        match self {
+            TokenAuthMethods::BasicAndPost => &["client_secret_basic", "client_secret_post"],
+            TokenAuthMethods::PostOnly => &["client_secret_post"],
+            TokenAuthMethods::BasicOnly => &["client_secret_basic"],
+        }
+    }
+
+    pub(crate) fn allows_basic(self) -> bool {
+        self != TokenAuthMethods::PostOnly
+    }
+
+    pub(crate) fn allows_post(self) -> bool {
+        self != TokenAuthMethods::BasicOnly
+    }
+}
+
+/// How the dev OP is set up; `Default` gives the test setup.
+#[derive(Clone, Debug)]
+pub struct DevOpOptions {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Exact match required at /authorize and /token; empty accepts any http(s) loopback URI.
+    pub redirect_uris: Vec<String>,
+    /// Exact match required at /end_session; empty accepts any.
+    pub post_logout_redirect_uris: Vec<String>,
+    pub users: Vec<DevUser>,
+    pub token_auth_methods: TokenAuthMethods,
+    pub id_token_ttl: Duration,
+    pub access_token_ttl: Duration,
+    /// Send the RFC 9207 `iss` parameter on the authorization response.
+    pub send_iss_in_callback: bool,
+    /// When set (e.g. "localhost"), the issuer is `http://{public_host}:{port}`.
+    pub public_host: Option<String>,
+}
+
+impl Default for DevOpOptions {
+    fn default() -> Self {
+        DevOpOptions {
+            client_id: "portico-test".to_owned(),
+            client_secret: "devop-secret".to_owned(),
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            users: vec![
+                DevUser::new("alice").with_roles(&["admin"]),
+                DevUser::new("bob"),
+            ],
+            token_auth_methods: TokenAuthMethods::BasicAndPost,
+            id_token_ttl: Duration::from_secs(300),
+            access_token_ttl: Duration::from_secs(300),
+            send_iss_in_callback: true,
+            public_host: None,
+        }
+    }
+}
+
+/// A way the dev OP can misbehave, so tests can prove the relying party refuses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Misbehavior {
+    None,
+    /// Signature bytes corrupted.
+    BadSignature,
+    /// `iss` = "{issuer}/other".
+    WrongIssuer,
+    /// `aud` = "someone-else" only.
+    WrongAudience,
+    /// `aud` = [client_id, that].
+    ExtraAudience(String),
+    /// `azp` = "someone-else".
+    WrongAzp,
+    /// Never send `azp` (normally `azp` = client_id).
+    OmitAzp,
+    /// `exp` 10 minutes in the past (`iat` 20 minutes in the past).
+    Expired,
+    /// `iat` 10 minutes in the future.
+    IssuedInFuture,
+    /// `nonce` = "not-the-nonce" (also on refreshed ID tokens).
+    WrongNonce,
+    OmitNonce,
+    /// Header `{"alg":"none"}`, empty signature.
+    AlgNone,
+    /// HS256 keyed with the client secret.
+    HmacWithClientSecret,
+    /// Signed with a key whose kid is never in the JWKS.
+    UnknownKid,
+    /// /token answers 400 `invalid_grant` for code grants.
+    TokenEndpointError,
+    /// /authorize redirects back with `error=access_denied`.
+    AuthorizeError,
+    /// The RFC 9207 `iss` parameter on the callback is wrong (sent even when
+    /// `send_iss_in_callback` is off).
+    WrongIssParam,
+    /// The discovery document's `issuer` differs from the real one.
+    DiscoveryWrongIssuer,
+    /// Every endpoint answers 503.
+    Unavailable,
+}
+
+/// What the dev OP has been asked so far.
+#[derive(Clone, Debug, Default)]
+pub struct DevOpStats {
+    pub discovery_requests: u64,
+    pub jwks_requests: u64,
+    /// `GET /authorize` requests (the sign-in form's POST is not counted).
+    pub authorize_requests: u64,
+    /// Token requests with `grant_type=authorization_code`, successful or not.
+    pub code_exchanges: u64,
+    /// Token requests with `grant_type=refresh_token`, successful or not.
+    pub refreshes: u64,
+    pub end_session_requests: u64,
+    /// The raw query string of the last `GET /authorize`.
+    pub last_authorize_query: Option<String>,
+}

@@ -1,0 +1,180 @@
+//! The dev OP's shared state: fixed options plus what changes while it runs.
+//!
+//! One `std::sync::Mutex` guards everything that changes; it is never held across an `.await`,
+//! and a poisoned lock is recovered (the data stays consistent: every update is one assignment
+//! or one map operation).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use url::{Host, Url};
+
+use super::grants::{CodeStore, RefreshStore};
+use super::keys::KeyPair;
+use super::options::{DevOpOptions, DevOpStats, DevUser, Misbehavior};
+use super::tokens::TokenContext;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// What changes while the dev OP runs.
+pub(crate) struct MutableState {
+    pub misbehavior: Misbehavior,
+    pub auto_approve: Option<String>,
+    pub users: Vec<DevUser>,
+    /// Index of the current key in the process-wide key pool.
+    pub key_index: usize,
+    /// The key that signs now and the only one in the JWKS.
+    pub current_key: Arc<KeyPair>,
+    /// Every key this dev OP has signed with (its own access tokens stay checkable).
+    pub used_keys: Vec<Arc<KeyPair>>,
+    pub codes: CodeStore,
+    pub refresh_tokens: RefreshStore,
+    pub stats: DevOpStats,
+}
+
+/// Everything the handlers share.
+pub(crate) struct SharedState {
+    pub issuer: String,
+    pub options: DevOpOptions,
+    mutable: Mutex<MutableState>,
+}
+
+impl SharedState {
+    pub fn new(issuer: String, options: DevOpOptions, key: Arc<KeyPair>) -> SharedState {
+        let users = options.users.clone();
+        SharedState {
+            issuer,
+            options,
+            mutable: Mutex::new(MutableState {
+                misbehavior: Misbehavior::None,
+                auto_approve: None,
+                users,
+                key_index: 0,
+                current_key: key.clone(),
+                used_keys: vec![key],
+                codes: CodeStore::default(),
+                refresh_tokens: RefreshStore::default(),
+                stats: DevOpStats::default(),
+            }),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, MutableState> {
+        self.mutable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn misbehavior(&self) -> Misbehavior {
+        self.lock().misbehavior.clone()
+    }
+
+    pub fn token_context(&self, now: u64) -> TokenContext<'_> {
+        TokenContext {
+            issuer: &self.issuer,
+            client_id: &self.options.client_id,
+            client_secret: &self.options.client_secret,
+            now,
+            id_token_ttl_seconds: self.options.id_token_ttl.as_secs(),
+            access_token_ttl_seconds: self.options.access_token_ttl.as_secs(),
+        }
+    }
+
+    /// Whether `/authorize` and `/token` accept this redirect URI.
+    pub fn redirect_uri_allowed(&self, redirect_uri: &str) -> bool {
+        if self.options.redirect_uris.is_empty() {
+            is_loopback_http_uri(redirect_uri)
+        } else {
+            self.options
+                .redirect_uris
+                .iter()
+                .any(|allowed| allowed == redirect_uri)
+        }
+    }
+
+    /// Whether `/end_session` may redirect to this URI.
+    pub fn post_logout_redirect_uri_allowed(&self, uri: &str) -> bool {
+        let registered = &self.options.post_logout_redirect_uris;
+        let parses = Url::parse(uri).is_ok_and(|url| matches!(url.scheme(), "http" | "https"));
+        parses && (registered.is_empty() || registered.iter().any(|allowed| allowed == uri))
+    }
+}
+
+impl MutableState {
+    /// The user with this sub, if known.
+    pub fn user(&self, sub: &str) -> Option<DevUser> {
+        self.users.iter().find(|user| user.sub == sub).cloned()
+    }
+
+    /// The user with this sub, created (with no roles) when unknown.
+    pub fn user_or_create(&mut self, sub: &str) -> DevUser {
+        if let Some(user) = self.user(sub) {
+            return user;
+        }
+        let user = DevUser::new(sub);
+        self.users.push(user.clone());
+        user
+    }
+
+    /// Adds `user`, or replaces the user with the same sub.
+    pub fn set_user(&mut self, user: DevUser) {
+        match self.users.iter_mut().find(|known| known.sub == user.sub) {
+            Some(known) => *known = user,
+            None => self.users.push(user),
+        }
+    }
+}
+
+/// An absolute http(s) URI on a loopback host, without a fragment.
+fn is_loopback_http_uri(uri: &str) -> bool {
+    let Ok(url) = Url::parse(uri) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(Host::Ipv4(address)) => address.is_loopback(),
+        Some(Host::Ipv6(address)) => address.is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    matches!(url.scheme(), "http" | "https") && loopback && url.fragment().is_none()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_loopback_http_uri_is_allowed_when_none_are_registered() {
+        assert!(is_loopback_http_uri(
+            "http://127.0.0.1:4180/oauth2/callback"
+        ));
+        assert!(is_loopback_http_uri("https://localhost/cb?x=1"));
+        assert!(is_loopback_http_uri("http://[::1]:8080/cb"));
+        assert!(!is_loopback_http_uri("http://evil.example/cb"));
+        assert!(!is_loopback_http_uri("http://127.0.0.1/cb#fragment"));
+        assert!(!is_loopback_http_uri("javascript:alert(1)"));
+        assert!(!is_loopback_http_uri("/relative"));
+    }
+
+    #[test]
+    fn registered_redirect_uris_must_match_exactly() {
+        let options = DevOpOptions {
+            redirect_uris: vec!["http://127.0.0.1:4180/oauth2/callback".to_owned()],
+            ..DevOpOptions::default()
+        };
+        let state = SharedState::new(
+            "http://127.0.0.1:9".to_owned(),
+            options,
+            super::super::keys::key_at(0).unwrap(),
+        );
+        assert!(state.redirect_uri_allowed("http://127.0.0.1:4180/oauth2/callback"));
+        assert!(!state.redirect_uri_allowed("http://127.0.0.1:4180/oauth2/callback/"));
+        assert!(!state.redirect_uri_allowed("http://127.0.0.1:4181/oauth2/callback"));
+    }
+}

@@ -1,0 +1,331 @@
+//! portico's own endpoints under `/oauth2/`: start, callback, sign-out.
+//!
+//! Handlers stay thin: they parse, call the function that owns the
+//! decision (`oidc`, `session`, `redirect`), and render.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::GatewayError;
+use crate::oidc::{
+    self, check_callback_issuer, cookie_tag, finish_login, start_login, LoginError, LoginState,
+};
+use crate::pages::{self, error_response, error_response_with_retry, wants_json};
+use crate::request_id::{self, RequestId};
+use crate::AppState;
+
+/// A 302 to `location` with the given cookies set.
+fn redirect(location: &str, cookies: Vec<cookie::Cookie<'static>>) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Sends the browser to the provider, remembering the login in a cookie.
+/// Keeps at most `MAX_CONCURRENT_LOGINS` login cookies (the oldest go).
+pub(crate) fn begin_login(
+    app: &AppState,
+    headers: &HeaderMap,
+    return_to: &Url,
+    request_id: &RequestId,
+) -> Response {
+    let Some(provider) = app.provider.get() else {
+        return error_response(&GatewayError::ProviderNotReady, request_id.as_str(), false);
+    };
+    let now = app.now_seconds();
+    let login = start_login(&provider, &app.config.oidc, &[], return_to, now);
+    let Ok(serialized) = serde_json::to_string(&login.state) else {
+        return error_response(
+            &GatewayError::BadRequest("login state"),
+            request_id.as_str(),
+            false,
+        );
+    };
+    let cookies = &app.sessions.cookies;
+    let mut set = Vec::new();
+    let mut live: Vec<(String, i64)> = cookies
+        .login_cookies(headers)
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let state: LoginState = serde_json::from_str(&text).ok()?;
+            Some((name, state.expires_at))
+        })
+        .collect();
+    live.sort_by_key(|(_, expires_at)| *expires_at);
+    let excess = (live.len() + 1).saturating_sub(oidc::MAX_CONCURRENT_LOGINS);
+    for (name, _) in live.iter().take(excess) {
+        set.push(cookies.login_removal(name));
+    }
+    set.push(cookies.login_cookie(&login.state.tag(), &serialized));
+    redirect(login.authorize_url.as_str(), set)
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    rd: Option<String>,
+}
+
+/// `GET /oauth2/start?rd=…`: begin a login, returning to `rd` if allowed.
+pub async fn start(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<StartQuery>,
+    request: Request,
+) -> Response {
+    let request_id = request_id::of(&request);
+    let return_to = query
+        .rd
+        .as_deref()
+        .and_then(|rd| app.return_policy.check(rd))
+        .unwrap_or_else(|| app.return_policy.default_target());
+    begin_login(&app, request.headers(), &return_to, &request_id)
+}
+
+/// `GET /oauth2/callback`: finish the login the state names.
+pub async fn callback(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let request_id = request_id::of(&request);
+    let headers = request.headers();
+    let json = wants_json(headers, false);
+    let state = query.get("state").map(String::as_str).unwrap_or_default();
+    let tag = cookie_tag(state);
+    let login_cookie_name = app.sessions.cookies.login_cookie_name(&tag);
+    let removal = app.sessions.cookies.login_removal(&login_cookie_name);
+
+    let outcome = complete(&app, &query, headers, &tag).await;
+    match outcome {
+        Ok((location, session_cookie)) => redirect(&location, vec![session_cookie, removal]),
+        Err((error, retry)) => {
+            tracing::warn!(reason = error.code(), error = %error, "login failed");
+            let mut response =
+                error_response_with_retry(&error, request_id.as_str(), json, retry.as_deref());
+            if let Ok(value) = HeaderValue::from_str(&removal.to_string()) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            response
+        }
+    }
+}
+
+type CallbackFailure = (GatewayError, Option<String>);
+
+async fn complete(
+    app: &AppState,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    tag: &str,
+) -> Result<(String, cookie::Cookie<'static>), CallbackFailure> {
+    let login: Option<LoginState> = if tag.is_empty() {
+        None
+    } else {
+        app.sessions
+            .cookies
+            .read_login(headers, tag)
+            .and_then(|text| serde_json::from_str(&text).ok())
+    };
+    let retry = login.as_ref().map(|login| login.return_to.clone());
+    let fail = |error: GatewayError| (error, retry.clone());
+
+    if let Some(error) = query.get("error") {
+        return Err(fail(
+            LoginError::ProviderRefused {
+                error: error.chars().take(64).collect(),
+                description: query
+                    .get("error_description")
+                    .map(|text| text.chars().take(300).collect()),
+            }
+            .into(),
+        ));
+    }
+    let (Some(code), Some(state)) = (query.get("code"), query.get("state")) else {
+        return Err(fail(LoginError::MissingParameters.into()));
+    };
+    let login = match login {
+        Some(login) if constant_time_eq(&login.state, state) => login,
+        _ => return Err(fail(LoginError::UnknownState.into())),
+    };
+    let now = app.now();
+    if oidc::unix_seconds(now) >= login.expires_at {
+        return Err(fail(LoginError::Expired.into()));
+    }
+    let provider = app
+        .provider
+        .get()
+        .ok_or_else(|| fail(GatewayError::ProviderNotReady))?;
+    check_callback_issuer(&provider, query.get("iss").map(String::as_str))
+        .map_err(|error| fail(error.into()))?;
+    let (identity, tokens) = finish_login(
+        &app.provider,
+        &provider,
+        &app.config.oidc,
+        &login,
+        code.clone(),
+        now,
+    )
+    .await
+    .map_err(|error| fail(error.into()))?;
+
+    let now_seconds = oidc::unix_seconds(now);
+    let record = app.sessions.new_record(identity, &tokens, now_seconds);
+    // A session id the browser already had is never reused: a new id always.
+    let previous = app.sessions.cookie_session_id(headers);
+    let cookie = app
+        .sessions
+        .create(&record, previous, now_seconds)
+        .await
+        .map_err(|error| fail(error.into()))?;
+    tracing::info!(sub = %record.sub, "signed in");
+    let location = app
+        .return_policy
+        .check(&login.return_to)
+        .unwrap_or_else(|| app.return_policy.default_target());
+    Ok((location.to_string(), cookie))
+}
+
+fn constant_time_eq(left: &str, right: &str) -> bool {
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+#[derive(Deserialize)]
+pub struct SignOutQuery {
+    rd: Option<String>,
+}
+
+/// `GET /oauth2/sign_out`: a confirmation page; a GET never ends a session
+/// (a link or image on another site must not sign anyone out).
+pub async fn sign_out_page(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<SignOutQuery>,
+    request: Request,
+) -> Response {
+    let request_id = request_id::of(&request);
+    let session_id = app.sessions.cookie_session_id(request.headers());
+    let csrf = session_id
+        .map(|id| app.sessions.keys.csrf_token(&id.to_string()))
+        .unwrap_or_default();
+    pages::sign_out_confirmation(None, &csrf, query.rd.as_deref(), request_id.as_str())
+}
+
+#[derive(Deserialize)]
+pub struct SignOutForm {
+    #[serde(default)]
+    csrf: String,
+    rd: Option<String>,
+}
+
+/// `POST /oauth2/sign_out`: same-origin only, with the session's CSRF token;
+/// deletes the session and clears the cookie.
+pub async fn sign_out(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request_id: Option<axum::Extension<RequestId>>,
+    Form(form): Form<SignOutForm>,
+) -> Response {
+    let request_id = request_id
+        .map(|extension| extension.0)
+        .unwrap_or_else(|| RequestId(Arc::from("-")));
+    let json = wants_json(&headers, false);
+    if !same_origin(&headers, &app.config.server.public_url) {
+        return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
+    }
+    let mut cookies = vec![app.sessions.cookies.session_removal()];
+    if let Some(id) = app.sessions.cookie_session_id(&headers) {
+        if !app.sessions.keys.csrf_matches(&id.to_string(), &form.csrf) {
+            return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
+        }
+        if let Err(error) = app.sessions.delete(id).await {
+            tracing::warn!(%error, "sign-out could not delete the session");
+            return error_response(&error.into(), request_id.as_str(), json);
+        }
+        tracing::info!("signed out");
+    } else {
+        cookies.clear();
+        cookies.push(app.sessions.cookies.session_removal());
+    }
+    let location = form
+        .rd
+        .as_deref()
+        .and_then(|rd| app.return_policy.check(rd))
+        .map(|url| url.to_string())
+        .unwrap_or_else(|| "/oauth2/signed_out".to_string());
+    redirect(&location, cookies)
+}
+
+/// A POST is same-origin when the browser says so (`Sec-Fetch-Site`) or its
+/// `Origin` is ours; a client that sends neither (not a browser) passes.
+fn same_origin(headers: &HeaderMap, public_url: &Url) -> bool {
+    if let Some(site) = headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+    {
+        if !matches!(site, "same-origin" | "none") {
+            return false;
+        }
+    }
+    match headers.get("origin").and_then(|value| value.to_str().ok()) {
+        Some(origin) => Url::parse(origin)
+            .map(|origin| origin.origin() == public_url.origin())
+            .unwrap_or(false),
+        None => true,
+    }
+}
+
+pub async fn signed_out() -> Response {
+    pages::signed_out()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_site_posts_are_recognised() {
+        let public = Url::parse("https://app.example.com/").unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(same_origin(&headers, &public));
+        headers.insert(
+            "origin",
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        assert!(same_origin(&headers, &public));
+        headers.insert("origin", HeaderValue::from_static("https://evil.example"));
+        assert!(!same_origin(&headers, &public));
+        let mut fetch = HeaderMap::new();
+        fetch.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin(&fetch, &public));
+        headers.insert("origin", HeaderValue::from_static("null"));
+        assert!(!same_origin(&headers, &public));
+    }
+
+    #[test]
+    fn state_comparison_is_exact() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Every way a request can fail, and the one place each maps to a status.
+//!
+//! Each boundary has its own closed error enum (`LoginError`, `SessionError`,
+//! `UpstreamError`); `GatewayError` gathers them and says, once, which status
+//! the client gets, what to tell a person, and what to tell a program.
+//! `pages` renders it as HTML or JSON.
+
+use http::StatusCode;
+
+use crate::oidc::LoginError;
+use crate::proxy::UpstreamError;
+use crate::session::SessionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("not signed in")]
+    NotSignedIn,
+    #[error("signed in but not allowed: {0}")]
+    Forbidden(String),
+    #[error("login failed: {0}")]
+    Login(#[from] LoginError),
+    #[error("session store: {0}")]
+    Session(#[from] SessionError),
+    #[error("the identity provider is not available yet")]
+    ProviderNotReady,
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("cross-site request refused")]
+    CrossSite,
+}
+
+/// What a person reads on the error page.
+pub struct Explanation {
+    pub title: &'static str,
+    pub message: String,
+    pub advice: &'static str,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NotSignedIn => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
+            GatewayError::Login(error) => match error {
+                LoginError::TokenEndpointUnreachable(_) => StatusCode::BAD_GATEWAY,
+                LoginError::ProviderRefused { .. } => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            GatewayError::Session(SessionError::Unavailable(_))
+            | GatewayError::ProviderNotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Session(SessionError::Corrupt(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A stable machine-readable code for JSON answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "not_found",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NotSignedIn => "unauthorized",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::CrossSite => "cross_site_request",
+            GatewayError::Login(error) => error.label(),
+            GatewayError::Session(SessionError::Unavailable(_)) => "session_store_unavailable",
+            GatewayError::Session(SessionError::Corrupt(_)) => "session_unreadable",
+            GatewayError::ProviderNotReady => "provider_unavailable",
+            GatewayError::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
+            GatewayError::Upstream(_) => "upstream_unreachable",
+        }
+    }
+
+    pub fn explain(&self) -> Explanation {
+        match self {
+            GatewayError::NoRoute => Explanation {
+                title: "Page not found",
+                message: "No application is configured for this address.".into(),
+                advice: "Check the address, or ask the site's operator which URL to use.",
+            },
+            GatewayError::BadRequest(what) => Explanation {
+                title: "Bad request",
+                message: format!("The request could not be understood: {what}."),
+                advice: "Check the address and try again.",
+            },
+            GatewayError::NotSignedIn => Explanation {
+                title: "Sign-in required",
+                message: "You need to sign in to see this page.".into(),
+                advice: "Sign in, then open the page again.",
+            },
+            GatewayError::Forbidden(_) => Explanation {
+                title: "Access denied",
+                message: "You are signed in, but your account is not allowed to open this page."
+                    .into(),
+                advice: "If you need access, ask the application's administrator to grant it. \
+                         Signing in with another account may help.",
+            },
+            GatewayError::CrossSite => Explanation {
+                title: "Request refused",
+                message: "This request came from another site, so it was not carried out.".into(),
+                advice: "Use the button on this site's own page instead.",
+            },
+            GatewayError::Login(LoginError::ProviderRefused { error, description }) => {
+                Explanation {
+                    title: "Sign-in was not completed",
+                    message: match description {
+                        Some(description) => format!(
+                            "The identity provider ended the sign-in ({error}): {description}"
+                        ),
+                        None => format!("The identity provider ended the sign-in ({error})."),
+                    },
+                    advice: "Go back to the page you wanted and sign in again. If it keeps \
+                             happening, contact support with the request id below.",
+                }
+            }
+            GatewayError::Login(LoginError::UnknownState | LoginError::Expired) => Explanation {
+                title: "Sign-in link expired",
+                message: "This sign-in was already used, took too long, or was started in \
+                          another browser."
+                    .into(),
+                advice: "Open the page you wanted again; you will be asked to sign in afresh.",
+            },
+            GatewayError::Login(LoginError::TokenEndpointUnreachable(_)) => Explanation {
+                title: "Identity provider unreachable",
+                message: "Your sign-in could not be completed because the identity provider \
+                          did not answer."
+                    .into(),
+                advice: "Wait a moment and try again.",
+            },
+            GatewayError::Login(_) => Explanation {
+                title: "Sign-in failed",
+                message: "The answer from the identity provider could not be trusted, so no \
+                          session was created."
+                    .into(),
+                advice: "Try signing in again. If it keeps happening, contact support with \
+                         the request id below.",
+            },
+            GatewayError::Session(SessionError::Unavailable(_)) => Explanation {
+                title: "Temporarily unavailable",
+                message: "Sessions cannot be checked right now.".into(),
+                advice: "Wait a moment and reload the page.",
+            },
+            GatewayError::Session(SessionError::Corrupt(_)) => Explanation {
+                title: "Session unreadable",
+                message: "Your session could not be read.".into(),
+                advice: "Sign out and sign in again.",
+            },
+            GatewayError::ProviderNotReady => Explanation {
+                title: "Sign-in unavailable",
+                message: "The identity provider cannot be reached yet.".into(),
+                advice: "Wait a moment and reload the page.",
+            },
+            GatewayError::Upstream(UpstreamError::Timeout(_)) => Explanation {
+                title: "The application is too slow",
+                message: "The application behind this page did not answer in time.".into(),
+                advice: "Reload the page in a moment. If it persists, tell the application's \
+                         team, quoting the request id.",
+            },
+            GatewayError::Upstream(_) => Explanation {
+                title: "The application is unavailable",
+                message: "The application behind this page could not be reached.".into(),
+                advice: "Reload the page in a moment. If it persists, tell the application's \
+                         team, quoting the request id.",
+            },
+        }
+    }
+}
+
+/// An error with its sources, for logs (callers pass errors that carry no secrets).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

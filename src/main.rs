@@ -1,0 +1,99 @@
+//! The `portico` command: serve, check a config, or run the demo.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "An OpenID Connect session gateway")]
+struct Cli {
+    /// The TOML config file (or PORTICO_CONFIG).
+    #[arg(long, env = "PORTICO_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and print the effective config, secrets masked.
+    Check,
+    /// Run the gateway, a dev OpenID Provider and an echo upstream on loopback.
+    Demo {
+        /// Where the gateway listens; the dev OP and the echo upstream take
+        /// the next two ports.
+        #[arg(long, default_value = "127.0.0.1:4180")]
+        listen: SocketAddr,
+    },
+}
+
+fn environment() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("PORTICO_"))
+        .collect()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => check(cli.config),
+        Some(Command::Demo { listen }) => {
+            init_logging();
+            match portico::demo::run(listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("portico demo: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => serve(cli.config).await,
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<portico::config::Config, ExitCode> {
+    let Some(path) = path else {
+        eprintln!("portico: no config file given; pass --config PATH or set PORTICO_CONFIG (try `portico demo` to see it work without one)");
+        return Err(ExitCode::FAILURE);
+    };
+    portico::config::load(&path, &environment()).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!("{}", portico::config::render_effective(&config));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging();
+    match portico::serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "portico stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! OpenID Connect: provider discovery and keys, login, token verification.
+
+mod claims;
+mod login;
+mod provider;
+mod types;
+mod verify;
+
+pub use claims::{claim_at, identity_from_claims, string_list};
+pub use login::{
+    check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,
+    LoginStart, LoginState, MAX_CONCURRENT_LOGINS,
+};
+pub use provider::{Provider, ProviderError, ProviderHandle, JWKS_ON_DEMAND_INTERVAL};
+pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
+pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};

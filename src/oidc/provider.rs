@@ -1,0 +1,210 @@
+//! The provider as discovered: metadata, a client, and the JWKS cache.
+//!
+//! Discovery runs at startup and is retried with backoff while the provider
+//! is unreachable; portico serves meanwhile (login answers 503, `/readyz`
+//! says not ready). The JWKS is refreshed every `jwks_refresh` and, on a token
+//! whose `kid` is unknown, refetched at most once per `JWKS_ON_DEMAND_INTERVAL`
+//! so a flood of bogus kids cannot turn into a flood of fetches.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use openidconnect::core::{CoreClientAuthMethod, CoreJsonWebKeySet};
+use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
+use url::Url;
+
+use super::types::{Metadata, PorticoClient};
+use super::verify::{parse_algorithms, Expectations};
+use crate::config::OidcConfig;
+use crate::error::error_chain;
+
+pub const JWKS_ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
+const DISCOVERY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("discovery failed: {0}")]
+    Discovery(String),
+    #[error("JWKS fetch failed: {0}")]
+    Jwks(String),
+    #[error("provider metadata is unusable: {0}")]
+    Metadata(String),
+}
+
+/// A discovered provider.
+pub struct Provider {
+    pub client: PorticoClient,
+    pub expectations: Expectations,
+    pub end_session_endpoint: Option<Url>,
+    pub sends_iss_parameter: bool,
+    jwks_uri: openidconnect::JsonWebKeySetUrl,
+    jwks: ArcSwap<CoreJsonWebKeySet>,
+    last_on_demand_fetch: Mutex<Option<Instant>>,
+}
+
+impl Provider {
+    pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
+        self.jwks.load_full()
+    }
+
+    fn from_metadata(metadata: Metadata, settings: &OidcConfig) -> Result<Provider, ProviderError> {
+        let client_secret = settings
+            .client_secret
+            .as_ref()
+            .map(|secret| ClientSecret::new(secret.expose().clone()));
+        let redirect_url = RedirectUrl::new(settings.redirect_url.to_string())
+            .map_err(|error| ProviderError::Metadata(error.to_string()))?;
+        let auth_methods = metadata.token_endpoint_auth_methods_supported();
+        let post_only = auth_methods.is_some_and(|methods| {
+            methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+                && !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+        });
+        let extra = metadata.additional_metadata().clone();
+        let end_session_endpoint = extra
+            .end_session_endpoint
+            .as_deref()
+            .and_then(|text| Url::parse(text).ok());
+        let jwks = metadata.jwks().clone();
+        let jwks_uri = metadata.jwks_uri().clone();
+        let issuer = metadata.issuer().clone();
+        let client_id = ClientId::new(settings.client_id.clone());
+        let client: PorticoClient = PorticoClient::from_provider_metadata(
+            metadata,
+            client_id.clone(),
+            client_secret.clone(),
+        )
+        .set_redirect_uri(redirect_url)
+        .set_auth_type(if post_only {
+            AuthType::RequestBody
+        } else {
+            AuthType::BasicAuth
+        });
+        Ok(Provider {
+            client,
+            expectations: Expectations {
+                issuer,
+                client_id,
+                client_secret,
+                extra_audiences: settings.extra_audiences.clone(),
+                require_azp: settings.require_azp,
+                allowed_algs: parse_algorithms(&settings.allowed_algs),
+                clock_skew: settings.clock_skew,
+            },
+            end_session_endpoint,
+            sends_iss_parameter: extra
+                .authorization_response_iss_parameter_supported
+                .unwrap_or(false),
+            jwks_uri,
+            jwks: ArcSwap::from_pointee(jwks),
+            last_on_demand_fetch: Mutex::new(None),
+        })
+    }
+}
+
+/// The provider, once discovered, shared by every request.
+pub struct ProviderHandle {
+    current: ArcSwapOption<Provider>,
+    settings: OidcConfig,
+    http: reqwest::Client,
+}
+
+impl ProviderHandle {
+    pub fn new(settings: OidcConfig, http: reqwest::Client) -> Arc<Self> {
+        Arc::new(ProviderHandle {
+            current: ArcSwapOption::empty(),
+            settings,
+            http,
+        })
+    }
+
+    /// The provider, or None while discovery has not succeeded yet.
+    pub fn get(&self) -> Option<Arc<Provider>> {
+        self.current.load_full()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// One discovery attempt: metadata (whose issuer openidconnect requires to
+    /// equal ours exactly) and its JWKS.
+    pub async fn discover(&self) -> Result<(), ProviderError> {
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|error| ProviderError::Discovery(error.to_string()))?;
+        let metadata = Metadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|error| ProviderError::Discovery(error_chain(&error)))?;
+        let provider = Provider::from_metadata(metadata, &self.settings)?;
+        self.current.store(Some(Arc::new(provider)));
+        Ok(())
+    }
+
+    /// Discovers, retrying with capped exponential backoff until it succeeds,
+    /// then refreshes the JWKS every `jwks_refresh`. Runs for the process's life.
+    pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let handle = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match handle.discover().await {
+                    Ok(()) => {
+                        tracing::info!(issuer = %handle.settings.issuer, "provider metadata loaded");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "provider discovery failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(DISCOVERY_MAX_BACKOFF);
+                    }
+                }
+            }
+            let mut interval = tokio::time::interval(handle.settings.jwks_refresh);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if let Err(error) = handle.refresh_jwks().await {
+                    tracing::warn!(%error, "periodic JWKS refresh failed");
+                }
+            }
+        })
+    }
+
+    async fn refresh_jwks(&self) -> Result<(), ProviderError> {
+        let Some(provider) = self.get() else {
+            return Ok(());
+        };
+        let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(&provider.jwks_uri, &self.http)
+            .await
+            .map_err(|error| ProviderError::Jwks(error_chain(&error)))?;
+        provider.jwks.store(Arc::new(jwks));
+        tracing::info!("JWKS refreshed");
+        Ok(())
+    }
+
+    /// Refetches the JWKS after a token named an unknown kid, unless one such
+    /// refetch happened within `JWKS_ON_DEMAND_INTERVAL` of `now`.
+    /// Returns whether a fresh set was fetched.
+    pub async fn refresh_jwks_for_unknown_kid(&self, now: Instant) -> bool {
+        let Some(provider) = self.get() else {
+            return false;
+        };
+        {
+            let mut last = provider
+                .last_on_demand_fetch
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|at| now.saturating_duration_since(at) < JWKS_ON_DEMAND_INTERVAL) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        match self.refresh_jwks().await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "JWKS refetch for an unknown kid failed");
+                false
+            }
+        }
+    }
+}

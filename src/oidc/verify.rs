@@ -1,0 +1,218 @@
+//! Is this ID token valid for us? One function, time passed in.
+//!
+//! openidconnect checks the signature (against the cached JWKS, with the
+//! allow-listed algorithms only), `iss` byte for byte, `aud`, `exp` and the
+//! nonce. portico adds what it leaves out: `azp`, `iat` in the future, clock
+//! skew, and extra audiences only when configured.
+
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::{
+    ClaimsVerificationError, ClientId, ClientSecret, IdTokenVerifier, IssuerUrl, Nonce,
+    SignatureVerificationError,
+};
+
+use super::types::{PorticoIdToken, PorticoIdTokenClaims};
+
+/// What a valid ID token must satisfy.
+#[derive(Clone, Debug)]
+pub struct Expectations {
+    pub issuer: IssuerUrl,
+    pub client_id: ClientId,
+    /// Only used when an HS* algorithm is explicitly allowed.
+    pub client_secret: Option<ClientSecret>,
+    pub extra_audiences: Vec<String>,
+    pub require_azp: bool,
+    pub allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    pub clock_skew: Duration,
+}
+
+/// Why an ID token was refused; the label goes to logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("signature is not valid: {0}")]
+    Signature(String),
+    #[error("no key in the provider's JWKS matches the token's kid")]
+    UnknownKey,
+    #[error("signing algorithm not allowed: {0}")]
+    Algorithm(String),
+    #[error("wrong issuer: {0}")]
+    Issuer(String),
+    #[error("wrong audience: {0}")]
+    Audience(String),
+    #[error("authorized party (azp) is not our client: {0}")]
+    AuthorizedParty(String),
+    #[error("token expired: {0}")]
+    Expired(String),
+    #[error("token issued in the future: {0}")]
+    IssuedInFuture(String),
+    #[error("nonce does not match the login: {0}")]
+    Nonce(String),
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+}
+
+impl TokenRejection {
+    /// A short, stable name for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenRejection::Signature(_) => "bad_signature",
+            TokenRejection::UnknownKey => "unknown_kid",
+            TokenRejection::Algorithm(_) => "alg_not_allowed",
+            TokenRejection::Issuer(_) => "wrong_iss",
+            TokenRejection::Audience(_) => "wrong_aud",
+            TokenRejection::AuthorizedParty(_) => "wrong_azp",
+            TokenRejection::Expired(_) => "expired",
+            TokenRejection::IssuedInFuture(_) => "iat_in_future",
+            TokenRejection::Nonce(_) => "bad_nonce",
+            TokenRejection::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Nonce handling: at login the nonce must equal the one sent; on refresh
+/// there is none to compare.
+pub enum NonceCheck<'a> {
+    Equal(&'a Nonce),
+    Skip,
+}
+
+/// Verifies `token` against `jwks` and `expectations` at time `now`.
+pub fn verify_id_token(
+    token: &PorticoIdToken,
+    jwks: &CoreJsonWebKeySet,
+    expectations: &Expectations,
+    nonce: NonceCheck<'_>,
+    now: SystemTime,
+) -> Result<PorticoIdTokenClaims, TokenRejection> {
+    let now_utc: DateTime<Utc> = now.into();
+    let skew = chrono::Duration::from_std(expectations.clock_skew).unwrap_or_default();
+    let uses_hmac = expectations.allowed_algs.iter().any(|alg| {
+        matches!(
+            alg,
+            CoreJwsSigningAlgorithm::HmacSha256
+                | CoreJwsSigningAlgorithm::HmacSha384
+                | CoreJwsSigningAlgorithm::HmacSha512
+        )
+    });
+    let mut verifier = match (&expectations.client_secret, uses_hmac) {
+        (Some(secret), true) => IdTokenVerifier::new_confidential_client(
+            expectations.client_id.clone(),
+            secret.clone(),
+            expectations.issuer.clone(),
+            jwks.clone(),
+        ),
+        _ => IdTokenVerifier::new_public_client(
+            expectations.client_id.clone(),
+            expectations.issuer.clone(),
+            jwks.clone(),
+        ),
+    };
+    let extra_audiences = expectations.extra_audiences.clone();
+    verifier = verifier
+        .set_allowed_algs(expectations.allowed_algs.clone())
+        .set_other_audience_verifier_fn(move |audience| {
+            extra_audiences
+                .iter()
+                .any(|extra| extra == audience.as_str())
+        })
+        // exp is compared against this: a token is accepted until exp + skew.
+        .set_time_fn(move || now_utc - skew)
+        // iat is checked below, with the real time.
+        .set_issue_time_verifier_fn(|_| Ok(()));
+
+    let claims = match nonce {
+        NonceCheck::Equal(expected) => token.claims(&verifier, expected),
+        NonceCheck::Skip => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+    }
+    .map_err(classify)?
+    .clone();
+
+    if claims.issue_time() > now_utc + skew {
+        return Err(TokenRejection::IssuedInFuture(format!(
+            "iat {} is after now {} plus skew",
+            claims.issue_time(),
+            now_utc
+        )));
+    }
+    match claims.authorized_party() {
+        Some(party) if party.as_str() != expectations.client_id.as_str() => {
+            return Err(TokenRejection::AuthorizedParty(party.to_string()));
+        }
+        None if expectations.require_azp => {
+            return Err(TokenRejection::AuthorizedParty("missing".to_string()));
+        }
+        _ => {}
+    }
+    Ok(claims)
+}
+
+fn classify(error: ClaimsVerificationError) -> TokenRejection {
+    match error {
+        ClaimsVerificationError::Expired(text) => TokenRejection::Expired(text),
+        ClaimsVerificationError::InvalidAudience(text) => TokenRejection::Audience(text),
+        ClaimsVerificationError::InvalidIssuer(text) => TokenRejection::Issuer(text),
+        ClaimsVerificationError::InvalidNonce(text) => TokenRejection::Nonce(text),
+        ClaimsVerificationError::SignatureVerification(inner) => match inner {
+            SignatureVerificationError::NoMatchingKey => TokenRejection::UnknownKey,
+            SignatureVerificationError::NoSignature => {
+                TokenRejection::Algorithm("unsigned token (alg none)".to_string())
+            }
+            SignatureVerificationError::DisallowedAlg(text)
+            | SignatureVerificationError::UnsupportedAlg(text) => TokenRejection::Algorithm(text),
+            other => TokenRejection::Signature(other.to_string()),
+        },
+        other => TokenRejection::Malformed(other.to_string()),
+    }
+}
+
+/// Parses configured algorithm names ("RS256", "EdDSA", …).
+pub fn parse_algorithms(names: &[String]) -> Vec<CoreJwsSigningAlgorithm> {
+    names
+        .iter()
+        .filter_map(|name| serde_json::from_value(serde_json::Value::String(name.clone())).ok())
+        .filter(|alg| *alg != CoreJwsSigningAlgorithm::None)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_parse_and_none_is_dropped() {
+        let algs = parse_algorithms(&[
+            "RS256".into(),
+            "EdDSA".into(),
+            "none".into(),
+            "bogus".into(),
+        ]);
+        assert_eq!(
+            algs,
+            vec![
+                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+                CoreJwsSigningAlgorithm::EdDsa
+            ]
+        );
+    }
+
+    #[test]
+    fn rejection_labels_are_distinct() {
+        let all = [
+            TokenRejection::Signature(String::new()),
+            TokenRejection::UnknownKey,
+            TokenRejection::Algorithm(String::new()),
+            TokenRejection::Issuer(String::new()),
+            TokenRejection::Audience(String::new()),
+            TokenRejection::AuthorizedParty(String::new()),
+            TokenRejection::Expired(String::new()),
+            TokenRejection::IssuedInFuture(String::new()),
+            TokenRejection::Nonce(String::new()),
+            TokenRejection::Malformed(String::new()),
+        ];
+        let labels: std::collections::BTreeSet<_> = all.iter().map(TokenRejection::label).collect();
+        assert_eq!(labels.len(), all.len());
+    }
+}

@@ -1,0 +1,259 @@
+//! Header rules between the client, portico and the upstream.
+//!
+//! Identity headers are only ever set by portico: every client-sent copy is
+//! removed first, whatever its case and whether it uses `_` for `-` (some
+//! servers treat `X_Forwarded_User` as `X-Forwarded-User`). portico's own
+//! cookies never reach the upstream. Hop-by-hop headers stop at each hop.
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE};
+use http::HeaderMap;
+
+use crate::session::SessionData;
+
+/// Headers portico sets for upstreams; removed from every client request.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-portico-identity",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+];
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes client-sent identity headers in every spelling.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let normalised = name.as_str().replace('_', "-");
+            IDENTITY_HEADERS.contains(&normalised.as_str())
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Removes hop-by-hop headers, including any named by `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites the Cookie header(s) without the cookies `is_ours` names.
+pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name).trim();
+            !is_ours(name)
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+/// Adds the identity headers for a signed-in user.
+pub fn add_identity_headers(headers: &mut HeaderMap, session: &SessionData) {
+    set(headers, "x-forwarded-user", Some(&session.sub));
+    set(headers, "x-forwarded-email", session.email.as_deref());
+    if !session.roles.is_empty() {
+        set(
+            headers,
+            "x-forwarded-groups",
+            Some(&session.roles.join(",")),
+        );
+    }
+    set(
+        headers,
+        "x-forwarded-preferred-username",
+        session.preferred_username.as_deref(),
+    );
+}
+
+/// Sets a header from text that may hold any UTF-8; values that cannot be a
+/// header (control characters) are left out rather than sent mangled.
+fn set(headers: &mut HeaderMap, name: &'static str, value: Option<&str>) {
+    if let Some(value) = value {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host. From a trusted proxy the incoming
+/// chain is kept and extended; from anyone else it is replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: std::net::IpAddr,
+    proto: &str,
+    host: Option<&str>,
+    from_trusted_proxy: bool,
+) {
+    let chain = if from_trusted_proxy {
+        headers
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .map(|existing| format!("{existing}, {client_ip}"))
+    } else {
+        None
+    };
+    let chain = chain.unwrap_or_else(|| client_ip.to_string());
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let keep_proto = from_trusted_proxy && headers.contains_key("x-forwarded-proto");
+    if !keep_proto {
+        if let Ok(value) = HeaderValue::from_str(proto) {
+            headers.insert("x-forwarded-proto", value);
+        }
+    }
+    let keep_host = from_trusted_proxy && headers.contains_key("x-forwarded-host");
+    if !keep_host {
+        match host.and_then(|host| HeaderValue::from_str(host).ok()) {
+            Some(value) => {
+                headers.insert("x-forwarded-host", value);
+            }
+            None => {
+                headers.remove("x-forwarded-host");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_stripped_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Forwarded-User", HeaderValue::from_static("mallory"));
+        headers.insert("x_forwarded_email", HeaderValue::from_static("m@evil"));
+        headers.insert("X_FORWARDED_GROUPS", HeaderValue::from_static("admin"));
+        headers.insert("x-portico-identity", HeaderValue::from_static("forged"));
+        headers.insert("x-other", HeaderValue::from_static("kept"));
+        strip_identity_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-other"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn only_portico_cookies_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; portico_session=xyz"));
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("portico_session_login_abc=q; b=2"),
+        );
+        strip_cookies(&mut headers, |name| name.starts_with("portico_session"));
+        assert_eq!(headers.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(COOKIE, HeaderValue::from_static("portico_session=1"));
+        strip_cookies(&mut only_ours, |name| name == "portico_session");
+        assert!(only_ours.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn forwarded_chain_is_only_extended_for_trusted_proxies() {
+        let ip: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarded(&mut headers, ip, "https", Some("app.example"), false);
+        assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        let mut trusted = HeaderMap::new();
+        trusted.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarded(&mut trusted, ip, "https", Some("app.example"), true);
+        assert_eq!(trusted.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.9");
+        assert_eq!(trusted.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(trusted.get("x-forwarded-host").unwrap(), "app.example");
+    }
+
+    #[test]
+    fn unicode_identity_values_are_passed_as_bytes_and_control_characters_dropped() {
+        let mut session = crate::session::SessionData {
+            sub: "bad\r\nInjected: 1".into(),
+            email: Some("jose@example.com".into()),
+            name: None,
+            preferred_username: Some("José".into()),
+            roles: vec!["admin".into(), "ops".into()],
+            groups: vec![],
+            provider_sid: None,
+            created_at: 0,
+            last_active_at: 0,
+            expires_at: 0,
+            access_token_expires_at: None,
+            sealed_tokens: String::new(),
+        };
+        let mut headers = HeaderMap::new();
+        add_identity_headers(&mut headers, &session);
+        assert!(headers.get("x-forwarded-user").is_none());
+        assert_eq!(headers.get("x-forwarded-groups").unwrap(), "admin,ops");
+        assert_eq!(
+            headers
+                .get("x-forwarded-preferred-username")
+                .unwrap()
+                .as_bytes(),
+            "José".as_bytes()
+        );
+        session.sub = "alice".into();
+        add_identity_headers(&mut headers, &session);
+        assert_eq!(headers.get("x-forwarded-user").unwrap(), "alice");
+    }
+}

@@ -1,0 +1,171 @@
+//! Where a browser may be sent back to after login or sign-out.
+//!
+//! A return URL (`rd`, or the URL first asked for) is resolved against the
+//! public URL with a WHATWG URL parser, the same way a browser would, and the
+//! result must be http(s) on portico's own origin or on an allow-listed host.
+//! The checked URL is what goes into the `Location` header, serialised
+//! absolute, so the browser sees exactly what was checked: no `//host`,
+//! `/\host` or encoded tricks survive to be re-interpreted.
+
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct ReturnUrlPolicy {
+    public_url: Url,
+    allowed_hosts: Vec<String>,
+}
+
+impl ReturnUrlPolicy {
+    /// `allowed_hosts`: lower-case host names; a leading dot admits the
+    /// domain and its subdomains.
+    pub fn new(public_url: &Url, allowed_hosts: &[String]) -> Self {
+        ReturnUrlPolicy {
+            public_url: public_url.clone(),
+            allowed_hosts: allowed_hosts.to_vec(),
+        }
+    }
+
+    /// Where to go when no (acceptable) return URL was given.
+    pub fn default_target(&self) -> Url {
+        self.public_url.clone()
+    }
+
+    /// The absolute URL to send the browser to, or None when `candidate`
+    /// would leave portico's origin and the allow-list.
+    pub fn check(&self, candidate: &str) -> Option<Url> {
+        if candidate.is_empty()
+            || candidate.len() > 4096
+            || candidate
+                .chars()
+                .any(|character| character.is_control() || character == '\\')
+        {
+            return None;
+        }
+        let target = self.public_url.join(candidate).ok()?;
+        if !matches!(target.scheme(), "http" | "https")
+            || !target.username().is_empty()
+            || target.password().is_some()
+        {
+            return None;
+        }
+        let host = target.host_str()?;
+        if target.origin() == self.public_url.origin() {
+            return Some(target);
+        }
+        let host_allowed =
+            self.allowed_hosts
+                .iter()
+                .any(|allowed| match allowed.strip_prefix('.') {
+                    Some(domain) => {
+                        host == domain
+                            || host
+                                .strip_suffix(domain)
+                                .is_some_and(|rest| rest.ends_with('.'))
+                    }
+                    None => host == allowed,
+                });
+        // An allow-listed host may not downgrade an https portico to http.
+        let scheme_ok = target.scheme() == "https" || self.public_url.scheme() == "http";
+        (host_allowed && scheme_ok).then_some(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&str]) -> ReturnUrlPolicy {
+        let public = Url::parse("https://portico.example.com/").unwrap();
+        let allowed: Vec<String> = allowed.iter().map(|host| host.to_string()).collect();
+        ReturnUrlPolicy::new(&public, &allowed)
+    }
+
+    fn corpus() -> Vec<String> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/testdata/openredirects.txt"
+        );
+        let text = std::fs::read_to_string(path).expect("the shared open-redirect corpus");
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn relative_paths_stay_on_the_public_origin() {
+        let target = policy(&[]).check("/app/page?x=1#frag").unwrap();
+        assert_eq!(
+            target.as_str(),
+            "https://portico.example.com/app/page?x=1#frag"
+        );
+    }
+
+    #[test]
+    fn same_origin_absolute_urls_are_kept() {
+        assert!(policy(&[]).check("https://portico.example.com/a").is_some());
+        assert!(policy(&[]).check("http://portico.example.com/a").is_none());
+        assert!(policy(&[])
+            .check("https://portico.example.com:8443/a")
+            .is_none());
+    }
+
+    #[test]
+    fn protocol_relative_and_backslash_tricks_are_refused() {
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "\\\\evil.com",
+            "/\tevil",
+            "javascript:alert(1)",
+        ] {
+            assert!(policy(&[]).check(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_cannot_make_a_protocol_relative_location() {
+        let target = policy(&[]).check("/.//evil.com").unwrap();
+        assert_eq!(target.host_str(), Some("portico.example.com"));
+        let location = target.as_str();
+        assert!(
+            location.starts_with("https://portico.example.com/"),
+            "{location}"
+        );
+    }
+
+    #[test]
+    fn allow_listed_hosts_and_subdomains() {
+        let policy = policy(&["app.example.org", ".example.net"]);
+        assert!(policy.check("https://app.example.org/x").is_some());
+        assert!(policy.check("https://a.example.net/x").is_some());
+        assert!(policy.check("https://example.net/x").is_some());
+        assert!(policy.check("https://badexample.net/x").is_none());
+        assert!(policy.check("https://app.example.org.evil.com/x").is_none());
+        assert!(policy.check("http://app.example.org/x").is_none());
+        assert!(policy.check("https://user@app.example.org/x").is_none());
+    }
+
+    #[test]
+    fn every_open_redirect_payload_is_refused_or_stays_home() {
+        let corpus = corpus();
+        assert!(corpus.len() > 500);
+        let policy = policy(&["www.whitelisteddomain.tld"]);
+        let strict =
+            ReturnUrlPolicy::new(&Url::parse("https://portico.example.com/").unwrap(), &[]);
+        let mut kept = 0;
+        for payload in &corpus {
+            for (policy, allowed) in [(&policy, true), (&strict, false)] {
+                if let Some(target) = policy.check(payload) {
+                    kept += 1;
+                    let host = target.host_str().unwrap_or_default();
+                    let home = target.origin()
+                        == Url::parse("https://portico.example.com/").unwrap().origin();
+                    let listed = allowed && host == "www.whitelisteddomain.tld";
+                    assert!(home || listed, "payload {payload:?} escaped to {target}");
+                    // What the browser receives parses back to the same place.
+                    let reparsed = Url::parse(target.as_str()).unwrap();
+                    assert_eq!(reparsed.origin(), target.origin(), "{payload:?}");
+                }
+            }
+        }
+        assert!(kept > 0, "some payloads are plain paths and should be kept");
+    }
+}

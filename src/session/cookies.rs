@@ -1,0 +1,223 @@
+//! Every cookie portico sets, read or removes, and their attributes, in one place.
+//!
+//! Two kinds: the session cookie (holds only the encrypted session id) and
+//! short-lived login cookies (one per login attempt, holding the encrypted
+//! login state). Both are private cookies: AES-GCM with the cookie key, the
+//! cookie name bound as associated data, so a value cannot be read, forged,
+//! or moved to another cookie name. Attributes: HttpOnly, SameSite=Lax (Strict
+//! would drop the cookie on the redirect back from the provider), Secure when
+//! configured (default for https public URLs), Path=/.
+
+use cookie::{Cookie, CookieJar, SameSite};
+use http::header::COOKIE;
+use http::HeaderMap;
+
+/// How long a login attempt may take, start to callback.
+pub const LOGIN_COOKIE_LIFETIME: time::Duration = time::Duration::minutes(10);
+
+#[derive(Clone)]
+pub struct CookieRules {
+    session_name: String,
+    login_prefix: String,
+    secure: bool,
+    domain: Option<String>,
+    key: cookie::Key,
+}
+
+impl CookieRules {
+    pub fn new(name: &str, secure: bool, domain: Option<String>, key: cookie::Key) -> Self {
+        CookieRules {
+            session_name: name.to_string(),
+            login_prefix: format!("{name}_login_"),
+            secure,
+            domain,
+            key,
+        }
+    }
+
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+
+    /// True for the session cookie and every login cookie: never sent upstream.
+    pub fn is_portico_cookie(&self, name: &str) -> bool {
+        name == self.session_name || name.starts_with(&self.login_prefix)
+    }
+
+    fn base(&self, name: String, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::new(name, value);
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_secure(self.secure);
+        cookie.set_path("/");
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie
+    }
+
+    fn encrypt(&self, name: &str, plaintext: &str) -> String {
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key)
+            .add(Cookie::new(name.to_string(), plaintext.to_string()));
+        jar.get(name)
+            .map(|cookie| cookie.value().to_string())
+            .unwrap_or_default()
+    }
+
+    fn decrypt(&self, name: &str, value: &str) -> Option<String> {
+        let jar = CookieJar::new();
+        jar.private(&self.key)
+            .decrypt(Cookie::new(name.to_string(), value.to_string()))
+            .map(|cookie| cookie.value().to_string())
+    }
+
+    /// The session cookie carrying `session_id`, living `max_age`.
+    pub fn session_cookie(&self, session_id: &str, max_age: time::Duration) -> Cookie<'static> {
+        let value = self.encrypt(&self.session_name, session_id);
+        let mut cookie = self.base(self.session_name.clone(), value);
+        cookie.set_max_age(max_age);
+        cookie
+    }
+
+    pub fn session_removal(&self) -> Cookie<'static> {
+        removal(self.base(self.session_name.clone(), String::new()))
+    }
+
+    /// The decrypted session id from the request, if a valid cookie is present.
+    /// A tampered or foreign value is ignored as if absent.
+    pub fn read_session_id(&self, headers: &HeaderMap) -> Option<String> {
+        request_cookies(headers)
+            .filter(|(name, _)| name == &self.session_name)
+            .find_map(|(name, value)| self.decrypt(&name, &value))
+    }
+
+    pub fn login_cookie_name(&self, tag: &str) -> String {
+        format!("{}{tag}", self.login_prefix)
+    }
+
+    pub fn login_cookie(&self, tag: &str, plaintext: &str) -> Cookie<'static> {
+        let name = self.login_cookie_name(tag);
+        let value = self.encrypt(&name, plaintext);
+        let mut cookie = self.base(name, value);
+        cookie.set_max_age(LOGIN_COOKIE_LIFETIME);
+        cookie
+    }
+
+    pub fn login_removal(&self, name: &str) -> Cookie<'static> {
+        removal(self.base(name.to_string(), String::new()))
+    }
+
+    /// The decrypted login cookie for `tag`, if present and authentic.
+    pub fn read_login(&self, headers: &HeaderMap, tag: &str) -> Option<String> {
+        let wanted = self.login_cookie_name(tag);
+        request_cookies(headers)
+            .filter(|(name, _)| name == &wanted)
+            .find_map(|(name, value)| self.decrypt(&name, &value))
+    }
+
+    /// Every authentic login cookie of the request: (cookie name, plaintext).
+    pub fn login_cookies(&self, headers: &HeaderMap) -> Vec<(String, String)> {
+        request_cookies(headers)
+            .filter(|(name, _)| name.starts_with(&self.login_prefix))
+            .filter_map(|(name, value)| {
+                let plaintext = self.decrypt(&name, &value)?;
+                Some((name, plaintext))
+            })
+            .collect()
+    }
+}
+
+fn removal(mut cookie: Cookie<'static>) -> Cookie<'static> {
+    cookie.set_max_age(time::Duration::ZERO);
+    cookie.set_expires(time::OffsetDateTime::UNIX_EPOCH);
+    cookie
+}
+
+/// (name, value) of each cookie the request carries, over every Cookie header.
+/// Malformed pairs are skipped.
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            if name.is_empty() {
+                return None;
+            }
+            Some((name.to_string(), value.trim().trim_matches('"').to_string()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn rules() -> CookieRules {
+        CookieRules::new("portico_session", true, None, cookie::Key::from(&[3u8; 64]))
+    }
+
+    fn headers_with(cookie: &Cookie<'_>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let pair = format!("other=1; {}={}", cookie.name(), cookie.value());
+        headers.insert(COOKIE, HeaderValue::from_str(&pair).unwrap());
+        headers
+    }
+
+    #[test]
+    fn session_cookie_has_safe_attributes_and_hides_the_id() {
+        let cookie = rules().session_cookie("session-id-123", time::Duration::hours(1));
+        let text = cookie.to_string();
+        assert!(text.contains("HttpOnly"), "{text}");
+        assert!(text.contains("SameSite=Lax"), "{text}");
+        assert!(text.contains("Secure"), "{text}");
+        assert!(text.contains("Path=/"), "{text}");
+        assert!(!text.contains("session-id-123"), "{text}");
+        assert_eq!(
+            rules().read_session_id(&headers_with(&cookie)).as_deref(),
+            Some("session-id-123")
+        );
+    }
+
+    #[test]
+    fn tampered_session_cookie_is_ignored() {
+        let cookie = rules().session_cookie("abc", time::Duration::hours(1));
+        let mut value = cookie.value().to_string();
+        value.replace_range(0..1, if value.starts_with('A') { "B" } else { "A" });
+        let forged = Cookie::new("portico_session", value);
+        assert_eq!(rules().read_session_id(&headers_with(&forged)), None);
+        let plain = Cookie::new("portico_session", "abc");
+        assert_eq!(rules().read_session_id(&headers_with(&plain)), None);
+    }
+
+    #[test]
+    fn a_login_value_cannot_be_replayed_under_another_cookie_name() {
+        let rules = rules();
+        let login = rules.login_cookie("tag1", "state-data");
+        let moved = Cookie::new(rules.login_cookie_name("tag2"), login.value().to_string());
+        assert_eq!(rules.read_login(&headers_with(&moved), "tag2"), None);
+        assert_eq!(
+            rules.read_login(&headers_with(&login), "tag1").as_deref(),
+            Some("state-data")
+        );
+    }
+
+    #[test]
+    fn portico_cookies_are_recognised_by_name() {
+        let rules = rules();
+        assert!(rules.is_portico_cookie("portico_session"));
+        assert!(rules.is_portico_cookie("portico_session_login_abc"));
+        assert!(!rules.is_portico_cookie("app_session"));
+    }
+
+    #[test]
+    fn removal_cookies_expire_immediately() {
+        let text = rules().session_removal().to_string();
+        assert!(text.contains("Max-Age=0"), "{text}");
+        assert!(text.contains("Path=/"), "{text}");
+    }
+}

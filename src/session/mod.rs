@@ -1,0 +1,340 @@
+//! Sessions: the record a signed-in request needs, where it lives, and when it ends.
+//!
+//! Only a signed-in user has a record (anonymous traffic never writes to the
+//! store). A request costs one store read; a write happens only at login,
+//! sign-out, or when the idle expiry needs extending, at most once a minute.
+//! Tokens in the record are sealed (`crypto`), so a dump of Redis reveals none.
+
+mod cookies;
+mod crypto;
+mod store;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_sessions::session::Id;
+use tower_sessions::{Expiry, Session};
+
+pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
+pub use crypto::{Keys, SealError};
+pub use store::{redis_pool, SessionBackend, StoreSetupError, REDIS_COMMAND_TIMEOUT};
+
+use crate::config::{SessionConfig, StoreKind};
+
+/// The key of portico's data inside the tower-sessions record.
+const RECORD_KEY: &str = "portico";
+/// Idle expiry is extended at most this often per session.
+pub const EXTEND_INTERVAL_SECONDS: i64 = 60;
+
+/// What a signed-in request needs, stored in the session record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionData {
+    pub sub: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The provider's session id (`sid`), for back-channel logout.
+    pub provider_sid: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_active_at: i64,
+    /// When the record ends: min(created_at + ttl, last_active_at + idle_timeout).
+    pub expires_at: i64,
+    /// When the access token expires, if the provider said.
+    pub access_token_expires_at: Option<i64>,
+    /// `TokenSet` as JSON, sealed.
+    pub sealed_tokens: String,
+}
+
+/// The provider's tokens for a session. Never logged, never sent to a browser.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub id_token: String,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TokenSet { *** }")
+    }
+}
+
+/// What a session's timestamps say at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Valid; nothing to write.
+    Live,
+    /// Valid, and the idle expiry should be pushed forward (one write).
+    Extend,
+    /// Past its absolute or idle end.
+    Expired,
+}
+
+/// Decides whether a session is live, due for an idle extension, or over.
+pub fn freshness(data: &SessionData, now: i64, idle_timeout_seconds: i64) -> Freshness {
+    if now >= data.expires_at || now >= data.last_active_at + idle_timeout_seconds {
+        return Freshness::Expired;
+    }
+    if now - data.last_active_at >= EXTEND_INTERVAL_SECONDS {
+        return Freshness::Extend;
+    }
+    Freshness::Live
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session record unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<tower_sessions::session::Error> for SessionError {
+    fn from(error: tower_sessions::session::Error) -> Self {
+        match error {
+            tower_sessions::session::Error::SerdeJson(inner) => {
+                SessionError::Corrupt(inner.to_string())
+            }
+            tower_sessions::session::Error::Store(inner) => match inner {
+                tower_sessions::session_store::Error::Decode(text)
+                | tower_sessions::session_store::Error::Encode(text) => SessionError::Corrupt(text),
+                other => SessionError::Unavailable(other.to_string()),
+            },
+        }
+    }
+}
+
+/// A session found for the request.
+pub struct ActiveSession {
+    pub id: Id,
+    pub data: SessionData,
+}
+
+/// The session service: store, cookie rules, keys and lifetimes.
+#[derive(Clone)]
+pub struct Sessions {
+    backend: Arc<SessionBackend>,
+    pub cookies: CookieRules,
+    pub keys: Keys,
+    ttl_seconds: i64,
+    idle_timeout_seconds: i64,
+}
+
+impl Sessions {
+    pub fn new(config: &SessionConfig, backend: SessionBackend) -> Self {
+        let keys = Keys::derive(config.cookie_secret.expose());
+        let cookies = CookieRules::new(
+            &config.cookie_name,
+            config.cookie_secure,
+            config.cookie_domain.clone(),
+            keys.cookie.clone(),
+        );
+        Sessions {
+            backend: Arc::new(backend),
+            cookies,
+            keys,
+            ttl_seconds: seconds(config.ttl),
+            idle_timeout_seconds: seconds(config.idle_timeout),
+        }
+    }
+
+    /// Builds the backend named by the config.
+    pub fn backend_for(config: &SessionConfig) -> Result<SessionBackend, StoreSetupError> {
+        match config.store {
+            StoreKind::Redis => SessionBackend::redis(config.redis_url.expose()),
+            StoreKind::Memory => Ok(SessionBackend::memory()),
+        }
+    }
+
+    pub fn backend(&self) -> &SessionBackend {
+        &self.backend
+    }
+
+    pub fn idle_timeout_seconds(&self) -> i64 {
+        self.idle_timeout_seconds
+    }
+
+    /// The session the request's cookie points to: one store read, or none
+    /// when there is no valid cookie. A missing record is `Ok(None)`.
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
+        let Some(id) = self
+            .cookies
+            .read_session_id(headers)
+            .and_then(|text| text.parse::<Id>().ok())
+        else {
+            return Ok(None);
+        };
+        let session = Session::new(Some(id), self.backend.clone(), None);
+        let data = session.get::<SessionData>(RECORD_KEY).await?;
+        Ok(data.map(|data| ActiveSession { id, data }))
+    }
+
+    /// Builds the record for a new login at `now`.
+    pub fn new_record(&self, identity: Identity, tokens: &TokenSet, now: i64) -> SessionData {
+        SessionData {
+            sub: identity.sub,
+            email: identity.email,
+            name: identity.name,
+            preferred_username: identity.preferred_username,
+            roles: identity.roles,
+            groups: identity.groups,
+            provider_sid: identity.provider_sid,
+            created_at: now,
+            last_active_at: now,
+            expires_at: now + self.ttl_seconds.min(self.idle_timeout_seconds),
+            access_token_expires_at: identity.access_token_expires_at,
+            sealed_tokens: self.seal_tokens(tokens),
+        }
+    }
+
+    pub fn seal_tokens(&self, tokens: &TokenSet) -> String {
+        let json = serde_json::to_vec(tokens).unwrap_or_default();
+        self.keys.seal(&json)
+    }
+
+    pub fn open_tokens(&self, data: &SessionData) -> Option<TokenSet> {
+        let json = self.keys.open(&data.sealed_tokens).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// Stores a new record under a fresh id (never one the browser chose) and
+    /// deletes `previous` if the browser had one. Returns the cookie to set.
+    pub async fn create(
+        &self,
+        data: &SessionData,
+        previous: Option<Id>,
+        now: i64,
+    ) -> Result<cookie::Cookie<'static>, SessionError> {
+        if let Some(previous) = previous {
+            Session::new(Some(previous), self.backend.clone(), None)
+                .delete()
+                .await?;
+        }
+        let session = Session::new(None, self.backend.clone(), Some(expiry_at(data.expires_at)));
+        session.insert(RECORD_KEY, data).await?;
+        session.save().await?;
+        let id = session
+            .id()
+            .ok_or_else(|| SessionError::Unavailable("store returned no session id".into()))?;
+        let absolute_end = data.created_at + self.ttl_seconds;
+        Ok(self.cookies.session_cookie(
+            &id.to_string(),
+            time::Duration::seconds((absolute_end - now).max(0)),
+        ))
+    }
+
+    /// Pushes the idle expiry forward (one write), bounded by the absolute ttl.
+    pub async fn extend(&self, active: &mut ActiveSession, now: i64) -> Result<(), SessionError> {
+        active.data.last_active_at = now;
+        active.data.expires_at =
+            (active.data.created_at + self.ttl_seconds).min(now + self.idle_timeout_seconds);
+        self.write(active).await
+    }
+
+    /// Rewrites the record as it is now (same id, expiry from `expires_at`).
+    pub async fn write(&self, active: &ActiveSession) -> Result<(), SessionError> {
+        let session = Session::new(
+            Some(active.id),
+            self.backend.clone(),
+            Some(expiry_at(active.data.expires_at)),
+        );
+        session.insert(RECORD_KEY, &active.data).await?;
+        session.save().await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, id: Id) -> Result<(), SessionError> {
+        Session::new(Some(id), self.backend.clone(), None)
+            .delete()
+            .await?;
+        Ok(())
+    }
+
+    /// The session id the request's cookie names, if authentic (not loaded).
+    pub fn cookie_session_id(&self, headers: &HeaderMap) -> Option<Id> {
+        self.cookies
+            .read_session_id(headers)
+            .and_then(|text| text.parse::<Id>().ok())
+    }
+}
+
+/// Who signed in, as the ID token said.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub sub: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    pub provider_sid: Option<String>,
+    pub access_token_expires_at: Option<i64>,
+}
+
+fn expiry_at(unix_seconds: i64) -> Expiry {
+    Expiry::AtDateTime(
+        OffsetDateTime::from_unix_timestamp(unix_seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(created: i64, last_active: i64, expires: i64) -> SessionData {
+        SessionData {
+            sub: "alice".into(),
+            email: None,
+            name: None,
+            preferred_username: None,
+            roles: vec![],
+            groups: vec![],
+            provider_sid: None,
+            created_at: created,
+            last_active_at: last_active,
+            expires_at: expires,
+            access_token_expires_at: None,
+            sealed_tokens: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_session_needs_no_write() {
+        assert_eq!(
+            freshness(&record(1000, 1000, 4600), 1030, 3600),
+            Freshness::Live
+        );
+    }
+
+    #[test]
+    fn idle_expiry_is_extended_at_most_once_a_minute() {
+        let data = record(1000, 1000, 4600);
+        assert_eq!(freshness(&data, 1059, 3600), Freshness::Live);
+        assert_eq!(freshness(&data, 1060, 3600), Freshness::Extend);
+    }
+
+    #[test]
+    fn a_session_idle_too_long_is_expired() {
+        assert_eq!(
+            freshness(&record(1000, 1000, 9000), 4600, 3600),
+            Freshness::Expired
+        );
+    }
+
+    #[test]
+    fn a_session_past_its_absolute_end_is_expired() {
+        assert_eq!(
+            freshness(&record(1000, 2000, 2500), 2500, 3600),
+            Freshness::Expired
+        );
+    }
+}
