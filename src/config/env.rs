@@ -142,6 +142,7 @@ fn typed_value(text: &str) -> toml::Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -141,6 +141,20 @@ impl Problems {
         }
     }
 
+    /// Orders problems as the file is laid out: problems not about one key
+    /// (environment variable names) first, then `[server]`, `[oidc]`,
+    /// `[session]`, `[[routes]]`; discovery order within each.
+    pub(crate) fn sort_by_section(&mut self) {
+        const ORDER: &[&str] = &["server", "oidc", "session", "routes"];
+        self.errors.sort_by_key(|error| {
+            let section = error.key.split(['.', '[']).next().unwrap_or_default();
+            ORDER
+                .iter()
+                .position(|name| *name == section)
+                .map_or(0, |position| position + 1)
+        });
+    }
+
     pub(crate) fn into_errors(self) -> Vec<ConfigError> {
         self.errors
     }
@@ -216,6 +230,7 @@ fn mask_password_parameters(rest: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,6 +17,7 @@
 mod duration;
 mod env;
 mod errors;
+mod oidc_provider;
 mod raw;
 mod render;
 mod secrets;
@@ -56,6 +57,7 @@ pub fn parse(
     let config = unknown_keys::deserialize_reporting_unknown(table, &mut problems)
         .and_then(|raw| validate::validate(&raw, &mut problems));
     problems.note_origins(&origins);
+    problems.sort_by_section();
     match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ if !problems.is_empty() => Err(ConfigErrors {

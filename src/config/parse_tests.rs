@@ -1,5 +1,7 @@
 //! Tests of the whole pipeline (`parse`, `load`, `render_effective`): text
 //! and environment in, `Config` or every problem out.
+// Tests may fail loudly.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -316,6 +316,7 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

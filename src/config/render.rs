@@ -21,9 +21,7 @@ struct Document {
 
 impl Document {
     fn section(&mut self, header: &str) {
-        if !self.text.is_empty() {
-            self.text.push('\n');
-        }
+        self.text.push('\n');
         self.text.push_str(header);
         self.text.push('\n');
     }
@@ -64,7 +62,7 @@ impl Document {
 /// The effective configuration as TOML text, secrets masked.
 pub fn render_effective(config: &Config) -> String {
     let mut document = Document {
-        text: String::new(),
+        text: "# portico: effective configuration (secrets are shown as \"***\")\n".to_owned(),
     };
     let server = &config.server;
     document.section("[server]");

@@ -125,6 +125,7 @@ pub(crate) fn decode_cookie_secret(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

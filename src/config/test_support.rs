@@ -1,5 +1,7 @@
 //! Helpers shared by the config tests: a minimal valid file, environments,
 //! temp files.
+// Tests may fail loudly.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -184,6 +184,7 @@ fn edit_distance(left: &str, right: &str) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::check_keys_of;
     use super::*;

@@ -326,6 +326,20 @@ fn each_item<T>(
     checked
 }
 
+pub(crate) fn non_empty(
+    problems: &mut Problems,
+    key: &str,
+    text: &str,
+    fix: &str,
+) -> Option<String> {
+    if text.trim().is_empty() {
+        problems.report(key, quoted(text), "must not be empty", fix);
+        None
+    } else {
+        Some(text.to_owned())
+    }
+}
+
 /// A duration; `positive` refuses zero.
 pub(crate) fn duration(
     problems: &mut Problems,

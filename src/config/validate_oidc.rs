@@ -1,20 +1,17 @@
-//! The `[oidc]` rules: who the OpenID Provider is, who we are to it, and
-//! which tokens we accept.
-//!
-//! The Descope preset lives here too: from a project id it derives the base
-//! URL (regional for new-style ids), the issuer and the client id, so a
-//! Descope user writes one key instead of three and cannot get the issuer's
-//! exact spelling wrong.
+//! The `[oidc]` rules: how we talk to the OpenID Provider (secret, redirect
+//! URLs, scopes, parameters) and which tokens we accept (algorithms, clock
+//! skew, claims). Who the provider is lives in `oidc_provider.rs`.
 
 use std::collections::BTreeMap;
 
 use url::Url;
 
 use super::errors::{quoted, quoted_list, Problems};
+use super::oidc_provider::identity;
 use super::raw::RawOidc;
 use super::secrets::{read_secret, SecretInput};
-use super::types::{OidcConfig, ProviderKind, Secret};
-use super::validate::{duration, http_url, is_loopback};
+use super::types::{OidcConfig, Secret};
+use super::validate::{duration, http_url, is_loopback, non_empty};
 
 /// The JOSE algorithms portico can verify, in their canonical spelling.
 const SUPPORTED_ALGORITHMS: &[&str] = &[
@@ -35,38 +32,12 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "code_challenge_method",
 ];
 
-/// Who the provider is and who we are to it.
-struct Identity {
-    issuer: String,
-    client_id: String,
-    project_id: Option<String>,
-    base_url: Option<Url>,
-    flow: Option<String>,
-}
-
 pub(crate) fn oidc(
     problems: &mut Problems,
     raw: &RawOidc,
     public_url: Option<&Url>,
 ) -> Option<OidcConfig> {
-    let provider = match raw.provider.as_str() {
-        "generic" => Some(ProviderKind::Generic),
-        "descope" => Some(ProviderKind::Descope),
-        other => {
-            problems.report(
-                "oidc.provider",
-                quoted(other),
-                "is not a provider kind",
-                "use \"generic\" (any OpenID Provider) or \"descope\"",
-            );
-            None
-        }
-    };
-    let identity = match provider {
-        Some(ProviderKind::Generic) => generic_identity(problems, raw),
-        Some(ProviderKind::Descope) => descope_identity(problems, raw),
-        None => None,
-    };
+    let identity = identity(problems, raw);
     let client_secret = match read_secret(
         problems,
         "oidc",
@@ -101,7 +72,7 @@ pub(crate) fn oidc(
     );
     let identity = identity?;
     Some(OidcConfig {
-        provider: provider?,
+        provider: identity.provider,
         issuer: identity.issuer,
         client_id: identity.client_id,
         client_secret: client_secret?,
@@ -120,160 +91,6 @@ pub(crate) fn oidc(
         base_url: identity.base_url,
         flow: identity.flow,
     })
-}
-
-fn generic_identity(problems: &mut Problems, raw: &RawOidc) -> Option<Identity> {
-    let issuer = if raw.issuer.is_empty() {
-        problems.report(
-            "oidc.issuer",
-            quoted(""),
-            "is required when provider is \"generic\"",
-            "set it to the issuer URL exactly as your provider's discovery document shows it",
-        );
-        None
-    } else {
-        issuer(problems, "oidc.issuer", &raw.issuer)
-    };
-    for (name, value) in [
-        ("project_id", &raw.project_id),
-        ("base_url", &raw.base_url),
-        ("flow", &raw.flow),
-    ] {
-        if !value.is_empty() {
-            problems.report(
-                format!("oidc.{name}"),
-                quoted(value),
-                "is only used with provider \"descope\"",
-                format!("set oidc.provider = \"descope\", or remove oidc.{name}"),
-            );
-        }
-    }
-    let client_id = non_empty(
-        problems,
-        "oidc.client_id",
-        &raw.client_id,
-        "set it to the client id your provider issued",
-    );
-    Some(Identity {
-        issuer: issuer?,
-        client_id: client_id?,
-        project_id: None,
-        base_url: None,
-        flow: None,
-    })
-}
-
-fn descope_identity(problems: &mut Problems, raw: &RawOidc) -> Option<Identity> {
-    const PROJECT_FIX: &str = "copy the project id from the Descope console (Project settings)";
-    let project_id = if raw.project_id.is_empty() {
-        problems.report(
-            "oidc.project_id",
-            quoted(""),
-            "is required when provider is \"descope\"",
-            PROJECT_FIX,
-        );
-        None
-    } else if !raw.project_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        problems.report(
-            "oidc.project_id",
-            quoted(&raw.project_id),
-            "may only contain letters and digits",
-            PROJECT_FIX,
-        );
-        None
-    } else {
-        Some(raw.project_id.clone())
-    };
-    let base_url = if raw.base_url.is_empty() {
-        project_id
-            .as_deref()
-            .and_then(|id| Url::parse(&descope_base_url(id)).ok())
-    } else {
-        secure_url(
-            problems,
-            "oidc.base_url",
-            &raw.base_url,
-            "write your Descope base URL, e.g. \"https://auth.example.com\"",
-        )
-    };
-    let issuer = if raw.issuer.is_empty() {
-        match (&base_url, &project_id) {
-            (Some(base_url), Some(project_id)) => Some(format!(
-                "{}/{project_id}",
-                base_url.as_str().trim_end_matches('/')
-            )),
-            _ => None,
-        }
-    } else {
-        issuer(problems, "oidc.issuer", &raw.issuer)
-    };
-    let client_id = if raw.client_id.is_empty() {
-        project_id.clone()
-    } else {
-        Some(raw.client_id.clone())
-    };
-    Some(Identity {
-        issuer: issuer?,
-        client_id: client_id?,
-        project_id: Some(project_id?),
-        base_url: Some(base_url?),
-        flow: (!raw.flow.is_empty()).then(|| raw.flow.clone()),
-    })
-}
-
-/// Descope's API host: regional projects (ids of 32+ characters) carry the
-/// region in characters 1 to 4, e.g. "Peuc1…" → `https://api.euc1.descope.com`.
-fn descope_base_url(project_id: &str) -> String {
-    match project_id.get(1..5) {
-        Some(region) if project_id.len() >= 32 => {
-            format!("https://api.{}.descope.com", region.to_ascii_lowercase())
-        }
-        _ => "https://api.descope.com".to_owned(),
-    }
-}
-
-/// An issuer: kept exactly as written, since tokens are compared byte for byte.
-fn issuer(problems: &mut Problems, key: &str, text: &str) -> Option<String> {
-    const FIX: &str = "write the issuer exactly as your provider's discovery document shows it, e.g. \"https://op.example.com\"";
-    if text.trim() != text {
-        problems.report(
-            key,
-            quoted(text),
-            "has spaces around it, so no token's issuer would match",
-            FIX,
-        );
-        return None;
-    }
-    let url = secure_url(problems, key, text, FIX)?;
-    if url.query().is_some() || url.fragment().is_some() {
-        problems.report(key, quoted(text), "must not have a query or fragment", FIX);
-        return None;
-    }
-    Some(text.to_owned())
-}
-
-/// An https URL (http only on loopback) without user name or password.
-fn secure_url(problems: &mut Problems, key: &str, text: &str, fix: &str) -> Option<Url> {
-    let url = http_url(problems, key, text, fix)?;
-    if url.scheme() != "https" && !is_loopback(&url) {
-        problems.report(
-            key,
-            quoted(text),
-            "must use https (http is allowed only for localhost)",
-            fix,
-        );
-        return None;
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        problems.report(
-            key,
-            quoted(text),
-            "must not contain a user name or password",
-            fix,
-        );
-        return None;
-    }
-    Some(url)
 }
 
 fn redirect_url(problems: &mut Problems, raw: &RawOidc, public_url: Option<&Url>) -> Option<Url> {
@@ -447,15 +264,6 @@ fn allowed_algorithms(
     algorithms
 }
 
-fn non_empty(problems: &mut Problems, key: &str, text: &str, fix: &str) -> Option<String> {
-    if text.trim().is_empty() {
-        problems.report(key, quoted(text), "must not be empty", fix);
-        None
-    } else {
-        Some(text.to_owned())
-    }
-}
-
 fn non_empty_items(problems: &mut Problems, key: &str, items: &[String]) -> Option<Vec<String>> {
     let mut valid = true;
     for (index, item) in items.iter().enumerate() {
@@ -473,15 +281,5 @@ fn non_empty_items(problems: &mut Problems, key: &str, items: &[String]) -> Opti
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descope_regional_project_derives_regional_base_url() {
-        assert_eq!(
-            descope_base_url("Peuc12vQ8bS1ZiSXHCCOh5cDlEsSxxxx"),
-            "https://api.euc1.descope.com"
-        );
-        assert_eq!(descope_base_url("P2abcdef"), "https://api.descope.com");
-    }
-}
+#[path = "validate_oidc_tests.rs"]
+mod tests;

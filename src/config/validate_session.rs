@@ -212,6 +212,7 @@ fn cookie_domain(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::super::errors::MASKED;
     use super::*;
@@ -275,3 +276,7 @@ mod tests {
         assert_ne!(errors[0].value, MASKED);
     }
 }
+
+#[cfg(test)]
+#[path = "validate_session_tests.rs"]
+mod rule_tests;

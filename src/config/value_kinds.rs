@@ -151,6 +151,7 @@ pub(crate) fn shown_text(name: &str, text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::check_keys_of;
 

@@ -306,7 +306,7 @@ mod tests {
             ("nonce", "n1"),
             (
                 "code_challenge",
-                "E9Melhoa2OwvFr2XZ7Oq7w4Kd2jYpfGNHHX-FdIWW8I",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
             ),
             ("code_challenge_method", "S256"),
         ]

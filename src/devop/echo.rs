@@ -5,7 +5,7 @@
 //! streamed answers and a streamed body echo. It counts TCP connections so tests can check that
 //! portico reuses pooled upstream connections.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,11 +54,11 @@ impl std::fmt::Debug for EchoUpstream {
 impl EchoUpstream {
     /// Starts an echo upstream on 127.0.0.1 and a free port.
     pub async fn start() -> std::io::Result<EchoUpstream> {
-        Self::start_on(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
     }
 
-    /// Starts an echo upstream on `address`.
-    pub async fn start_on(address: std::net::SocketAddr) -> std::io::Result<EchoUpstream> {
+    /// Starts an echo upstream on `address` (for `portico demo`'s fixed ports).
+    pub async fn start_on(address: SocketAddr) -> std::io::Result<EchoUpstream> {
         let listener = TcpListener::bind(address).await?;
         let counters = Arc::new(Counters::default());
         let router = Router::new().fallback(echo).with_state(counters.clone());
@@ -72,9 +72,13 @@ impl EchoUpstream {
         Ok(EchoUpstream { counters, server })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (the bound address; 127.0.0.1 when bound to every interface).
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.address())
+        let mut address = self.server.address();
+        if address.ip().is_unspecified() {
+            address.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
     }
 
     /// TCP connections accepted so far.

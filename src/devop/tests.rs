@@ -16,7 +16,7 @@ use super::*;
 
 // RFC 7636 appendix B.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFr2XZ7Oq7w4Kd2jYpfGNHHX-FdIWW8I";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const REDIRECT_URI: &str = "http://127.0.0.1:4180/oauth2/callback";
 
 fn client() -> reqwest::Client {

@@ -113,6 +113,8 @@ impl From<tower_sessions::session::Error> for SessionError {
 pub struct ActiveSession {
     pub id: Id,
     pub data: SessionData,
+    /// The loaded tower-sessions handle: writing through it needs no re-read.
+    handle: Session,
 }
 
 /// The session service: store, cookie rules, keys and lifetimes.
@@ -169,9 +171,9 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let session = Session::new(Some(id), self.backend.clone(), None);
-        let data = session.get::<SessionData>(RECORD_KEY).await?;
-        Ok(data.map(|data| ActiveSession { id, data }))
+        let handle = Session::new(Some(id), self.backend.clone(), None);
+        let data = handle.get::<SessionData>(RECORD_KEY).await?;
+        Ok(data.map(|data| ActiveSession { id, data, handle }))
     }
 
     /// Builds the record for a new login at `now`.
@@ -236,15 +238,14 @@ impl Sessions {
         self.write(active).await
     }
 
-    /// Rewrites the record as it is now (same id, expiry from `expires_at`).
+    /// Rewrites the record as it is now (same id, expiry from `expires_at`):
+    /// one write, no re-read.
     pub async fn write(&self, active: &ActiveSession) -> Result<(), SessionError> {
-        let session = Session::new(
-            Some(active.id),
-            self.backend.clone(),
-            Some(expiry_at(active.data.expires_at)),
-        );
-        session.insert(RECORD_KEY, &active.data).await?;
-        session.save().await?;
+        active
+            .handle
+            .set_expiry(Some(expiry_at(active.data.expires_at)));
+        active.handle.insert(RECORD_KEY, &active.data).await?;
+        active.handle.save().await?;
         Ok(())
     }
 

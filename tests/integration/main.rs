@@ -1,1 +1,12 @@
+//! portico's integration tests: one binary, one harness (`support`), real
+//! parts only — redis-server, the dev OpenID Provider over HTTP, an echo
+//! upstream, and the gateway built by `portico::build`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod login;
+mod proxy;
+mod sessions;
+mod tokens;

@@ -1,0 +1,335 @@
+//! The login path: protected URL → provider → callback → session → back.
+
+use portico::devop::{Misbehavior, TokenAuthMethods};
+use reqwest::StatusCode;
+
+use crate::support::{query_param, Browser, TestApp, CLIENT_ID};
+
+#[tokio::test]
+async fn protected_deep_link_signs_in_and_lands_on_the_same_url_with_identity() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    let hops = browser
+        .follow(&app.url("/reports/q3?year=2026&x=%2F"))
+        .await;
+    assert_eq!(hops[0].status, StatusCode::FOUND);
+    let authorize = hops[0].location().unwrap();
+    assert!(
+        authorize.starts_with(&format!("{}/authorize?", app.op.issuer())),
+        "{authorize}"
+    );
+    let callback = hops[1].location().unwrap();
+    assert!(
+        callback.starts_with(&app.url("/oauth2/callback?")),
+        "{callback}"
+    );
+    assert_eq!(
+        hops[2].location().unwrap(),
+        app.url("/reports/q3?year=2026&x=%2F")
+    );
+    let last = hops.last().unwrap();
+    assert_eq!(last.status, StatusCode::OK);
+    let echo = last.json();
+    assert_eq!(echo["path"], "/reports/q3");
+    assert_eq!(echo["query"], "year=2026&x=%2F");
+    assert_eq!(echo["headers"]["x-forwarded-user"], "alice");
+    assert_eq!(echo["headers"]["x-forwarded-email"], "alice@example.test");
+    assert_eq!(echo["headers"]["x-forwarded-groups"], "admin");
+    assert_eq!(echo["headers"]["x-forwarded-preferred-username"], "alice");
+    assert_eq!(app.op.stats().code_exchanges, 1);
+}
+
+#[tokio::test]
+async fn authorization_request_uses_code_flow_with_pkce_state_nonce_and_exact_redirect_uri() {
+    let app = TestApp::builder()
+        .config(
+            "oidc",
+            "extra_auth_params = { prompt = \"login\", ui_locales = \"de\" }",
+        )
+        .config(
+            "oidc",
+            "scopes = [\"openid\", \"email\", \"offline_access\"]",
+        )
+        .build()
+        .await;
+    let page = Browser::new().get(&app.url("/")).await;
+    let location = page.location().unwrap();
+    assert_eq!(
+        query_param(&location, "response_type").as_deref(),
+        Some("code")
+    );
+    assert_eq!(
+        query_param(&location, "client_id").as_deref(),
+        Some(CLIENT_ID)
+    );
+    assert_eq!(
+        query_param(&location, "redirect_uri"),
+        Some(app.url("/oauth2/callback"))
+    );
+    assert_eq!(
+        query_param(&location, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(query_param(&location, "code_challenge").unwrap().len(), 43);
+    assert!(query_param(&location, "state").unwrap().len() >= 16);
+    assert!(query_param(&location, "nonce").unwrap().len() >= 16);
+    assert_eq!(query_param(&location, "prompt").as_deref(), Some("login"));
+    assert_eq!(query_param(&location, "ui_locales").as_deref(), Some("de"));
+    let scopes = query_param(&location, "scope").unwrap();
+    assert_eq!(scopes, "openid email offline_access");
+}
+
+#[tokio::test]
+async fn a_person_signs_in_through_the_login_page_form() {
+    let app = TestApp::builder().auto_approve(None).build().await;
+    let browser = Browser::new();
+    let hops = browser.follow(&app.url("/welcome")).await;
+    let login_page = hops.last().unwrap();
+    assert_eq!(login_page.status, StatusCode::OK);
+    assert!(login_page.body.contains("<form"), "{}", login_page.body);
+    // Submit the form as a browser would: every hidden field plus a username.
+    let document = login_page.body.clone();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for input in document.split("<input").skip(1) {
+        let attribute = |name: &str| {
+            input
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(|value| {
+                    value
+                        .replace("&amp;", "&")
+                        .replace("&#x2f;", "/")
+                        .replace("&#47;", "/")
+                })
+        };
+        if let (Some(name), Some(value)) = (attribute("name"), attribute("value")) {
+            fields.push((name, value));
+        }
+    }
+    fields.retain(|(name, _)| name != "username");
+    fields.push(("username".into(), "bob".into()));
+    let form: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let posted = browser
+        .post_form(&format!("{}/authorize", app.op.issuer()), &form, &[])
+        .await;
+    assert_eq!(posted.status, StatusCode::FOUND, "{}", posted.body);
+    let landing = browser.open(&posted.location().unwrap()).await;
+    assert_eq!(landing.json()["headers"]["x-forwarded-user"], "bob");
+    assert_eq!(landing.json()["path"], "/welcome");
+}
+
+#[tokio::test]
+async fn callback_rejects_reused_state() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    let start = browser.get(&app.url("/x")).await;
+    let callback = browser
+        .get(&start.location().unwrap())
+        .await
+        .location()
+        .unwrap();
+    // Keep a copy of the login cookie to replay it, as an attacker with the URL and cookie would.
+    let login_cookie = browser
+        .cookie_names()
+        .into_iter()
+        .find(|name| name.starts_with("portico_session_login_"))
+        .unwrap();
+    let login_value = browser.cookie(&login_cookie).unwrap();
+    let first = browser.get(&callback).await;
+    assert_eq!(first.status, StatusCode::FOUND);
+    assert!(
+        browser.cookie(&login_cookie).is_none(),
+        "login cookie removed on use"
+    );
+    let replay = Browser::new();
+    replay.set_cookie(&login_cookie, &login_value);
+    let second = replay.get(&callback).await;
+    assert_eq!(second.status, StatusCode::BAD_REQUEST, "{}", second.body);
+    assert!(replay.cookie("portico_session").is_none());
+    // The copied cookie still decrypts, but the code it goes with was already
+    // redeemed: the provider refuses it and no session is made.
+    assert!(second.body.contains("Sign-in failed"), "{}", second.body);
+}
+
+#[tokio::test]
+async fn callback_from_another_browser_is_refused_with_a_page() {
+    let app = TestApp::start().await;
+    let victim = Browser::new();
+    let start = victim.get(&app.url("/x")).await;
+    let callback = victim
+        .get(&start.location().unwrap())
+        .await
+        .location()
+        .unwrap();
+    let attacker = Browser::new();
+    let page = attacker.get(&callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("Sign-in link expired"), "{}", page.body);
+    assert!(page.body.contains(&page.header("x-request-id").unwrap()));
+    assert!(attacker.cookie("portico_session").is_none());
+    assert_eq!(app.op.stats().code_exchanges, 0);
+}
+
+#[tokio::test]
+async fn callback_without_code_or_state_is_a_bad_request() {
+    let app = TestApp::start().await;
+    let page = Browser::new().get(&app.url("/oauth2/callback")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let page = Browser::new()
+        .get(&app.url("/oauth2/callback?state=abc"))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn provider_error_on_the_callback_gets_a_page_saying_so() {
+    let app = TestApp::start().await;
+    app.op.set_misbehavior(Misbehavior::AuthorizeError);
+    let browser = Browser::new();
+    let page = browser.open(&app.url("/wanted")).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("access_denied"), "{}", page.body);
+    assert!(page.body.contains("Try again"), "{}", page.body);
+    assert!(browser.cookie("portico_session").is_none());
+}
+
+#[tokio::test]
+async fn wrong_iss_parameter_on_the_callback_is_refused() {
+    let app = TestApp::start().await;
+    app.op.set_misbehavior(Misbehavior::WrongIssParam);
+    let browser = Browser::new();
+    let page = browser.open(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(browser.cookie("portico_session").is_none());
+    assert_eq!(app.op.stats().code_exchanges, 0);
+}
+
+#[tokio::test]
+async fn token_endpoint_error_creates_no_session() {
+    let app = TestApp::start().await;
+    app.op.set_misbehavior(Misbehavior::TokenEndpointError);
+    let browser = Browser::new();
+    let page = browser.open(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(page.body.contains("Sign-in failed"), "{}", page.body);
+    assert!(browser.cookie("portico_session").is_none());
+}
+
+#[tokio::test]
+async fn client_secret_post_is_used_when_the_provider_only_offers_it() {
+    let app = TestApp::builder()
+        .op_options(|options| options.token_auth_methods = TokenAuthMethods::PostOnly)
+        .build()
+        .await;
+    let browser = Browser::new();
+    let page = app.sign_in(&browser, "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn client_secret_basic_is_used_by_default() {
+    let app = TestApp::builder()
+        .op_options(|options| options.token_auth_methods = TokenAuthMethods::BasicOnly)
+        .build()
+        .await;
+    let page = app.sign_in(&Browser::new(), "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn two_tabs_can_sign_in_at_once() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    let first = browser.get(&app.url("/tab-one")).await;
+    let second = browser.get(&app.url("/tab-two")).await;
+    let first_callback = browser
+        .get(&first.location().unwrap())
+        .await
+        .location()
+        .unwrap();
+    let second_callback = browser
+        .get(&second.location().unwrap())
+        .await
+        .location()
+        .unwrap();
+    // Finish in the opposite order to the starts.
+    let done_second = browser.get(&second_callback).await;
+    assert_eq!(done_second.location().unwrap(), app.url("/tab-two"));
+    let done_first = browser.get(&first_callback).await;
+    assert_eq!(done_first.location().unwrap(), app.url("/tab-one"));
+}
+
+#[tokio::test]
+async fn login_cookies_are_bounded_and_the_oldest_is_dropped() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    for index in 0..7 {
+        browser.get(&app.url(&format!("/tab{index}"))).await;
+    }
+    let login_cookies = browser
+        .cookie_names()
+        .into_iter()
+        .filter(|name| name.starts_with("portico_session_login_"))
+        .count();
+    assert_eq!(login_cookies, portico::oidc::MAX_CONCURRENT_LOGINS);
+}
+
+#[tokio::test]
+async fn rd_on_start_is_honoured_on_the_own_origin() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    let hops = browser
+        .follow(&app.url("/oauth2/start?rd=%2Fafter%2Flogin%3Fa%3D1"))
+        .await;
+    let landing = hops.last().unwrap();
+    assert_eq!(landing.json()["path"], "/after/login");
+    assert_eq!(landing.json()["query"], "a=1");
+}
+
+#[tokio::test]
+async fn every_open_redirect_payload_ends_on_the_own_origin() {
+    let app = TestApp::builder()
+        .config(
+            "server",
+            "allowed_redirect_hosts = [\"www.whitelisteddomain.tld\"]",
+        )
+        .build()
+        .await;
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/openredirects.txt"
+    ))
+    .unwrap();
+    let own = url::Url::parse(&app.base).unwrap();
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    let mut checked = 0;
+    for payload in corpus.lines() {
+        // Start a login with this rd and complete it at the OP (auto-approve).
+        let start = browser
+            .get(&app.url(&format!(
+                "/oauth2/start?rd={}",
+                crate::support::encode(payload)
+            )))
+            .await;
+        let authorize = start.location().unwrap();
+        let callback = browser.get(&authorize).await.location().unwrap();
+        let done = browser.get(&callback).await;
+        assert_eq!(done.status, StatusCode::FOUND, "{payload:?}: {}", done.body);
+        let location = done.location().unwrap();
+        let target = own.join(&location).unwrap();
+        let home = target.origin() == own.origin();
+        let listed = target.host_str() == Some("www.whitelisteddomain.tld")
+            && matches!(target.scheme(), "http" | "https");
+        assert!(
+            home || listed,
+            "payload {payload:?} sent the browser to {location}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 500);
+}

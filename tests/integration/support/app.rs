@@ -1,0 +1,271 @@
+//! `TestApp`: the whole gateway, built in-process by `portico::build` from a
+//! real TOML config, in front of the dev OP and an echo upstream over real
+//! HTTP, with sessions in a real redis-server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use portico::devop::{DevOp, DevOpOptions, EchoUpstream};
+
+use super::browser::Browser;
+use super::redis::{self, RedisServer};
+
+/// A clock tests can move forward (no sleeping).
+#[derive(Clone, Default)]
+pub struct TestClock {
+    offset_seconds: Arc<AtomicI64>,
+}
+
+impl TestClock {
+    pub fn advance(&self, duration: Duration) {
+        self.offset_seconds
+            .fetch_add(duration.as_secs() as i64, Ordering::SeqCst);
+    }
+
+    /// Back to real time (tokens from the dev OP carry real times).
+    pub fn reset(&self) {
+        self.offset_seconds.store(0, Ordering::SeqCst);
+    }
+
+    pub fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(self.offset_seconds.load(Ordering::SeqCst) as u64)
+    }
+}
+
+pub struct TestAppBuilder {
+    op_options: DevOpOptions,
+    /// Extra TOML lines per section, e.g. ("session", "idle_timeout = \"5m\"").
+    extra: Vec<(&'static str, String)>,
+    /// `[[routes]]` blocks; `{upstream}` is replaced by the echo upstream's URL.
+    routes: Vec<String>,
+    redis: Option<String>,
+    wait_ready: bool,
+    auto_approve: Option<String>,
+    existing_op: Option<DevOp>,
+}
+
+pub struct TestApp {
+    pub op: DevOp,
+    pub upstream: EchoUpstream,
+    pub base: String,
+    pub redis_url: String,
+    pub clock: TestClock,
+    pub config_text: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub const CLIENT_ID: &str = "portico-test";
+pub const CLIENT_SECRET: &str = "devop-secret";
+pub const COOKIE_SECRET: &str = "dGVzdC1jb29raWUtc2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2g=";
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            op_options: DevOpOptions::default(),
+            extra: Vec::new(),
+            routes: Vec::new(),
+            redis: None,
+            wait_ready: true,
+            auto_approve: Some("alice".to_string()),
+            existing_op: None,
+        }
+    }
+
+    /// A default app: one protected route "/" to the echo upstream, alice auto-approved.
+    pub async fn start() -> TestApp {
+        Self::builder().build().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Signs `browser` in by opening `path` (auto-approve at the OP) and
+    /// returns the final page.
+    pub async fn sign_in(&self, browser: &Browser, path: &str) -> super::browser::Page {
+        let page = browser.open(&self.url(path)).await;
+        assert!(
+            browser.cookie("portico_session").is_some(),
+            "no session after sign-in: {} {}",
+            page.status,
+            page.body
+        );
+        page
+    }
+}
+
+impl TestAppBuilder {
+    pub fn op_options(mut self, change: impl FnOnce(&mut DevOpOptions)) -> Self {
+        change(&mut self.op_options);
+        self
+    }
+
+    pub fn config(mut self, section: &'static str, line: &str) -> Self {
+        self.extra.push((section, line.to_string()));
+        self
+    }
+
+    pub fn route(mut self, block: &str) -> Self {
+        self.routes.push(block.to_string());
+        self
+    }
+
+    pub fn redis(mut self, server: &RedisServer) -> Self {
+        self.redis = Some(server.url(server.fresh_database()));
+        self
+    }
+
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.redis = Some(url.to_string());
+        self
+    }
+
+    pub fn without_waiting_for_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    pub fn auto_approve(mut self, user: Option<&str>) -> Self {
+        self.auto_approve = user.map(str::to_string);
+        self
+    }
+
+    /// Use an OP started by the test (e.g. one that starts broken).
+    pub fn with_op(mut self, op: DevOp) -> Self {
+        self.existing_op = Some(op);
+        self
+    }
+
+    pub async fn build(self) -> TestApp {
+        super::init_logging();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let base = format!("http://{address}");
+        let mut op_options = self.op_options;
+        if op_options.redirect_uris.is_empty() {
+            op_options.redirect_uris = vec![format!("{base}/oauth2/callback")];
+        }
+        op_options.client_id = CLIENT_ID.to_string();
+        op_options.client_secret = CLIENT_SECRET.to_string();
+        let op = match self.existing_op {
+            Some(op) => op,
+            None => DevOp::start(op_options).await.unwrap(),
+        };
+        op.set_auto_approve(self.auto_approve.clone());
+        let upstream = EchoUpstream::start().await.unwrap();
+        let redis_url = self.redis.unwrap_or_else(|| {
+            let server = redis::shared();
+            server.url(server.fresh_database())
+        });
+
+        let mut sections: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (section, line) in self.extra {
+            sections.entry(section).or_default().push(line);
+        }
+        let server_lines = sections.entry("server").or_default();
+        if !server_lines
+            .iter()
+            .any(|line| line.starts_with("upstream_timeout"))
+        {
+            server_lines.push("upstream_timeout = \"2s\"".to_string());
+        }
+        let extra = |name: &str| {
+            sections
+                .get(name)
+                .map(|lines| lines.join("\n"))
+                .unwrap_or_default()
+        };
+        let routes = if self.routes.is_empty() {
+            vec!["path_prefix = \"/\"\nupstream = \"{upstream}\"".to_string()]
+        } else {
+            self.routes
+        };
+        let routes = routes
+            .iter()
+            .map(|block| {
+                format!(
+                    "[[routes]]\n{}\n",
+                    block.replace("{upstream}", &upstream.url())
+                )
+            })
+            .collect::<String>();
+        let config_text = format!(
+            r#"
+[server]
+listen = "{address}"
+public_url = "{base}"
+{server}
+
+[oidc]
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+{oidc}
+
+[session]
+store = "redis"
+redis_url = "{redis_url}"
+cookie_secret = "{COOKIE_SECRET}"
+{session}
+
+{routes}
+"#,
+            issuer = op.issuer(),
+            server = extra("server"),
+            oidc = extra("oidc"),
+            session = extra("session"),
+        );
+        let config = portico::config::parse(&config_text, &Default::default())
+            .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n{config_text}"));
+        let clock = TestClock::default();
+        let clock_for_app = clock.clone();
+        let router = portico::build_with_clock(config, Arc::new(move || clock_for_app.now()))
+            .await
+            .expect("build");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        let app = TestApp {
+            op,
+            upstream,
+            base,
+            redis_url,
+            clock,
+            config_text,
+            server,
+        };
+        if self.wait_ready {
+            let client = reqwest::Client::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let ready = client
+                    .get(app.url("/readyz"))
+                    .send()
+                    .await
+                    .map(|response| response.status().is_success())
+                    .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "portico never became ready"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        app
+    }
+}
