@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::GatewayError;
@@ -236,12 +236,28 @@ pub struct SignOutForm {
     #[serde(default)]
     csrf: String,
     rd: Option<String>,
+    everywhere: Option<String>,
 }
 
-/// `POST /oauth2/sign_out`: same-origin only, with the session's CSRF token;
-/// deletes the session and clears the cookie.
+#[derive(Deserialize, Default)]
+pub struct SignOutOptions {
+    everywhere: Option<String>,
+}
+
+/// What the provider's end-session redirect carries in `state`: where to go
+/// after `/oauth2/signed_out`, sealed so nobody can substitute another target.
+#[derive(Serialize, Deserialize)]
+struct SignOutState {
+    rd: Option<String>,
+}
+
+/// `POST /oauth2/sign_out[?everywhere=1]`: same-origin only, with the
+/// session's CSRF token. Deletes the session (or every session of the user),
+/// clears the cookie, and ends the session at the provider too when it
+/// offers RP-initiated logout.
 pub async fn sign_out(
     State(app): State<Arc<AppState>>,
+    Query(options): Query<SignOutOptions>,
     headers: HeaderMap,
     request_id: Option<axum::Extension<RequestId>>,
     Form(form): Form<SignOutForm>,
@@ -253,27 +269,69 @@ pub async fn sign_out(
     if !same_origin(&headers, &app.config.server.public_url) {
         return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
     }
-    let mut cookies = vec![app.sessions.cookies.session_removal()];
-    if let Some(id) = app.sessions.cookie_session_id(&headers) {
-        if !app.sessions.keys.csrf_matches(&id.to_string(), &form.csrf) {
-            return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
-        }
-        if let Err(error) = app.sessions.delete(id).await {
-            tracing::warn!(%error, "sign-out could not delete the session");
-            return error_response(&error.into(), request_id.as_str(), json);
-        }
-        tracing::info!("signed out");
-    } else {
-        cookies.clear();
-        cookies.push(app.sessions.cookies.session_removal());
-    }
-    let location = form
+    let active = match app.sessions.load(&headers).await {
+        Ok(active) => active,
+        Err(error) => return error_response(&error.into(), request_id.as_str(), json),
+    };
+    let rd = form
         .rd
         .as_deref()
         .and_then(|rd| app.return_policy.check(rd))
-        .map(|url| url.to_string())
-        .unwrap_or_else(|| "/oauth2/signed_out".to_string());
-    redirect(&location, cookies)
+        .map(|url| url.to_string());
+    let cookies = vec![app.sessions.cookies.session_removal()];
+    let Some(active) = active else {
+        // Nothing to end here; still clear a stale cookie.
+        return redirect(rd.as_deref().unwrap_or("/oauth2/signed_out"), cookies);
+    };
+    if !app
+        .sessions
+        .keys
+        .csrf_matches(&active.id.to_string(), &form.csrf)
+    {
+        return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
+    }
+    let everywhere = is_true(options.everywhere.as_deref()) || is_true(form.everywhere.as_deref());
+    let ended = if everywhere {
+        app.sessions
+            .end_all_of_subject(&active.data.sub)
+            .await
+            .and(app.sessions.end(&active).await)
+    } else {
+        app.sessions.end(&active).await
+    };
+    if let Err(error) = ended {
+        tracing::warn!(%error, "sign-out could not delete the session");
+        return error_response(&error.into(), request_id.as_str(), json);
+    }
+    tracing::info!(sub = %active.data.sub, everywhere, "signed out");
+    let provider_logout = app.provider.get().and_then(|provider| {
+        let endpoint = provider.end_session_endpoint.clone()?;
+        let tokens = app.sessions.open_tokens(&active.data);
+        let state = serde_json::to_vec(&SignOutState { rd: rd.clone() }).ok()?;
+        let mut url = endpoint;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(tokens) = &tokens {
+                query.append_pair("id_token_hint", &tokens.id_token);
+            }
+            query
+                .append_pair("client_id", &app.config.oidc.client_id)
+                .append_pair(
+                    "post_logout_redirect_uri",
+                    app.config.oidc.post_logout_redirect_url.as_str(),
+                )
+                .append_pair("state", &app.sessions.keys.seal(&state));
+        }
+        Some(url)
+    });
+    match provider_logout {
+        Some(url) => redirect(url.as_str(), cookies),
+        None => redirect(rd.as_deref().unwrap_or("/oauth2/signed_out"), cookies),
+    }
+}
+
+fn is_true(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "true" | "yes" | "on"))
 }
 
 /// A POST is same-origin when the browser says so (`Sec-Fetch-Site`) or its
@@ -295,8 +353,128 @@ fn same_origin(headers: &HeaderMap, public_url: &Url) -> bool {
     }
 }
 
-pub async fn signed_out() -> Response {
-    pages::signed_out()
+#[derive(Deserialize)]
+pub struct SignedOutQuery {
+    state: Option<String>,
+}
+
+/// `GET /oauth2/signed_out`: the provider sends the browser here after
+/// ending its session; `state` (sealed by us) may name where to go next.
+pub async fn signed_out(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<SignedOutQuery>,
+) -> Response {
+    let target = query
+        .state
+        .as_deref()
+        .and_then(|state| app.sessions.keys.open(state).ok())
+        .and_then(|bytes| serde_json::from_slice::<SignOutState>(&bytes).ok())
+        .and_then(|state| state.rd)
+        .and_then(|rd| app.return_policy.check(&rd));
+    match target {
+        Some(url) => redirect(url.as_str(), Vec::new()),
+        None => pages::signed_out(),
+    }
+}
+
+/// `POST /oauth2/backchannel_logout`: the provider says a session ended.
+/// 200 when the token is valid (every matching session is gone, on every
+/// replica); 400 with a JSON error otherwise.
+pub async fn backchannel_logout(
+    State(app): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "logout_token")
+        .map(|(_, value)| value.into_owned());
+    let Some(token) = token else {
+        return logout_refused("logout_token is required");
+    };
+    let Some(provider) = app.provider.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": "temporarily_unavailable"})),
+        )
+            .into_response();
+    };
+    let now = app.now();
+    let mut validated =
+        oidc::validate_logout_token(&token, &provider.jwks(), &provider.expectations, now);
+    if matches!(
+        validated,
+        Err(oidc::LogoutTokenError::Token(
+            oidc::TokenRejection::UnknownKey
+        ))
+    ) && app
+        .provider
+        .refresh_jwks_for_unknown_kid(std::time::Instant::now())
+        .await
+    {
+        if let Some(provider) = app.provider.get() {
+            validated =
+                oidc::validate_logout_token(&token, &provider.jwks(), &provider.expectations, now);
+        }
+    }
+    let request = match validated {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(reason = %error, "back-channel logout token refused");
+            return logout_refused(&error.to_string());
+        }
+    };
+    let coordination = app.sessions.coordination();
+    let replay_window = oidc::LOGOUT_TOKEN_MAX_AGE * 2;
+    match coordination
+        .first_sighting(&format!("logout-jti:{}", request.jti), replay_window)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("back-channel logout token replayed");
+            return logout_refused(&oidc::LogoutTokenError::Replayed.to_string());
+        }
+        Err(error) => return store_unavailable(&error),
+    }
+    let ended = match (&request.sid, &request.sub) {
+        (Some(sid), _) => app.sessions.end_all_of_provider_session(sid).await,
+        (None, Some(sub)) => app.sessions.end_all_of_subject(sub).await,
+        (None, None) => Ok(0),
+    };
+    match ended {
+        Ok(count) => {
+            tracing::info!(sessions = count, "back-channel logout");
+            let mut response = StatusCode::OK.into_response();
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+fn logout_refused(description: &str) -> Response {
+    let mut response = (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({
+            "error": "invalid_request",
+            "error_description": description,
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn store_unavailable(error: &crate::session::SessionError) -> Response {
+    tracing::warn!(%error, "back-channel logout could not reach the session store");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"error": "temporarily_unavailable"})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use http::StatusCode;
 
-use crate::oidc::LoginError;
+use crate::oidc::{LoginError, RefreshError};
 use crate::proxy::UpstreamError;
 use crate::session::SessionError;
 
@@ -31,6 +31,8 @@ pub enum GatewayError {
     Upstream(#[from] UpstreamError),
     #[error("cross-site request refused")]
     CrossSite,
+    #[error("{0}")]
+    Refresh(#[from] RefreshError),
 }
 
 /// What a person reads on the error page.
@@ -58,6 +60,8 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
+            GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -75,6 +79,9 @@ impl GatewayError {
             GatewayError::ProviderNotReady => "provider_unavailable",
             GatewayError::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_unreachable",
+            GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
+            GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
+            GatewayError::Refresh(RefreshError::Unavailable(_)) => "refresh_unavailable",
         }
     }
 
@@ -162,6 +169,16 @@ impl GatewayError {
                 message: "The application behind this page did not answer in time.".into(),
                 advice: "Reload the page in a moment. If it persists, tell the application's \
                          team, quoting the request id.",
+            },
+            GatewayError::Refresh(RefreshError::Ended(_)) => Explanation {
+                title: "Session ended",
+                message: "The identity provider ended your session.".into(),
+                advice: "Sign in again to continue.",
+            },
+            GatewayError::Refresh(_) => Explanation {
+                title: "Temporarily unavailable",
+                message: "Your session could not be renewed right now.".into(),
+                advice: "Wait a moment and reload the page.",
             },
             GatewayError::Upstream(_) => Explanation {
                 title: "The application is unavailable",

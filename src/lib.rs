@@ -130,6 +130,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(endpoints::sign_out_page).post(endpoints::sign_out),
         )
         .route("/oauth2/signed_out", get(endpoints::signed_out))
+        .route(
+            "/oauth2/backchannel_logout",
+            axum::routing::post(endpoints::backchannel_logout),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .fallback(proxy::gateway)

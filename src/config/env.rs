@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::errors::Problems;
+use super::errors::{Problems, MASKED};
 use super::raw::{self, SCHEMA};
 use super::unknown_keys::{closest, suggest_key};
 use super::value_kinds::shown_text;
@@ -69,7 +69,13 @@ pub(crate) fn apply_overrides(
             continue;
         }
         if section.kind_of(&key_name).is_none() {
-            let fix = match suggest_key(section, &key_name) {
+            let suggestion = suggest_key(section, &key_name);
+            // A near miss of a secret key probably holds the secret.
+            let shown = match &suggestion {
+                Some(near) if raw::is_secret_key(near) => MASKED.to_owned(),
+                _ => shown_text(&key_name, text),
+            };
+            let fix = match suggestion {
                 Some(near) => {
                     let (near_section, near_key) = near
                         .split_once('.')
@@ -80,7 +86,7 @@ pub(crate) fn apply_overrides(
             };
             problems.report(
                 key,
-                shown_text(&key_name, text),
+                shown,
                 format!("unknown key (from environment variable {variable})"),
                 fix,
             );
@@ -207,6 +213,7 @@ mod tests {
             &[
                 ("PORTICO_SESSION__TLL", "2h"),
                 ("PORTICO_SESION__TTL", "2h"),
+                ("PORTICO_SESSION__COOKIE_SECRT", "hunter2"),
                 ("PORTICO_OIDC_CLIENT_SECRET", "hunter2"),
                 ("PORTICO_ROUTES__UPSTREAM", "http://a"),
                 ("PORTICO_CONFIG", "/etc/portico.toml"),
@@ -222,15 +229,21 @@ mod tests {
                 "PORTICO_OIDC_CLIENT_SECRET",
                 "routes.upstream",
                 "sesion.ttl",
+                "session.cookie_secrt",
                 "session.tll"
             ]
         );
         assert_eq!(errors[0].value, "\"***\"");
         assert_eq!(errors[0].fix, "did you mean `PORTICO_OIDC__CLIENT_SECRET`?");
         assert_eq!(errors[2].fix, "did you mean `PORTICO_SESSION__TTL`?");
-        assert!(errors[3]
+        assert_eq!(errors[3].value, "\"***\"");
+        assert_eq!(
+            errors[3].fix,
+            "did you mean `PORTICO_SESSION__COOKIE_SECRET`?"
+        );
+        assert!(errors[4]
             .problem
             .contains("from environment variable PORTICO_SESSION__TLL"));
-        assert_eq!(errors[3].fix, "did you mean `PORTICO_SESSION__TTL`?");
+        assert_eq!(errors[4].fix, "did you mean `PORTICO_SESSION__TTL`?");
     }
 }

@@ -168,14 +168,35 @@ fn is_within(key: &str, outer: &str) -> bool {
     }
 }
 
-/// A string as a TOML literal: `"text"`, with quotes and escapes.
+/// A string as shown in an error: a TOML literal (`"text"`, with quotes and
+/// escapes), with any password inside a URL masked.
 pub(crate) fn quoted(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
+    toml::Value::String(mask_url_password(text)).to_string()
 }
 
-/// A list of strings as a TOML array: `["a", "b"]`.
+/// A TOML value as shown in an error, URL passwords in its strings masked.
+pub(crate) fn shown_value(value: &toml::Value) -> String {
+    fn masked(value: &toml::Value) -> toml::Value {
+        match value {
+            toml::Value::String(text) => toml::Value::String(mask_url_password(text)),
+            toml::Value::Array(items) => toml::Value::Array(items.iter().map(masked).collect()),
+            toml::Value::Table(entries) => toml::Value::Table(
+                entries
+                    .iter()
+                    .map(|(name, entry)| (name.clone(), masked(entry)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    masked(value).to_string()
+}
+
+/// A list of strings as shown in an error: `["a", "b"]`.
 pub(crate) fn quoted_list(items: &[String]) -> String {
-    toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect()).to_string()
+    shown_value(&toml::Value::Array(
+        items.iter().cloned().map(toml::Value::String).collect(),
+    ))
 }
 
 /// A URL-like string with any password (userinfo or a `…Password=` query
@@ -299,5 +320,17 @@ mod tests {
             "redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=***#x"
         );
         assert_eq!(mask_url_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn values_shown_in_errors_hide_url_passwords() {
+        assert_eq!(
+            quoted("https://user:pw@app.example.com"),
+            "\"https://user:***@app.example.com\""
+        );
+        assert_eq!(
+            quoted_list(&["redis://:pw@a/0".to_owned(), "plain".to_owned()]),
+            "[\"redis://:***@a/0\", \"plain\"]"
+        );
     }
 }

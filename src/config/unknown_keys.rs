@@ -29,7 +29,7 @@ pub(crate) fn deserialize_reporting_unknown(
                 "configuration",
                 "",
                 format!("cannot be read: {}", error.message()),
-                "compare the file with config/portico.example.toml",
+                "lay the file out as [server], [oidc] and [session] tables plus [[routes]] tables",
             );
             None
         }

@@ -6,7 +6,7 @@
 //! runs, so one such slip does not hide every other problem behind serde's
 //! first error. Later reports about the same key are silenced.
 
-use super::errors::{quoted, Problems, MASKED};
+use super::errors::{quoted, shown_value, Problems, MASKED};
 use super::raw::{self, Kind};
 
 /// Reports and removes sections and keys whose value has the wrong kind.
@@ -137,7 +137,7 @@ pub(crate) fn shown(name: &str, value: &toml::Value) -> String {
         toml::Value::Table(_) => String::new(),
         _ if raw::is_secret_key(name) => MASKED.to_owned(),
         toml::Value::Array(items) if items.iter().any(toml::Value::is_table) => String::new(),
-        other => other.to_string(),
+        other => shown_value(other),
     }
 }
 

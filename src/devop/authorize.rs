@@ -18,7 +18,7 @@ use super::grants::CodeGrant;
 use super::misbehavior::wrong_issuer;
 use super::options::Misbehavior;
 use super::pages::{error_page, render, LoginPage, UserRow};
-use super::state::{unix_now, SharedState};
+use super::state::SharedState;
 
 /// A validated authorization request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,10 +170,13 @@ fn approve(
     request: AuthorizationRequest,
     sub: &str,
 ) -> Response {
-    let now = unix_now();
+    let now = shared.now();
     let code = {
         let mut mutable = shared.lock();
         let user = mutable.user_or_create(sub);
+        mutable.stats.logins += 1;
+        let sid = format!("op-session-{}", mutable.stats.logins);
+        mutable.stats.last_sid = Some(sid.clone());
         let grant = CodeGrant {
             client_id: shared.options.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
@@ -182,6 +185,7 @@ fn approve(
             sub: user.sub,
             scope: request.scope,
             auth_time: now,
+            sid,
         };
         mutable.codes.issue(grant, now)
     };

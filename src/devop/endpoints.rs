@@ -16,7 +16,7 @@ use super::authorize::{authorize_page, authorize_submit};
 use super::misbehavior::wrong_issuer;
 use super::options::Misbehavior;
 use super::pages::{render, MessagePage};
-use super::state::{unix_now, SharedState};
+use super::state::SharedState;
 use super::token_endpoint::token;
 use super::tokens::{check_access_token, user_claims};
 
@@ -130,7 +130,7 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
         return bearer_challenge(None);
     };
     let keys = shared.lock().used_keys.clone();
-    let Some(claims) = check_access_token(&token, &keys, &shared.issuer, unix_now()) else {
+    let Some(claims) = check_access_token(&token, &keys, &shared.issuer, shared.now()) else {
         return bearer_challenge(Some("invalid_token"));
     };
     let sub = claims

@@ -24,6 +24,8 @@ pub(crate) struct CodeGrant {
     pub sub: String,
     pub scope: String,
     pub auth_time: u64,
+    /// The OP session this login belongs to (the `sid` claim).
+    pub sid: String,
 }
 
 /// Everything a refresh token stands for.
@@ -33,6 +35,7 @@ pub(crate) struct RefreshGrant {
     pub sub: String,
     pub scope: String,
     pub auth_time: u64,
+    pub sid: String,
 }
 
 /// Why a grant was refused; the text goes into `error_description`.
@@ -157,6 +160,7 @@ mod tests {
             sub: "alice".to_owned(),
             scope: "openid profile".to_owned(),
             auth_time: 1_000,
+            sid: "sid-1".to_owned(),
         }
     }
 
@@ -258,6 +262,7 @@ mod tests {
             sub: "alice".to_owned(),
             scope: "openid".to_owned(),
             auth_time: 1_000,
+            sid: "sid-1".to_owned(),
         };
         let first = store.issue(refresh_grant.clone());
         assert_eq!(

@@ -12,6 +12,7 @@ mod endpoints;
 mod grants;
 mod jwt;
 mod keys;
+mod logout;
 mod misbehavior;
 mod options;
 mod pages;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use echo::EchoUpstream;
+pub use logout::{LogoutDefect, LogoutTokenSpec, BACKCHANNEL_LOGOUT_EVENT};
 pub use options::{DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
 
 use server::ServerHandle;
@@ -134,6 +136,23 @@ impl DevOp {
             }
             Err(error) => tracing::error!(%error, "dev OP could not generate a signing key"),
         }
+    }
+
+    /// Moves this OP's clock forward: tokens it issues from now on carry the later time.
+    pub fn advance_clock(&self, duration: std::time::Duration) {
+        self.shared
+            .advance_clock(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// Forgets every refresh token issued so far: the next refresh with any
+    /// of them gets `invalid_grant` (as when an administrator ends a session).
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared.lock().refresh_tokens = Default::default();
+    }
+
+    /// A signed Back-Channel Logout token as `spec` describes (defects included).
+    pub fn logout_token(&self, spec: &LogoutTokenSpec) -> String {
+        logout::logout_token(&self.shared, spec)
     }
 
     pub fn stats(&self) -> DevOpStats {

@@ -159,6 +159,10 @@ pub enum Misbehavior {
 /// What the dev OP has been asked so far.
 #[derive(Clone, Debug, Default)]
 pub struct DevOpStats {
+    /// Sign-ins approved (each starts a new OP session).
+    pub logins: u64,
+    /// The `sid` of the most recent sign-in.
+    pub last_sid: Option<String>,
     pub discovery_requests: u64,
     pub jwks_requests: u64,
     /// `GET /authorize` requests (the sign-in form's POST is not counted).

@@ -4,6 +4,7 @@
 //! and a poisoned lock is recovered (the data stays consistent: every update is one assignment
 //! or one map operation).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,6 +43,8 @@ pub(crate) struct SharedState {
     pub issuer: String,
     pub options: DevOpOptions,
     mutable: Mutex<MutableState>,
+    /// Seconds added to the real time (tests move time forward without sleeping).
+    clock_offset: AtomicI64,
 }
 
 impl SharedState {
@@ -50,6 +53,7 @@ impl SharedState {
         SharedState {
             issuer,
             options,
+            clock_offset: AtomicI64::new(0),
             mutable: Mutex::new(MutableState {
                 misbehavior: Misbehavior::None,
                 auto_approve: None,
@@ -62,6 +66,16 @@ impl SharedState {
                 stats: DevOpStats::default(),
             }),
         }
+    }
+
+    /// Seconds since the Unix epoch on this OP's clock.
+    pub fn now(&self) -> u64 {
+        let offset = self.clock_offset.load(Ordering::SeqCst);
+        unix_now().saturating_add_signed(offset)
+    }
+
+    pub fn advance_clock(&self, seconds: i64) {
+        self.clock_offset.fetch_add(seconds, Ordering::SeqCst);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, MutableState> {

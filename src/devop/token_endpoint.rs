@@ -17,7 +17,7 @@ use super::authorize::parse_form;
 use super::grants::RefreshGrant;
 use super::keys;
 use super::options::{DevUser, Misbehavior, TokenAuthMethods};
-use super::state::{unix_now, SharedState};
+use super::state::SharedState;
 use super::tokens::{issue_access_token, issue_id_token, SigningKeys};
 
 /// An OAuth error response (RFC 6749 §5.2).
@@ -150,11 +150,15 @@ async fn issue_tokens(
     user: &DevUser,
     nonce: Option<&str>,
     auth_time: u64,
+    sid: &str,
     scope: &str,
 ) -> Response {
+    let mut user = user.clone();
+    user.extra_claims.insert("sid".to_owned(), json!(sid));
+    let user = &user;
     let misbehavior = shared.misbehavior();
     let keys = signing_keys(shared, &misbehavior).await;
-    let context = shared.token_context(unix_now());
+    let context = shared.token_context(shared.now());
     let signed = issue_id_token(&context, &keys, &misbehavior, user, nonce, auth_time).and_then(
         |id_token| {
             Ok((
@@ -179,6 +183,7 @@ async fn issue_tokens(
         sub: user.sub.clone(),
         scope: scope.to_owned(),
         auth_time,
+        sid: sid.to_owned(),
     });
     let body: Value = json!({
         "access_token": access_token,
@@ -246,7 +251,7 @@ pub(crate) async fn token(
                 &options.client_id,
                 field("redirect_uri"),
                 field("code_verifier"),
-                unix_now(),
+                shared.now(),
             );
             let grant = match redeemed {
                 Ok(grant) => grant,
@@ -267,6 +272,7 @@ pub(crate) async fn token(
                 &user,
                 grant.nonce.as_deref(),
                 grant.auth_time,
+                &grant.sid,
                 &grant.scope,
             )
             .await
@@ -297,7 +303,15 @@ pub(crate) async fn token(
                 .lock()
                 .user(&grant.sub)
                 .unwrap_or_else(|| DevUser::new(&grant.sub));
-            issue_tokens(&shared, &user, None, grant.auth_time, &grant.scope).await
+            issue_tokens(
+                &shared,
+                &user,
+                None,
+                grant.auth_time,
+                &grant.sid,
+                &grant.scope,
+            )
+            .await
         }
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,

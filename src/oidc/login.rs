@@ -77,6 +77,14 @@ pub fn start_login(
     for scope in settings.scopes.iter().filter(|scope| *scope != "openid") {
         request = request.add_scope(Scope::new(scope.clone()));
     }
+    if provider.offers_offline_access
+        && !settings
+            .scopes
+            .iter()
+            .any(|scope| scope == "offline_access")
+    {
+        request = request.add_scope(Scope::new("offline_access".to_string()));
+    }
     for (name, value) in settings.extra_auth_params.iter() {
         request = request.add_extra_param(name.clone(), value.clone());
     }

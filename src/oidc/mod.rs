@@ -1,16 +1,22 @@
 //! OpenID Connect: provider discovery and keys, login, token verification.
 
 mod claims;
+mod jws;
 mod login;
+mod logout;
 mod provider;
+mod refresh;
 mod types;
 mod verify;
 
 pub use claims::{claim_at, identity_from_claims, string_list};
+pub use jws::{verify_jws, VerifiedJws};
 pub use login::{
     check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,
     LoginStart, LoginState, MAX_CONCURRENT_LOGINS,
 };
+pub use logout::{validate_logout_token, LogoutRequest, LogoutTokenError, LOGOUT_TOKEN_MAX_AGE};
 pub use provider::{Provider, ProviderError, ProviderHandle, JWKS_ON_DEMAND_INTERVAL};
+pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};

@@ -38,6 +38,9 @@ pub struct Provider {
     pub expectations: Expectations,
     pub end_session_endpoint: Option<Url>,
     pub sends_iss_parameter: bool,
+    /// The provider lists `offline_access` among its scopes: ask for it, so
+    /// sessions get refresh tokens.
+    pub offers_offline_access: bool,
     jwks_uri: openidconnect::JsonWebKeySetUrl,
     jwks: ArcSwap<CoreJsonWebKeySet>,
     last_on_demand_fetch: Mutex<Option<Instant>>,
@@ -61,6 +64,11 @@ impl Provider {
                 && !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
         });
         let extra = metadata.additional_metadata().clone();
+        let offers_offline_access = metadata.scopes_supported().is_some_and(|scopes| {
+            scopes
+                .iter()
+                .any(|scope| scope.as_str() == "offline_access")
+        });
         let end_session_endpoint = extra
             .end_session_endpoint
             .as_deref()
@@ -92,6 +100,7 @@ impl Provider {
                 clock_skew: settings.clock_skew,
             },
             end_session_endpoint,
+            offers_offline_access,
             sends_iss_parameter: extra
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),

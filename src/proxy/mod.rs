@@ -20,9 +20,10 @@ pub use routes::{has_dot_segments, RouteTable};
 pub use upstream::{target_url, UpstreamError, Upstreams};
 
 use crate::error::GatewayError;
+use crate::oidc::{ensure_fresh, RefreshError};
 use crate::pages::{error_response, forbidden, wants_json};
 use crate::request_id::{self, RequestId};
-use crate::session::{freshness, Freshness, SessionData};
+use crate::session::{freshness, ActiveSession, Freshness};
 use crate::{authz, endpoints, AppState};
 
 /// Every request that is not one of portico's own endpoints.
@@ -50,24 +51,42 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         .path_and_query()
         .map_or_else(|| path.to_string(), |value| value.as_str().to_string());
 
+    let unauthenticated = |app: &AppState| {
+        if json {
+            return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true);
+        }
+        let return_to = app
+            .return_policy
+            .check(&path_and_query)
+            .unwrap_or_else(|| app.return_policy.default_target());
+        endpoints::begin_login(app, &parts.headers, &return_to, &request_id)
+    };
     let session = if route.public {
         None
     } else {
-        match signed_in(&app, &parts.headers, &request_id).await {
-            Ok(Some(session)) => Some(session),
-            Ok(None) if json => {
-                return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true)
-            }
-            Ok(None) => {
-                let return_to = app
-                    .return_policy
-                    .check(&path_and_query)
-                    .unwrap_or_else(|| app.return_policy.default_target());
-                return endpoints::begin_login(&app, &parts.headers, &return_to, &request_id);
-            }
+        let active = match signed_in(&app, &parts.headers, &request_id).await {
+            Ok(Some(active)) => active,
+            Ok(None) => return unauthenticated(&app),
             Err(error) => {
                 tracing::warn!(%error, "session lookup failed");
                 return error_response(&error, request_id.as_str(), json);
+            }
+        };
+        match ensure_fresh(
+            &app.sessions,
+            &app.provider,
+            &app.config.oidc,
+            app.config.session.refresh_before,
+            active,
+            app.now(),
+        )
+        .await
+        {
+            Ok(active) => Some((active.id.to_string(), active.data)),
+            Err(RefreshError::Ended(_)) => return unauthenticated(&app),
+            Err(error) => {
+                tracing::warn!(%error, "session refresh failed");
+                return error_response(&error.into(), request_id.as_str(), json);
             }
         }
     };
@@ -138,8 +157,8 @@ async fn signed_in(
     app: &AppState,
     headers: &http::HeaderMap,
     request_id: &RequestId,
-) -> Result<Option<(String, SessionData)>, GatewayError> {
-    let Some(mut active) = app.sessions.load(headers).await? else {
+) -> Result<Option<ActiveSession>, GatewayError> {
+    let Some(active) = app.sessions.load(headers).await? else {
         return Ok(None);
     };
     let now = app.now_seconds();
@@ -149,13 +168,13 @@ async fn signed_in(
             Ok(None)
         }
         Freshness::Extend => {
-            if let Err(error) = app.sessions.extend(&mut active, now).await {
+            if let Err(error) = app.sessions.extend(&active, now).await {
                 // The read worked; a failed extension only shortens the idle window.
                 tracing::warn!(%error, "could not extend the session's idle expiry");
             }
-            Ok(Some((active.id.to_string(), active.data)))
+            Ok(Some(active))
         }
-        Freshness::Live => Ok(Some((active.id.to_string(), active.data))),
+        Freshness::Live => Ok(Some(active)),
     }
 }
 

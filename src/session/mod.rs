@@ -6,6 +6,7 @@
 //! Tokens in the record are sealed (`crypto`), so a dump of Redis reveals none.
 
 mod cookies;
+mod coordination;
 mod crypto;
 mod store;
 
@@ -18,6 +19,7 @@ use tower_sessions::session::Id;
 use tower_sessions::{Expiry, Session};
 
 pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
+pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError};
 pub use store::{redis_pool, SessionBackend, StoreSetupError, REDIS_COMMAND_TIMEOUT};
 
@@ -121,6 +123,7 @@ pub struct ActiveSession {
 #[derive(Clone)]
 pub struct Sessions {
     backend: Arc<SessionBackend>,
+    coordination: Coordination,
     pub cookies: CookieRules,
     pub keys: Keys,
     ttl_seconds: i64,
@@ -136,8 +139,13 @@ impl Sessions {
             config.cookie_domain.clone(),
             keys.cookie.clone(),
         );
+        let coordination = match backend.redis_pool() {
+            Some(pool) => Coordination::redis(pool.clone(), &config.key_prefix),
+            None => Coordination::memory(),
+        };
         Sessions {
             backend: Arc::new(backend),
+            coordination,
             cookies,
             keys,
             ttl_seconds: seconds(config.ttl),
@@ -161,6 +169,17 @@ impl Sessions {
         self.idle_timeout_seconds
     }
 
+    pub fn coordination(&self) -> &Coordination {
+        &self.coordination
+    }
+
+    /// Reads the record of `id` afresh (one store read).
+    pub async fn reload(&self, id: Id) -> Result<Option<ActiveSession>, SessionError> {
+        let handle = Session::new(Some(id), self.backend.clone(), None);
+        let data = handle.get::<SessionData>(RECORD_KEY).await?;
+        Ok(data.map(|data| ActiveSession { id, data, handle }))
+    }
+
     /// The session the request's cookie points to: one store read, or none
     /// when there is no valid cookie. A missing record is `Ok(None)`.
     pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
@@ -171,9 +190,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let handle = Session::new(Some(id), self.backend.clone(), None);
-        let data = handle.get::<SessionData>(RECORD_KEY).await?;
-        Ok(data.map(|data| ActiveSession { id, data, handle }))
+        self.reload(id).await
     }
 
     /// Builds the record for a new login at `now`.
@@ -224,18 +241,50 @@ impl Sessions {
             .id()
             .ok_or_else(|| SessionError::Unavailable("store returned no session id".into()))?;
         let absolute_end = data.created_at + self.ttl_seconds;
+        let member = id.to_string();
+        self.coordination
+            .index_add(&sub_index(&data.sub), &member, absolute_end)
+            .await?;
+        if let Some(sid) = &data.provider_sid {
+            self.coordination
+                .index_add(&sid_index(sid), &member, absolute_end)
+                .await?;
+        }
         Ok(self.cookies.session_cookie(
             &id.to_string(),
             time::Duration::seconds((absolute_end - now).max(0)),
         ))
     }
 
-    /// Pushes the idle expiry forward (one write), bounded by the absolute ttl.
-    pub async fn extend(&self, active: &mut ActiveSession, now: i64) -> Result<(), SessionError> {
-        active.data.last_active_at = now;
-        active.data.expires_at =
-            (active.data.created_at + self.ttl_seconds).min(now + self.idle_timeout_seconds);
-        self.write(active).await
+    /// Marks the session active at `now`: idle expiry pushed forward,
+    /// bounded by the absolute ttl. Changes the copy only; `write` stores it.
+    pub fn touch(&self, data: &mut SessionData, now: i64) {
+        data.last_active_at = now;
+        data.expires_at = (data.created_at + self.ttl_seconds).min(now + self.idle_timeout_seconds);
+    }
+
+    /// Pushes the idle expiry forward. A record is only rewritten from a copy
+    /// read under the session's lock, so an extension can never put back
+    /// tokens a concurrent refresh has just rotated. If the lock is busy (a
+    /// refresh is writing), the extension is skipped: the refresh extends.
+    pub async fn extend(&self, active: &ActiveSession, now: i64) -> Result<(), SessionError> {
+        let Some(lock) = self
+            .coordination
+            .try_lock(&lock_name(active.id), LOCK_LIFETIME)
+            .await?
+        else {
+            return Ok(());
+        };
+        let outcome = async {
+            let Some(mut current) = self.reload(active.id).await? else {
+                return Ok(());
+            };
+            self.touch(&mut current.data, now);
+            self.write(&current).await
+        }
+        .await;
+        self.coordination.unlock(&lock).await;
+        outcome
     }
 
     /// Rewrites the record as it is now (same id, expiry from `expires_at`):
@@ -253,6 +302,44 @@ impl Sessions {
         Session::new(Some(id), self.backend.clone(), None)
             .delete()
             .await?;
+        Ok(())
+    }
+
+    /// Deletes one signed-in session and its index entries.
+    pub async fn end(&self, active: &ActiveSession) -> Result<(), SessionError> {
+        self.delete(active.id).await?;
+        let member = active.id.to_string();
+        self.coordination
+            .index_remove(&sub_index(&active.data.sub), &member)
+            .await?;
+        if let Some(sid) = &active.data.provider_sid {
+            self.coordination
+                .index_remove(&sid_index(sid), &member)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the user `sub`; returns how many were named.
+    pub async fn end_all_of_subject(&self, sub: &str) -> Result<usize, SessionError> {
+        let members = self.coordination.index_take(&sub_index(sub)).await?;
+        self.delete_members(&members).await?;
+        Ok(members.len())
+    }
+
+    /// Ends every session created under the provider session `sid`.
+    pub async fn end_all_of_provider_session(&self, sid: &str) -> Result<usize, SessionError> {
+        let members = self.coordination.index_take(&sid_index(sid)).await?;
+        self.delete_members(&members).await?;
+        Ok(members.len())
+    }
+
+    async fn delete_members(&self, members: &[String]) -> Result<(), SessionError> {
+        for member in members {
+            if let Ok(id) = member.parse::<Id>() {
+                self.delete(id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -275,6 +362,21 @@ pub struct Identity {
     pub groups: Vec<String>,
     pub provider_sid: Option<String>,
     pub access_token_expires_at: Option<i64>,
+}
+
+/// How long one replica may hold a session's lock (refresh or extension).
+pub const LOCK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15);
+
+pub fn lock_name(id: Id) -> String {
+    format!("lock:{id}")
+}
+
+fn sub_index(sub: &str) -> String {
+    format!("sub:{sub}")
+}
+
+fn sid_index(sid: &str) -> String {
+    format!("sid:{sid}")
 }
 
 fn expiry_at(unix_seconds: i64) -> Expiry {

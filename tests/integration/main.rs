@@ -6,6 +6,7 @@
 
 mod support;
 
+mod lifecycle;
 mod login;
 mod proxy;
 mod sessions;

@@ -47,8 +47,8 @@ pub struct TestAppBuilder {
 }
 
 pub struct TestApp {
-    pub op: DevOp,
-    pub upstream: EchoUpstream,
+    pub op: Arc<DevOp>,
+    pub upstream: Arc<EchoUpstream>,
     pub base: String,
     pub redis_url: String,
     pub clock: TestClock,
@@ -223,23 +223,11 @@ cookie_secret = "{COOKIE_SECRET}"
             oidc = extra("oidc"),
             session = extra("session"),
         );
-        let config = portico::config::parse(&config_text, &Default::default())
-            .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n{config_text}"));
         let clock = TestClock::default();
-        let clock_for_app = clock.clone();
-        let router = portico::build_with_clock(config, Arc::new(move || clock_for_app.now()))
-            .await
-            .expect("build");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
-        });
+        let server = serve(&config_text, listener, &clock).await;
         let app = TestApp {
-            op,
-            upstream,
+            op: Arc::new(op),
+            upstream: Arc::new(upstream),
             base,
             redis_url,
             clock,
@@ -247,6 +235,68 @@ cookie_secret = "{COOKIE_SECRET}"
             server,
         };
         if self.wait_ready {
+            app.wait_until_ready().await;
+        }
+        app
+    }
+}
+
+/// Builds portico from `config_text` and serves it on `listener`.
+async fn serve(
+    config_text: &str,
+    listener: tokio::net::TcpListener,
+    clock: &TestClock,
+) -> tokio::task::JoinHandle<()> {
+    let config = portico::config::parse(config_text, &Default::default())
+        .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n{config_text}"));
+    let clock_for_app = clock.clone();
+    let router = portico::build_with_clock(config, Arc::new(move || clock_for_app.now()))
+        .await
+        .expect("build");
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    })
+}
+
+impl TestApp {
+    /// Another portico process with the same config (same public URL, same
+    /// Redis, same OP), as a second replica behind a load balancer would be.
+    /// Shares this app's clock.
+    pub async fn replica(&self) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = serve(&self.config_text, listener, &self.clock).await;
+        let replica = TestApp {
+            op: self.op.clone(),
+            upstream: self.upstream.clone(),
+            base,
+            redis_url: self.redis_url.clone(),
+            clock: self.clock.clone(),
+            config_text: self.config_text.clone(),
+            server,
+        };
+        replica.wait_until_ready().await;
+        replica
+    }
+
+    /// Moves time forward for portico and the OP alike.
+    pub fn advance(&self, duration: Duration) {
+        self.clock.advance(duration);
+        self.op.advance_clock(duration);
+    }
+
+    /// Stops this portico (the OP, upstream and Redis stay).
+    pub fn stop(&self) {
+        self.server.abort();
+    }
+
+    pub async fn wait_until_ready(&self) {
+        {
+            let app = self;
             let client = reqwest::Client::new();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             loop {
@@ -266,6 +316,5 @@ cookie_secret = "{COOKIE_SECRET}"
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        app
     }
 }

@@ -6,7 +6,7 @@ pub mod browser;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};
-pub use browser::{encode, query_param, Browser};
+pub use browser::{encode, query_param, Browser, Page};
 pub use redis::RedisServer;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG=debug for more).

@@ -1,0 +1,278 @@
+//! Keeping a session's tokens fresh: one refresh per session at a time,
+//! across every replica.
+//!
+//! When the access token is within `refresh_before` of expiry, the request
+//! that notices takes the session's lock (SET NX PX in Redis), re-reads the
+//! record (another replica may have just refreshed), calls the token
+//! endpoint with the refresh token, verifies the new ID token, and writes
+//! the record from that fresh copy. Requests that find the lock taken wait
+//! briefly for the new record instead of refreshing again, so a rotating
+//! refresh token is never used twice.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError, TokenResponse};
+
+use super::claims::identity_from_claims;
+use super::login::unix_seconds;
+use super::provider::ProviderHandle;
+use super::verify::{verify_id_token, NonceCheck, TokenRejection};
+use crate::config::OidcConfig;
+use crate::error::error_chain;
+use crate::session::{
+    lock_name, ActiveSession, SessionData, SessionError, Sessions, TokenSet, LOCK_LIFETIME,
+};
+
+/// How long a request waits for another replica's refresh.
+const WAIT_FOR_REFRESH: Duration = Duration::from_secs(3);
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Whether the session's access token is due for a refresh at `now`.
+pub fn needs_refresh(data: &SessionData, now: i64, refresh_before: Duration) -> bool {
+    let margin = i64::try_from(refresh_before.as_secs()).unwrap_or(i64::MAX / 4);
+    data.access_token_expires_at
+        .is_some_and(|expires_at| expires_at - now <= margin)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider refused the refresh token (`invalid_grant`): the
+    /// session is over and has been deleted.
+    #[error("the provider ended the session: {0}")]
+    Ended(String),
+    /// The provider could not refresh now and the access token has expired.
+    #[error("the provider could not refresh the session: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Store(#[from] SessionError),
+}
+
+enum Attempt {
+    Refreshed(Box<ActiveSession>),
+    Refused(String),
+    Failed(String),
+}
+
+/// Returns the session with fresh tokens (or as it was, when no refresh is
+/// due or possible yet while its access token is still valid).
+pub async fn ensure_fresh(
+    sessions: &Sessions,
+    handle: &ProviderHandle,
+    settings: &OidcConfig,
+    refresh_before: Duration,
+    active: ActiveSession,
+    now: SystemTime,
+) -> Result<ActiveSession, RefreshError> {
+    let now_seconds = unix_seconds(now);
+    if !needs_refresh(&active.data, now_seconds, refresh_before) {
+        return Ok(active);
+    }
+    let Some(tokens) = sessions.open_tokens(&active.data) else {
+        return Ok(active);
+    };
+    if tokens.refresh_token.is_none() {
+        return Ok(active);
+    }
+    let still_valid = |data: &SessionData| {
+        data.access_token_expires_at
+            .is_some_and(|expires_at| expires_at > now_seconds)
+    };
+    let coordination = sessions.coordination();
+    let Some(lock) = coordination
+        .try_lock(&lock_name(active.id), LOCK_LIFETIME)
+        .await?
+    else {
+        return wait_for_other_refresh(sessions, active, now_seconds, refresh_before, still_valid)
+            .await;
+    };
+    let attempt = async {
+        // Under the lock, start from the stored record, not our copy.
+        let Some(current) = sessions.reload(active.id).await? else {
+            return Ok::<_, SessionError>(Attempt::Refused("session record is gone".into()));
+        };
+        if !needs_refresh(&current.data, now_seconds, refresh_before) {
+            return Ok(Attempt::Refreshed(Box::new(current)));
+        }
+        let Some(tokens) = sessions.open_tokens(&current.data) else {
+            return Ok(Attempt::Failed("sealed tokens unreadable".into()));
+        };
+        Ok(refresh_with_provider(sessions, handle, settings, current, tokens, now).await)
+    }
+    .await;
+    let outcome = match attempt {
+        Ok(Attempt::Refreshed(session)) => Ok(*session),
+        Ok(Attempt::Refused(reason)) => {
+            tracing::info!(reason = %reason, "refresh refused; ending the session");
+            if let Err(error) = sessions.end(&active).await {
+                tracing::warn!(%error, "could not delete the ended session");
+            }
+            Err(RefreshError::Ended(reason))
+        }
+        Ok(Attempt::Failed(reason)) if still_valid(&active.data) => {
+            tracing::warn!(reason = %reason, "refresh failed; the access token is still valid");
+            Ok(active)
+        }
+        Ok(Attempt::Failed(reason)) => Err(RefreshError::Unavailable(reason)),
+        Err(error) => Err(RefreshError::Store(error)),
+    };
+    coordination.unlock(&lock).await;
+    outcome
+}
+
+async fn wait_for_other_refresh(
+    sessions: &Sessions,
+    active: ActiveSession,
+    now_seconds: i64,
+    refresh_before: Duration,
+    still_valid: impl Fn(&SessionData) -> bool,
+) -> Result<ActiveSession, RefreshError> {
+    let deadline = Instant::now() + WAIT_FOR_REFRESH;
+    while Instant::now() < deadline {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        match sessions.reload(active.id).await? {
+            None => return Err(RefreshError::Ended("session ended during refresh".into())),
+            Some(current) if !needs_refresh(&current.data, now_seconds, refresh_before) => {
+                return Ok(current)
+            }
+            Some(_) => {}
+        }
+    }
+    if still_valid(&active.data) {
+        Ok(active)
+    } else {
+        Err(RefreshError::Unavailable(
+            "another replica's refresh did not finish".into(),
+        ))
+    }
+}
+
+async fn refresh_with_provider(
+    sessions: &Sessions,
+    handle: &ProviderHandle,
+    settings: &OidcConfig,
+    mut current: ActiveSession,
+    tokens: TokenSet,
+    now: SystemTime,
+) -> Attempt {
+    let Some(provider) = handle.get() else {
+        return Attempt::Failed("provider metadata not loaded".into());
+    };
+    let Some(refresh_token) = tokens.refresh_token.clone() else {
+        return Attempt::Failed("no refresh token".into());
+    };
+    let refresh_token = RefreshToken::new(refresh_token);
+    let request = match provider.client.exchange_refresh_token(&refresh_token) {
+        Ok(request) => request,
+        Err(error) => return Attempt::Failed(error.to_string()),
+    };
+    let response = match request.request_async(handle.http()).await {
+        Ok(response) => response,
+        Err(RequestTokenError::ServerResponse(body)) => {
+            let code = body.error().to_string();
+            return if code == "invalid_grant" {
+                Attempt::Refused(code)
+            } else {
+                Attempt::Failed(code)
+            };
+        }
+        Err(other) => return Attempt::Failed(error_chain(&other)),
+    };
+    let now_seconds = unix_seconds(now);
+    let mut identity = None;
+    if let Some(id_token) = response.id_token() {
+        let verified = match verify_id_token(
+            id_token,
+            &provider.jwks(),
+            &provider.expectations,
+            NonceCheck::Skip,
+            now,
+        ) {
+            Err(TokenRejection::UnknownKey)
+                if handle.refresh_jwks_for_unknown_kid(Instant::now()).await =>
+            {
+                match handle.get() {
+                    Some(provider) => verify_id_token(
+                        id_token,
+                        &provider.jwks(),
+                        &provider.expectations,
+                        NonceCheck::Skip,
+                        now,
+                    ),
+                    None => Err(TokenRejection::UnknownKey),
+                }
+            }
+            other => other,
+        };
+        match verified {
+            Ok(claims) if claims.subject().as_str() == current.data.sub => {
+                identity = Some(identity_from_claims(&claims, settings));
+            }
+            Ok(_) => return Attempt::Refused("refreshed ID token names another subject".into()),
+            Err(rejection) => {
+                return Attempt::Failed(format!("refreshed ID token refused: {rejection}"))
+            }
+        }
+    }
+    let new_tokens = TokenSet {
+        access_token: response.access_token().secret().clone(),
+        refresh_token: response
+            .refresh_token()
+            .map(|token| token.secret().clone())
+            .or(tokens.refresh_token),
+        id_token: response
+            .id_token()
+            .map(|token| token.to_string())
+            .unwrap_or(tokens.id_token),
+    };
+    let data = &mut current.data;
+    data.sealed_tokens = sessions.seal_tokens(&new_tokens);
+    data.access_token_expires_at = response
+        .expires_in()
+        .map(|lifetime| now_seconds + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4));
+    if let Some(identity) = identity {
+        data.email = identity.email;
+        data.name = identity.name;
+        data.preferred_username = identity.preferred_username;
+        data.roles = identity.roles;
+        data.groups = identity.groups;
+    }
+    sessions.touch(data, now_seconds);
+    match sessions.write(&current).await {
+        Ok(()) => {
+            tracing::info!(sub = %current.data.sub, "session refreshed");
+            Attempt::Refreshed(Box::new(current))
+        }
+        Err(error) => Attempt::Failed(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(access_expires: Option<i64>) -> SessionData {
+        SessionData {
+            sub: "s".into(),
+            email: None,
+            name: None,
+            preferred_username: None,
+            roles: vec![],
+            groups: vec![],
+            provider_sid: None,
+            created_at: 0,
+            last_active_at: 0,
+            expires_at: 10_000,
+            access_token_expires_at: access_expires,
+            sealed_tokens: String::new(),
+        }
+    }
+
+    #[test]
+    fn refresh_is_due_within_the_margin_only() {
+        let margin = Duration::from_secs(60);
+        assert!(!needs_refresh(&data(Some(1000)), 900, margin));
+        assert!(needs_refresh(&data(Some(1000)), 940, margin));
+        assert!(needs_refresh(&data(Some(1000)), 2000, margin));
+        assert!(!needs_refresh(&data(None), 2000, margin));
+    }
+}
