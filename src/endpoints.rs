@@ -46,12 +46,13 @@ pub(crate) fn begin_login(
     headers: &HeaderMap,
     return_to: &Url,
     request_id: &RequestId,
+    extra_params: &[(String, String)],
 ) -> Response {
     let Some(provider) = app.provider.get() else {
         return error_response(&GatewayError::ProviderNotReady, request_id.as_str(), false);
     };
     let now = app.now_seconds();
-    let login = start_login(&provider, &app.config.oidc, &[], return_to, now);
+    let login = start_login(&provider, &app.config.oidc, extra_params, return_to, now);
     let Ok(serialized) = serde_json::to_string(&login.state) else {
         return error_response(
             &GatewayError::BadRequest("login state"),
@@ -95,7 +96,29 @@ pub async fn start(
         .as_deref()
         .and_then(|rd| app.return_policy.check(rd))
         .unwrap_or_else(|| app.return_policy.default_target());
-    begin_login(&app, request.headers(), &return_to, &request_id)
+    // The route the browser returns to may ask for its own login parameters;
+    // starting a login while signed in means "sign in again" (step-up).
+    let host = return_to.host_str().map(|host| match return_to.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    });
+    let mut params: Vec<(String, String)> = app
+        .routes
+        .find(host.as_deref(), return_to.path())
+        .map(|route| {
+            route
+                .login_params
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if app.sessions.cookie_session_id(request.headers()).is_some()
+        && !params.iter().any(|(name, _)| name == "prompt")
+    {
+        params.push(("prompt".to_string(), "login".to_string()));
+    }
+    begin_login(&app, request.headers(), &return_to, &request_id, &params)
 }
 
 /// `GET /oauth2/callback`: finish the login the state names.

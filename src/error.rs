@@ -19,6 +19,8 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("not signed in")]
     NotSignedIn,
+    #[error("bearer token refused: {0}")]
+    InvalidBearer(String),
     #[error("signed in but not allowed: {0}")]
     Forbidden(String),
     #[error("login failed: {0}")]
@@ -47,7 +49,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::NotSignedIn => StatusCode::UNAUTHORIZED,
+            GatewayError::NotSignedIn | GatewayError::InvalidBearer(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::Login(error) => match error {
                 LoginError::TokenEndpointUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -71,6 +73,7 @@ impl GatewayError {
             GatewayError::NoRoute => "not_found",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotSignedIn => "unauthorized",
+            GatewayError::InvalidBearer(_) => "invalid_token",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::CrossSite => "cross_site_request",
             GatewayError::Login(error) => error.label(),
@@ -101,6 +104,11 @@ impl GatewayError {
                 title: "Sign-in required",
                 message: "You need to sign in to see this page.".into(),
                 advice: "Sign in, then open the page again.",
+            },
+            GatewayError::InvalidBearer(_) => Explanation {
+                title: "Invalid token",
+                message: "The access token sent with this request is not valid here.".into(),
+                advice: "Get a new token and try again.",
             },
             GatewayError::Forbidden(_) => Explanation {
                 title: "Access denied",

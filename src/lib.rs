@@ -12,6 +12,7 @@ pub mod demo;
 pub mod devop;
 mod endpoints;
 pub mod error;
+pub mod forward_auth;
 pub mod oidc;
 pub mod ops;
 pub mod pages;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub config: Config,
     pub sessions: Sessions,
     pub provider: Arc<ProviderHandle>,
+    pub bearer: oidc::BearerVerifier,
     pub routes: RouteTable,
     pub upstreams: Upstreams,
     pub return_policy: ReturnUrlPolicy,
@@ -107,9 +109,11 @@ fn app_state_with_backend(
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|error| BuildError::HttpClient(error.to_string()))?;
+    let provider = ProviderHandle::new(config.oidc.clone(), provider_http);
     Ok(AppState {
         sessions: Sessions::new(&config.session, backend),
-        provider: ProviderHandle::new(config.oidc.clone(), provider_http),
+        bearer: oidc::BearerVerifier::new(provider.clone(), &config.oidc),
+        provider,
         routes: RouteTable::new(&config.routes),
         upstreams: Upstreams::new(config.server.upstream_timeout)?,
         return_policy: ReturnUrlPolicy::new(
@@ -134,6 +138,8 @@ fn router(state: Arc<AppState>) -> Router {
             "/oauth2/backchannel_logout",
             axum::routing::post(endpoints::backchannel_logout),
         )
+        .route("/oauth2/auth", get(forward_auth::forward_auth))
+        .route("/oauth2/userinfo", get(forward_auth::userinfo))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .fallback(proxy::gateway)

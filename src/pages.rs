@@ -91,12 +91,29 @@ pub fn error_response_with_retry(
         html(status, page.render())
     };
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"portico\""),
-        );
+        let challenge = match error {
+            GatewayError::InvalidBearer(description) => HeaderValue::from_str(&format!(
+                "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{}\"",
+                challenge_text(description)
+            ))
+            .unwrap_or_else(|_| {
+                HeaderValue::from_static("Bearer realm=\"portico\", error=\"invalid_token\"")
+            }),
+            _ => HeaderValue::from_static("Bearer realm=\"portico\""),
+        };
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
     }
     response
+}
+
+/// Text safe inside a quoted challenge parameter (RFC 6750 §3: no quotes or
+/// backslashes, printable ASCII).
+fn challenge_text(text: &str) -> String {
+    text.chars()
+        .filter(|character| character.is_ascii_graphic() || *character == ' ')
+        .filter(|character| !matches!(character, '"' | '\\'))
+        .take(200)
+        .collect()
 }
 
 /// The 403 page for a signed-in user who fails a route's rules.

@@ -25,6 +25,7 @@ mod types;
 mod unknown_keys;
 mod validate;
 mod validate_oidc;
+mod validate_routes;
 mod validate_session;
 mod value_kinds;
 

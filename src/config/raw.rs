@@ -82,6 +82,8 @@ pub(crate) struct RawOidc {
     pub jwks_refresh: String,
     pub roles_claim: String,
     pub groups_claim: String,
+    pub permissions_claim: String,
+    pub extra_jwt_issuers: Vec<RawExtraJwtIssuer>,
     pub project_id: String,
     pub base_url: String,
     pub flow: String,
@@ -106,6 +108,8 @@ impl Default for RawOidc {
             jwks_refresh: "15m".to_owned(),
             roles_claim: "roles".to_owned(),
             groups_claim: "groups".to_owned(),
+            permissions_claim: "permissions".to_owned(),
+            extra_jwt_issuers: Vec::new(),
             project_id: String::new(),
             base_url: String::new(),
             flow: String::new(),
@@ -164,6 +168,36 @@ pub(crate) struct RawRoute {
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
+    pub require_all_roles: Option<Vec<String>>,
+    pub require_permissions: Option<Vec<String>>,
+    pub require_tenant_roles: Option<RawTenantRoles>,
+    pub allowed_emails: Option<Vec<String>>,
+    pub allowed_email_domains: Option<Vec<String>>,
+    pub require_claims: Option<BTreeMap<String, Vec<String>>>,
+    pub require_amr: Option<Vec<String>>,
+    pub login_params: BTreeMap<String, String>,
+    pub token_cookie: String,
+    pub identity_jwt: bool,
+    pub pass_access_token: bool,
+}
+
+/// `require_tenant_roles = { tenant = "…", roles = ["…"] }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawTenantRoles {
+    pub tenant: String,
+    pub roles: Vec<String>,
+}
+
+/// `[[oidc.extra_jwt_issuers]]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawExtraJwtIssuer {
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audiences: Vec<String>,
 }
 
 impl Default for RawRoute {
@@ -175,6 +209,17 @@ impl Default for RawRoute {
             public: false,
             api: false,
             require_roles: Vec::new(),
+            require_all_roles: None,
+            require_permissions: None,
+            require_tenant_roles: None,
+            allowed_emails: None,
+            allowed_email_domains: None,
+            require_claims: None,
+            require_amr: None,
+            login_params: BTreeMap::new(),
+            token_cookie: String::new(),
+            identity_jwt: false,
+            pass_access_token: false,
         }
     }
 }
@@ -191,6 +236,10 @@ pub(crate) enum Kind {
     TextList,
     /// A table of string values, e.g. `{ prompt = "login" }`.
     TextTable,
+    /// A table whose entries validation judges.
+    Table,
+    /// A list of tables (`[[section.key]]`).
+    TableList,
 }
 
 impl Kind {
@@ -201,6 +250,8 @@ impl Kind {
             Kind::Flag => "true or false",
             Kind::TextList => "a list of strings",
             Kind::TextTable => "a table of strings",
+            Kind::Table => "a table",
+            Kind::TableList => "a list of tables",
         }
     }
 }
@@ -265,6 +316,8 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("jwks_refresh", Kind::Text),
             ("roles_claim", Kind::Text),
             ("groups_claim", Kind::Text),
+            ("permissions_claim", Kind::Text),
+            ("extra_jwt_issuers", Kind::TableList),
             ("project_id", Kind::Text),
             ("base_url", Kind::Text),
             ("flow", Kind::Text),
@@ -298,6 +351,17 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("public", Kind::Flag),
             ("api", Kind::Flag),
             ("require_roles", Kind::TextList),
+            ("require_all_roles", Kind::TextList),
+            ("require_permissions", Kind::TextList),
+            ("require_tenant_roles", Kind::Table),
+            ("allowed_emails", Kind::TextList),
+            ("allowed_email_domains", Kind::TextList),
+            ("require_claims", Kind::Table),
+            ("require_amr", Kind::TextList),
+            ("login_params", Kind::TextTable),
+            ("token_cookie", Kind::Text),
+            ("identity_jwt", Kind::Flag),
+            ("pass_access_token", Kind::Flag),
         ],
     },
 ];
@@ -324,7 +388,17 @@ mod tests {
     fn schema_lists_exactly_the_struct_fields() {
         let mut raw = RawConfig::default();
         raw.session.cookie_secure = Some(true);
-        raw.routes.push(RawRoute::default());
+        // Optional rule keys serialise only when present.
+        raw.routes.push(RawRoute {
+            require_all_roles: Some(Vec::new()),
+            require_permissions: Some(Vec::new()),
+            require_tenant_roles: Some(RawTenantRoles::default()),
+            allowed_emails: Some(Vec::new()),
+            allowed_email_domains: Some(Vec::new()),
+            require_claims: Some(BTreeMap::new()),
+            require_amr: Some(Vec::new()),
+            ..RawRoute::default()
+        });
         let written = toml::Value::try_from(&raw).expect("raw config serialises");
         for section in SCHEMA {
             let table = if section.repeated {

@@ -128,6 +128,7 @@ pub fn render_effective(config: &Config) -> String {
     document.duration("jwks_refresh", oidc.jwks_refresh);
     document.text("roles_claim", &oidc.roles_claim);
     document.text("groups_claim", &oidc.groups_claim);
+    document.text("permissions_claim", &oidc.permissions_claim);
 
     let session = &config.session;
     document.section("[session]");
@@ -155,6 +156,70 @@ pub fn render_effective(config: &Config) -> String {
         document.flag("public", route.public);
         document.flag("api", route.api);
         document.list("require_roles", &route.require_roles);
+        let rules = &route.rules;
+        let lists = [
+            ("require_all_roles", &rules.require_all_roles),
+            ("require_permissions", &rules.require_permissions),
+            ("allowed_emails", &rules.allowed_emails),
+            ("allowed_email_domains", &rules.allowed_email_domains),
+            ("require_amr", &rules.require_amr),
+        ];
+        for (name, values) in lists {
+            if !values.is_empty() {
+                document.list(name, values);
+            }
+        }
+        if let Some(tenant) = &rules.require_tenant_roles {
+            let mut table = toml::Table::new();
+            table.insert("tenant".into(), toml::Value::String(tenant.tenant.clone()));
+            table.insert(
+                "roles".into(),
+                toml::Value::Array(
+                    tenant
+                        .roles
+                        .iter()
+                        .cloned()
+                        .map(toml::Value::String)
+                        .collect(),
+                ),
+            );
+            document.raw(
+                "require_tenant_roles",
+                &toml::Value::Table(table).to_string(),
+            );
+        }
+        if !rules.require_claims.is_empty() {
+            let table: toml::Table = rules
+                .require_claims
+                .iter()
+                .map(|(path, values)| {
+                    (
+                        path.clone(),
+                        toml::Value::Array(
+                            values.iter().cloned().map(toml::Value::String).collect(),
+                        ),
+                    )
+                })
+                .collect();
+            document.raw("require_claims", &toml::Value::Table(table).to_string());
+        }
+        if !route.login_params.is_empty() {
+            let table: toml::Table = route
+                .login_params
+                .iter()
+                .map(|(name, value)| (name.clone(), toml::Value::String(value.clone())))
+                .collect();
+            document.raw("login_params", &toml::Value::Table(table).to_string());
+        }
+        document.optional("token_cookie", route.token_cookie.as_ref());
+        document.flag("identity_jwt", route.identity_jwt);
+        document.flag("pass_access_token", route.pass_access_token);
+    }
+    for issuer in &oidc.extra_jwt_issuers {
+        document.section("[[oidc.extra_jwt_issuers]]");
+        document.text("issuer", &issuer.issuer);
+        document.text("jwks_url", issuer.jwks_url.as_str());
+        document.list("audiences", &issuer.audiences);
     }
     document.text
 }

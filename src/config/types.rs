@@ -99,10 +99,26 @@ pub struct OidcConfig {
     pub jwks_refresh: Duration,
     pub roles_claim: String,
     pub groups_claim: String,
+    /// Where permissions live (Descope: "permissions").
+    pub permissions_claim: String,
+    /// More issuers whose bearer JWTs are accepted (machine clients).
+    pub extra_jwt_issuers: Vec<ExtraJwtIssuer>,
+    /// Claims a session keeps beyond the standard ones, because a route rule
+    /// reads them (derived from the routes, not a key).
+    pub kept_claims: Vec<String>,
     /// Descope only.
     pub project_id: Option<String>,
     pub base_url: Option<Url>,
     pub flow: Option<String>,
+}
+
+/// `[[oidc.extra_jwt_issuers]]`: an issuer of bearer JWTs besides the provider.
+#[derive(Debug, Clone)]
+pub struct ExtraJwtIssuer {
+    pub issuer: String,
+    pub jwks_url: Url,
+    /// Audiences accepted from this issuer (a token must carry one).
+    pub audiences: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,4 +153,59 @@ pub struct RouteConfig {
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
+    pub rules: RouteRules,
+    /// Extra authorization parameters for logins started on this route
+    /// (and step-up logins), e.g. a Descope flow.
+    pub login_params: BTreeMap<String, String>,
+    /// Read a bearer JWT from this cookie when there is no Authorization header.
+    pub token_cookie: Option<String>,
+    /// Add `X-Portico-Identity`, a short-lived JWT signed by portico.
+    pub identity_jwt: bool,
+    /// Add `X-Forwarded-Access-Token`.
+    pub pass_access_token: bool,
+}
+
+/// Rules a request must pass, each one given (all of them, together).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteRules {
+    /// Every one of these roles.
+    pub require_all_roles: Vec<String>,
+    /// Every one of these permissions.
+    pub require_permissions: Vec<String>,
+    /// Any one of these roles in this tenant (Descope `tenants` claim).
+    pub require_tenant_roles: Option<TenantRoles>,
+    /// Exact, lower-case addresses; the email must be verified.
+    pub allowed_emails: Vec<String>,
+    /// Exact, lower-case domains of a single-@ address; the email must be verified.
+    pub allowed_email_domains: Vec<String>,
+    /// Claim (dot path) → accepted values; the claim must hold one of them.
+    pub require_claims: BTreeMap<String, Vec<String>>,
+    /// Every one of these authentication methods (e.g. "webauthn"); a browser
+    /// user without them is sent to sign in again (step-up).
+    pub require_amr: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoles {
+    pub tenant: String,
+    pub roles: Vec<String>,
+}
+
+impl RouteConfig {
+    /// A protected route to `upstream` for everything under `path_prefix`, no rules.
+    pub fn new(path_prefix: &str, upstream: Url) -> RouteConfig {
+        RouteConfig {
+            path_prefix: path_prefix.to_string(),
+            host: None,
+            upstream,
+            public: false,
+            api: false,
+            require_roles: Vec::new(),
+            rules: RouteRules::default(),
+            login_params: BTreeMap::new(),
+            token_cookie: None,
+            identity_jwt: false,
+            pass_access_token: false,
+        }
+    }
 }

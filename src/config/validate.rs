@@ -7,7 +7,6 @@
 //! here with the helpers every section shares; `[oidc]` and `[session]` have
 //! their own files.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,10 +15,11 @@ use ipnet::IpNet;
 use url::{Host, Url};
 
 use super::duration::{parse_duration, DURATION_FIX};
-use super::errors::{quoted, quoted_list, Problems};
-use super::raw::{RawConfig, RawRoute, RawServer};
-use super::types::{Config, LogFormat, RouteConfig, ServerConfig};
+use super::errors::{quoted, Problems};
+use super::raw::{RawConfig, RawServer};
+use super::types::{Config, LogFormat, ServerConfig};
 use super::validate_oidc::oidc;
+use super::validate_routes::{kept_claims, routes};
 use super::validate_session::session;
 
 /// Checks everything; `None` when any problem was reported.
@@ -29,11 +29,14 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
     let session = session(problems, &raw.session, public_url.as_ref());
     let routes = routes(problems, &raw.routes);
+    let mut oidc = oidc?;
+    let routes = routes?;
+    oidc.kept_claims = kept_claims(&routes);
     Some(Config {
         server: server?,
-        oidc: oidc?,
+        oidc,
         session: session?,
-        routes: routes?,
+        routes,
     })
 }
 
@@ -153,102 +156,6 @@ fn public_url(problems: &mut Problems, text: &str) -> Option<Url> {
         }
         None => Some(url),
     }
-}
-
-fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<RouteConfig>> {
-    if raw.is_empty() {
-        problems.report(
-            "routes",
-            "[]",
-            "no routes are configured, so portico has nothing to proxy",
-            "add a [[routes]] table, e.g. path_prefix = \"/\" and upstream = \"http://127.0.0.1:9100\"",
-        );
-        return None;
-    }
-    let mut seen: BTreeMap<(Option<String>, String), usize> = BTreeMap::new();
-    let mut routes = Some(Vec::new());
-    for (index, route) in raw.iter().enumerate() {
-        let checked = one_route(problems, index, route);
-        if let Some(checked) = &checked {
-            let identity = (checked.host.clone(), checked.path_prefix.clone());
-            if let Some(first) = seen.insert(identity, index) {
-                problems.report(
-                    format!("routes[{index}].path_prefix"),
-                    quoted(&route.path_prefix),
-                    format!("routes[{first}] already has the same host and path_prefix"),
-                    "merge the two routes, or give one a different path_prefix or host",
-                );
-            }
-        }
-        routes = routes.zip(checked).map(|(mut list, route)| {
-            list.push(route);
-            list
-        });
-    }
-    routes
-}
-
-fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<RouteConfig> {
-    let key = |name: &str| format!("routes[{index}].{name}");
-    let mut valid = true;
-    if !raw.path_prefix.starts_with('/') {
-        problems.report(
-            key("path_prefix"),
-            quoted(&raw.path_prefix),
-            "must start with \"/\"",
-            format!(
-                "write it as \"/{}\"",
-                raw.path_prefix.trim_start_matches('/')
-            ),
-        );
-        valid = false;
-    }
-    let host = raw.host.trim().to_ascii_lowercase();
-    if host.contains("://") || host.contains(['/', '?', '#', ' ']) {
-        problems.report(
-            key("host"),
-            quoted(&raw.host),
-            "must be a bare host name (optionally with :port)",
-            "write only the host, e.g. \"app.example.com\"",
-        );
-        valid = false;
-    }
-    const UPSTREAM_FIX: &str = "write an absolute URL such as \"http://127.0.0.1:9100\"";
-    let upstream = if raw.upstream.is_empty() {
-        problems.report(key("upstream"), quoted(""), "is required", UPSTREAM_FIX);
-        None
-    } else {
-        http_url(problems, &key("upstream"), &raw.upstream, UPSTREAM_FIX)
-    };
-    for (role_index, role) in raw.require_roles.iter().enumerate() {
-        if role.trim().is_empty() {
-            problems.report(
-                format!("routes[{index}].require_roles[{role_index}]"),
-                quoted(role),
-                "is empty",
-                "remove it, or write the role's name",
-            );
-            valid = false;
-        }
-    }
-    if raw.public && !raw.require_roles.is_empty() {
-        problems.report(
-            key("require_roles"),
-            quoted_list(&raw.require_roles),
-            "a public route cannot require a role (nobody is signed in to have one)",
-            "remove public = true, or remove require_roles",
-        );
-        valid = false;
-    }
-    let upstream = upstream?;
-    valid.then(|| RouteConfig {
-        path_prefix: raw.path_prefix.clone(),
-        host: (!host.is_empty()).then_some(host),
-        upstream,
-        public: raw.public,
-        api: raw.api,
-        require_roles: raw.require_roles.clone(),
-    })
 }
 
 fn socket_address(problems: &mut Problems, key: &str, text: &str) -> Option<SocketAddr> {

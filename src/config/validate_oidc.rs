@@ -70,6 +70,13 @@ pub(crate) fn oidc(
         &raw.groups_claim,
         "the name of the claim holding groups, e.g. \"groups\"",
     );
+    let permissions_claim = non_empty(
+        problems,
+        "oidc.permissions_claim",
+        &raw.permissions_claim,
+        "the name of the claim holding permissions, e.g. \"permissions\"",
+    );
+    let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
     let identity = identity?;
     Some(OidcConfig {
         provider: identity.provider,
@@ -87,6 +94,9 @@ pub(crate) fn oidc(
         jwks_refresh: jwks_refresh?,
         roles_claim: roles_claim?,
         groups_claim: groups_claim?,
+        permissions_claim: permissions_claim?,
+        extra_jwt_issuers: extra_jwt_issuers?,
+        kept_claims: Vec::new(),
         project_id: identity.project_id,
         base_url: identity.base_url,
         flow: identity.flow,
@@ -283,3 +293,53 @@ fn non_empty_items(problems: &mut Problems, key: &str, items: &[String]) -> Opti
 #[cfg(test)]
 #[path = "validate_oidc_tests.rs"]
 mod tests;
+
+fn extra_jwt_issuers(
+    problems: &mut Problems,
+    raw: &[super::raw::RawExtraJwtIssuer],
+) -> Option<Vec<super::types::ExtraJwtIssuer>> {
+    let mut valid = true;
+    let mut issuers = Vec::new();
+    for (index, entry) in raw.iter().enumerate() {
+        let key = |name: &str| format!("oidc.extra_jwt_issuers[{index}].{name}");
+        if entry.issuer.trim().is_empty() || entry.issuer.trim() != entry.issuer {
+            problems.report(
+                key("issuer"),
+                quoted(&entry.issuer),
+                "must be the exact iss of the tokens, without spaces",
+                "write e.g. \"https://issuer.example.com\"",
+            );
+            valid = false;
+        }
+        let jwks_url = super::validate::http_url(
+            problems,
+            &key("jwks_url"),
+            &entry.jwks_url,
+            "write the issuer's JWKS URL, e.g. \"https://issuer.example.com/.well-known/jwks.json\"",
+        );
+        if entry.audiences.is_empty()
+            || entry
+                .audiences
+                .iter()
+                .any(|audience| audience.trim().is_empty())
+        {
+            problems.report(
+                key("audiences"),
+                super::errors::quoted_list(&entry.audiences),
+                "must list at least one audience, none empty",
+                "list the audiences this issuer's tokens carry for you, e.g. [\"my-api\"]",
+            );
+            valid = false;
+        }
+        if let Some(jwks_url) = jwks_url {
+            issuers.push(super::types::ExtraJwtIssuer {
+                issuer: entry.issuer.clone(),
+                jwks_url,
+                audiences: entry.audiences.clone(),
+            });
+        } else {
+            valid = false;
+        }
+    }
+    valid.then_some(issuers)
+}

@@ -104,6 +104,10 @@ fn has_kind(value: &toml::Value, kind: Kind) -> bool {
         Kind::TextTable => value
             .as_table()
             .is_some_and(|entries| entries.values().all(toml::Value::is_str)),
+        Kind::Table => value.is_table(),
+        Kind::TableList => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(toml::Value::is_table)),
     }
 }
 
@@ -115,6 +119,8 @@ fn fix_for_kind(name: &str, kind: Kind) -> String {
         Kind::TextTable => {
             format!("write a table of quoted strings: {name} = {{ name = \"value\" }}")
         }
+        Kind::Table => format!("write a table: {name} = {{ … }}"),
+        Kind::TableList => format!("write each entry as a [[…{name}]] table"),
     }
 }
 

@@ -13,6 +13,7 @@ mod grants;
 mod jwt;
 mod keys;
 mod logout;
+mod mint;
 mod misbehavior;
 mod options;
 mod pages;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 
 pub use echo::EchoUpstream;
 pub use logout::{LogoutDefect, LogoutTokenSpec, BACKCHANNEL_LOGOUT_EVENT};
+pub use mint::MintKey;
 pub use options::{DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
 
 use server::ServerHandle;
@@ -148,6 +150,20 @@ impl DevOp {
     /// of them gets `invalid_grant` (as when an administrator ends a session).
     pub fn revoke_refresh_tokens(&self) {
         self.shared.lock().refresh_tokens = Default::default();
+    }
+
+    /// Any claims, signed as `key` says (for bearer-token tests).
+    pub fn mint_jwt(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        key: MintKey,
+    ) -> String {
+        mint::mint(&self.shared, claims, key)
+    }
+
+    /// An access token for `sub` as the token endpoint would issue it now.
+    pub fn access_token(&self, sub: &str) -> String {
+        mint::access_token(&self.shared, sub)
     }
 
     /// A signed Back-Channel Logout token as `spec` describes (defects included).

@@ -1,45 +1,65 @@
-//! From verified ID token claims to the identity a session keeps.
+//! From verified claims (an ID token's or a bearer JWT's) to the identity
+//! portico keeps and judges.
 //!
-//! Roles and groups come from configurable claims (`roles_claim`,
-//! `groups_claim`, dot paths allowed for nested claims); a claim may hold a
-//! list of strings or one string.
+//! Roles, groups and permissions come from configurable claims (dot paths
+//! allowed for nested claims); a claim may hold a list of strings or one
+//! string. Only the extra claims some route rule reads are kept
+//! (`oidc.kept_claims`), so records stay small. For Descope, `dsub` (when
+//! present) names the user instead of `sub`.
 
-use openidconnect::LocalizedClaim;
+use serde_json::{Map, Value};
 
 use super::types::PorticoIdTokenClaims;
-use crate::config::OidcConfig;
+use crate::config::{OidcConfig, ProviderKind};
 use crate::session::Identity;
 
+/// The identity in a verified ID token.
 pub fn identity_from_claims(claims: &PorticoIdTokenClaims, settings: &OidcConfig) -> Identity {
-    let other = &claims.additional_claims().claims;
+    match serde_json::to_value(claims) {
+        Ok(Value::Object(map)) => identity_from_json(&map, settings),
+        _ => Identity {
+            sub: claims.subject().to_string(),
+            ..Identity::default()
+        },
+    }
+}
+
+/// The identity in a verified JWT's claims.
+pub fn identity_from_json(claims: &Map<String, Value>, settings: &OidcConfig) -> Identity {
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
+    let mut sub = text("sub").unwrap_or_default();
+    if settings.provider == ProviderKind::Descope {
+        if let Some(descope_subject) = text("dsub").filter(|value| !value.is_empty()) {
+            sub = descope_subject;
+        }
+    }
+    let kept = settings
+        .kept_claims
+        .iter()
+        .filter_map(|name| claims.get(name).map(|value| (name.clone(), value.clone())))
+        .collect();
     Identity {
-        sub: claims.subject().to_string(),
-        email: claims.email().map(|email| email.to_string()),
-        name: claims.name().and_then(default_localized),
-        preferred_username: claims
-            .preferred_username()
-            .map(|username| username.to_string()),
-        roles: string_list(claim_at(other, &settings.roles_claim)),
-        groups: string_list(claim_at(other, &settings.groups_claim)),
-        provider_sid: other
-            .get("sid")
-            .and_then(|value| value.as_str())
-            .map(str::to_string),
+        sub,
+        email: text("email"),
+        name: text("name"),
+        preferred_username: text("preferred_username"),
+        roles: string_list(claim_at(claims, &settings.roles_claim)),
+        groups: string_list(claim_at(claims, &settings.groups_claim)),
+        permissions: string_list(claim_at(claims, &settings.permissions_claim)),
+        amr: string_list(claims.get("amr")),
+        email_verified: claims.get("email_verified").and_then(|value| match value {
+            Value::Bool(flag) => Some(*flag),
+            Value::String(text) => Some(text == "true"),
+            _ => None,
+        }),
+        claims: kept,
+        provider_sid: text("sid"),
         access_token_expires_at: None,
     }
 }
 
-fn default_localized<T: std::ops::Deref<Target = String>>(
-    claim: &LocalizedClaim<T>,
-) -> Option<String> {
-    claim.get(None).map(|value| value.to_string())
-}
-
-/// The claim at a dot path ("realm_access.roles") in the extra claims.
-pub fn claim_at<'a>(
-    claims: &'a serde_json::Map<String, serde_json::Value>,
-    path: &str,
-) -> Option<&'a serde_json::Value> {
+/// The claim at a dot path ("realm_access.roles"); a literal key with dots wins.
+pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     if let Some(value) = claims.get(path) {
         return Some(value);
     }
@@ -51,15 +71,15 @@ pub fn claim_at<'a>(
     Some(current)
 }
 
-/// A list of strings from a claim holding a list or one string (space or
-/// comma separated strings are not split: a claim says what it says).
-pub fn string_list(value: Option<&serde_json::Value>) -> Vec<String> {
+/// A list of strings from a claim holding a list or one string (a claim says
+/// what it says: space- or comma-separated strings are not split).
+pub fn string_list(value: Option<&Value>) -> Vec<String> {
     match value {
-        Some(serde_json::Value::Array(items)) => items
+        Some(Value::Array(items)) => items
             .iter()
             .filter_map(|item| item.as_str().map(str::to_string))
             .collect(),
-        Some(serde_json::Value::String(single)) => vec![single.clone()],
+        Some(Value::String(single)) => vec![single.clone()],
         _ => Vec::new(),
     }
 }

@@ -1,5 +1,6 @@
 //! OpenID Connect: provider discovery and keys, login, token verification.
 
+mod bearer;
 mod claims;
 mod jws;
 mod login;
@@ -9,7 +10,8 @@ mod refresh;
 mod types;
 mod verify;
 
-pub use claims::{claim_at, identity_from_claims, string_list};
+pub use bearer::{check_claims, BearerVerifier};
+pub use claims::{claim_at, identity_from_claims, identity_from_json, string_list};
 pub use jws::{verify_jws, VerifiedJws};
 pub use login::{
     check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,

@@ -235,6 +235,9 @@ async fn refresh_with_provider(
         data.preferred_username = identity.preferred_username;
         data.roles = identity.roles;
         data.groups = identity.groups;
+        data.permissions = identity.permissions;
+        data.email_verified = identity.email_verified;
+        data.claims = identity.claims;
     }
     sessions.touch(data, now_seconds);
     match sessions.write(&current).await {
@@ -258,6 +261,10 @@ mod tests {
             preferred_username: None,
             roles: vec![],
             groups: vec![],
+            permissions: vec![],
+            amr: vec![],
+            email_verified: None,
+            claims: Default::default(),
             provider_sid: None,
             created_at: 0,
             last_active_at: 0,

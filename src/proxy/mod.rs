@@ -1,6 +1,7 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
 mod headers;
+mod identify;
 mod routes;
 mod upstream;
 
@@ -16,14 +17,14 @@ pub use headers::{
     add_identity_headers, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity_headers,
     IDENTITY_HEADERS,
 };
+pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
 pub use upstream::{target_url, UpstreamError, Upstreams};
 
+use crate::authz::Decision;
 use crate::error::GatewayError;
-use crate::oidc::{ensure_fresh, RefreshError};
 use crate::pages::{error_response, forbidden, wants_json};
-use crate::request_id::{self, RequestId};
-use crate::session::{freshness, ActiveSession, Freshness};
+use crate::request_id;
 use crate::{authz, endpoints, AppState};
 
 /// Every request that is not one of portico's own endpoints.
@@ -51,51 +52,60 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         .path_and_query()
         .map_or_else(|| path.to_string(), |value| value.as_str().to_string());
 
-    let unauthenticated = |app: &AppState| {
-        if json {
-            return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true);
-        }
-        let return_to = app
-            .return_policy
-            .check(&path_and_query)
-            .unwrap_or_else(|| app.return_policy.default_target());
-        endpoints::begin_login(app, &parts.headers, &return_to, &request_id)
-    };
-    let session = if route.public {
+    let login_params: Vec<(String, String)> = route
+        .login_params
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let return_to = app
+        .return_policy
+        .check(&path_and_query)
+        .unwrap_or_else(|| app.return_policy.default_target());
+    let principal = if route.public {
         None
     } else {
-        let active = match signed_in(&app, &parts.headers, &request_id).await {
-            Ok(Some(active)) => active,
-            Ok(None) => return unauthenticated(&app),
-            Err(error) => {
-                tracing::warn!(%error, "session lookup failed");
-                return error_response(&error, request_id.as_str(), json);
+        match authenticate(&app, &parts.headers, Some(route), &request_id).await {
+            Ok(Some(principal)) => Some(principal),
+            Ok(None) if json => {
+                return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true)
             }
-        };
-        match ensure_fresh(
-            &app.sessions,
-            &app.provider,
-            &app.config.oidc,
-            app.config.session.refresh_before,
-            active,
-            app.now(),
-        )
-        .await
-        {
-            Ok(active) => Some((active.id.to_string(), active.data)),
-            Err(RefreshError::Ended(_)) => return unauthenticated(&app),
-            Err(error) => {
-                tracing::warn!(%error, "session refresh failed");
-                return error_response(&error.into(), request_id.as_str(), json);
+            Ok(None) => {
+                return endpoints::begin_login(
+                    &app,
+                    &parts.headers,
+                    &return_to,
+                    &request_id,
+                    &login_params,
+                )
             }
+            Err(error) => return error_response(&error, request_id.as_str(), json),
         }
     };
-    if let Some((session_id, data)) = &session {
-        if !authz::route_allows(route, data) {
-            tracing::info!(sub = %data.sub, route = %route.path_prefix, "route rules refused the user");
-            let csrf = app.sessions.keys.csrf_token(session_id);
-            let user = data.email.as_deref().or(Some(data.sub.as_str()));
-            return forbidden(user, &csrf, request_id.as_str(), json);
+    if let Some(principal) = &principal {
+        let data = principal.data();
+        match authz::decide(route, data) {
+            Decision::Allow => {}
+            Decision::StepUp if step_up_allowed(&app, principal, json) => {
+                tracing::info!(sub = %data.sub, route = %route.path_prefix, "step-up sign-in required");
+                let mut params = login_params.clone();
+                params.push(("prompt".to_string(), "login".to_string()));
+                return endpoints::begin_login(
+                    &app,
+                    &parts.headers,
+                    &return_to,
+                    &request_id,
+                    &params,
+                );
+            }
+            Decision::StepUp | Decision::Deny(_) => {
+                tracing::info!(sub = %data.sub, route = %route.path_prefix, "route rules refused the user");
+                let csrf = match principal {
+                    Principal::Session { id, .. } => app.sessions.keys.csrf_token(id),
+                    Principal::Bearer { .. } => String::new(),
+                };
+                let user = data.email.as_deref().or(Some(data.sub.as_str()));
+                return forbidden(user, &csrf, request_id.as_str(), json);
+            }
         }
     }
 
@@ -119,8 +129,15 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         headers.insert(request_id::HEADER, value);
     }
-    if let Some((_, data)) = &session {
-        add_identity_headers(&mut headers, data);
+    if let Some(principal) = &principal {
+        add_identity_headers(&mut headers, principal.data());
+        if route.pass_access_token {
+            if let Some(token) = principal.access_token(&app) {
+                if let Ok(value) = HeaderValue::from_str(&token) {
+                    headers.insert("x-forwarded-access-token", value);
+                }
+            }
+        }
     }
     let has_body = parts.headers.contains_key(TRANSFER_ENCODING)
         || parts
@@ -150,31 +167,13 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     }
 }
 
-/// The signed-in session of the request: one store read, and one write when
-/// the idle expiry is due for extension. `None`: not signed in (no cookie,
-/// no record, or expired).
-async fn signed_in(
-    app: &AppState,
-    headers: &http::HeaderMap,
-    request_id: &RequestId,
-) -> Result<Option<ActiveSession>, GatewayError> {
-    let Some(active) = app.sessions.load(headers).await? else {
-        return Ok(None);
-    };
-    let now = app.now_seconds();
-    match freshness(&active.data, now, app.sessions.idle_timeout_seconds()) {
-        Freshness::Expired => {
-            tracing::info!(request_id = request_id.as_str(), "session expired");
-            Ok(None)
-        }
-        Freshness::Extend => {
-            if let Err(error) = app.sessions.extend(&active, now).await {
-                // The read worked; a failed extension only shortens the idle window.
-                tracing::warn!(%error, "could not extend the session's idle expiry");
-            }
-            Ok(Some(active))
-        }
-        Freshness::Live => Ok(Some(active)),
+/// A step-up sign-in is offered to a browser with a session that is not
+/// brand new (a session a minute old that still lacks the method would only
+/// loop through the provider again).
+fn step_up_allowed(app: &AppState, principal: &Principal, json: bool) -> bool {
+    match principal {
+        Principal::Session { data, .. } => !json && app.now_seconds() - data.created_at > 60,
+        Principal::Bearer { .. } => false,
     }
 }
 

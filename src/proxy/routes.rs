@@ -66,14 +66,9 @@ mod tests {
     use super::*;
 
     fn route(prefix: &str, host: Option<&str>, upstream: &str) -> RouteConfig {
-        RouteConfig {
-            path_prefix: prefix.to_string(),
-            host: host.map(str::to_string),
-            upstream: url::Url::parse(upstream).unwrap(),
-            public: false,
-            api: false,
-            require_roles: vec![],
-        }
+        let mut route = RouteConfig::new(prefix, url::Url::parse(upstream).unwrap());
+        route.host = host.map(str::to_string);
+        route
     }
 
     fn table() -> RouteTable {

@@ -39,6 +39,16 @@ pub struct SessionData {
     pub preferred_username: Option<String>,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// How the user authenticated (`amr`), e.g. ["webauthn"].
+    #[serde(default)]
+    pub amr: Vec<String>,
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+    /// The claims route rules read (`oidc.kept_claims`), as the provider sent them.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
     /// The provider's session id (`sid`), for back-channel logout.
     pub provider_sid: Option<String>,
     /// Unix seconds.
@@ -202,6 +212,10 @@ impl Sessions {
             preferred_username: identity.preferred_username,
             roles: identity.roles,
             groups: identity.groups,
+            permissions: identity.permissions,
+            amr: identity.amr,
+            email_verified: identity.email_verified,
+            claims: identity.claims,
             provider_sid: identity.provider_sid,
             created_at: now,
             last_active_at: now,
@@ -351,7 +365,7 @@ impl Sessions {
     }
 }
 
-/// Who signed in, as the ID token said.
+/// Who signed in, as the ID token (or a bearer JWT) said.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub sub: String,
@@ -360,8 +374,37 @@ pub struct Identity {
     pub preferred_username: Option<String>,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
+    pub permissions: Vec<String>,
+    pub amr: Vec<String>,
+    pub email_verified: Option<bool>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
     pub provider_sid: Option<String>,
     pub access_token_expires_at: Option<i64>,
+}
+
+impl SessionData {
+    /// A record-shaped view of a principal that has no session (a bearer
+    /// token): the same rules and headers apply to it.
+    pub fn for_bearer(identity: Identity) -> SessionData {
+        SessionData {
+            sub: identity.sub,
+            email: identity.email,
+            name: identity.name,
+            preferred_username: identity.preferred_username,
+            roles: identity.roles,
+            groups: identity.groups,
+            permissions: identity.permissions,
+            amr: identity.amr,
+            email_verified: identity.email_verified,
+            claims: identity.claims,
+            provider_sid: None,
+            created_at: 0,
+            last_active_at: 0,
+            expires_at: 0,
+            access_token_expires_at: identity.access_token_expires_at,
+            sealed_tokens: String::new(),
+        }
+    }
 }
 
 /// How long one replica may hold a session's lock (refresh or extension).
@@ -401,6 +444,10 @@ mod tests {
             preferred_username: None,
             roles: vec![],
             groups: vec![],
+            permissions: vec![],
+            amr: vec![],
+            email_verified: None,
+            claims: Default::default(),
             provider_sid: None,
             created_at: created,
             last_active_at: last_active,
