@@ -6,6 +6,7 @@
 
 mod support;
 
+mod authorization;
 mod lifecycle;
 mod login;
 mod proxy;

@@ -44,6 +44,7 @@ pub struct TestAppBuilder {
     wait_ready: bool,
     auto_approve: Option<String>,
     existing_op: Option<DevOp>,
+    public_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -76,6 +77,7 @@ impl TestApp {
             wait_ready: true,
             auto_approve: Some("alice".to_string()),
             existing_op: None,
+            public_url: None,
         }
     }
 
@@ -138,6 +140,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The origin browsers use, when portico sits behind another proxy.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_string());
+        self
+    }
+
     /// Use an OP started by the test (e.g. one that starts broken).
     pub fn with_op(mut self, op: DevOp) -> Self {
         self.existing_op = Some(op);
@@ -149,9 +157,10 @@ impl TestAppBuilder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address: SocketAddr = listener.local_addr().unwrap();
         let base = format!("http://{address}");
+        let public = self.public_url.clone().unwrap_or_else(|| base.clone());
         let mut op_options = self.op_options;
         if op_options.redirect_uris.is_empty() {
-            op_options.redirect_uris = vec![format!("{base}/oauth2/callback")];
+            op_options.redirect_uris = vec![format!("{public}/oauth2/callback")];
         }
         op_options.client_id = CLIENT_ID.to_string();
         op_options.client_secret = CLIENT_SECRET.to_string();
@@ -201,7 +210,7 @@ impl TestAppBuilder {
             r#"
 [server]
 listen = "{address}"
-public_url = "{base}"
+public_url = "{public}"
 {server}
 
 [oidc]
