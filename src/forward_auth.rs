@@ -101,6 +101,23 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
     response
 }
 
+/// `GET /.well-known/portico/jwks.json`: the key upstreams verify
+/// `X-Portico-Identity` with.
+pub async fn identity_jwks(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let request_id = request_id::of(&request);
+    match app.identity_signer().await {
+        Ok(signer) => {
+            let mut response = Json(signer.jwks()).into_response();
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            response
+        }
+        Err(error) => error_response(&error, request_id.as_str(), true),
+    }
+}
+
 pub async fn userinfo(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = request_id::of(&request);
     match authenticate(&app, request.headers(), None, &request_id).await {

@@ -13,6 +13,7 @@ pub mod devop;
 mod endpoints;
 pub mod error;
 pub mod forward_auth;
+pub mod identity;
 pub mod oidc;
 pub mod ops;
 pub mod pages;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub routes: RouteTable,
     pub upstreams: Upstreams,
     pub return_policy: ReturnUrlPolicy,
+    identity: tokio::sync::OnceCell<Arc<identity::IdentitySigner>>,
     clock: Clock,
 }
 
@@ -56,6 +58,49 @@ impl AppState {
 
     pub fn now_seconds(&self) -> i64 {
         oidc::unix_seconds(self.now())
+    }
+
+    /// The signer of `X-Portico-Identity`: the configured key, or the one
+    /// stored (sealed) in the session store, created by the first replica.
+    pub async fn identity_signer(
+        &self,
+    ) -> Result<Arc<identity::IdentitySigner>, error::GatewayError> {
+        self.identity
+            .get_or_try_init(|| async {
+                let issuer = self.config.server.public_url.as_str();
+                let text = match &self.config.server.identity_key {
+                    Some(key) => key.expose().clone(),
+                    None => {
+                        let proposed = base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            identity::generate_key_bytes(),
+                        );
+                        let sealed = self
+                            .sessions
+                            .coordination()
+                            .get_or_init(
+                                "identity-key",
+                                &self.sessions.keys.seal(proposed.as_bytes()),
+                            )
+                            .await?;
+                        let opened = self.sessions.keys.open(&sealed).map_err(|error| {
+                            session::SessionError::Corrupt(format!("stored identity key: {error}"))
+                        })?;
+                        String::from_utf8(opened).map_err(|error| {
+                            session::SessionError::Corrupt(format!("stored identity key: {error}"))
+                        })?
+                    }
+                };
+                identity::IdentitySigner::from_base64(&text, issuer)
+                    .map(Arc::new)
+                    .map_err(|error| {
+                        error::GatewayError::Session(session::SessionError::Corrupt(
+                            error.to_string(),
+                        ))
+                    })
+            })
+            .await
+            .cloned()
     }
 
     /// Whether the peer may set X-Forwarded-* and X-Request-Id for us.
@@ -116,6 +161,7 @@ fn app_state_with_backend(
         provider,
         routes: RouteTable::new(&config.routes),
         upstreams: Upstreams::new(config.server.upstream_timeout)?,
+        identity: tokio::sync::OnceCell::new(),
         return_policy: ReturnUrlPolicy::new(
             &config.server.public_url,
             &config.server.allowed_redirect_hosts,
@@ -140,6 +186,10 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/oauth2/auth", get(forward_auth::forward_auth))
         .route("/oauth2/userinfo", get(forward_auth::userinfo))
+        .route(
+            "/.well-known/portico/jwks.json",
+            get(forward_auth::identity_jwks),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .fallback(proxy::gateway)

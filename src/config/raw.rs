@@ -41,6 +41,8 @@ pub(crate) struct RawServer {
     pub tls_cert: String,
     pub tls_key: String,
     pub setup_page: bool,
+    pub identity_key: String,
+    pub identity_key_file: String,
 }
 
 impl Default for RawServer {
@@ -57,6 +59,8 @@ impl Default for RawServer {
             tls_cert: String::new(),
             tls_key: String::new(),
             setup_page: false,
+            identity_key: String::new(),
+            identity_key_file: String::new(),
         }
     }
 }
@@ -294,6 +298,8 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("tls_cert", Kind::Text),
             ("tls_key", Kind::Text),
             ("setup_page", Kind::Flag),
+            ("identity_key", Kind::Text),
+            ("identity_key_file", Kind::Text),
         ],
     },
     Section {

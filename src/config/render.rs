@@ -87,6 +87,9 @@ pub fn render_effective(config: &Config) -> String {
         server.tls_key.as_ref().map(|path| path.display()),
     );
     document.flag("setup_page", server.setup_page);
+    if server.identity_key.is_some() {
+        document.raw("identity_key", MASKED);
+    }
 
     let oidc = &config.oidc;
     document.section("[oidc]");

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub setup_page: bool,
+    /// The key that signs `X-Portico-Identity` (32 bytes, base64), from
+    /// `identity_key` or `identity_key_file`; None: generated once and kept
+    /// in Redis (sealed) so replicas agree.
+    pub identity_key: Option<Secret<String>>,
     /// How long portico waits for an upstream's response headers (504 after).
     /// Key `upstream_timeout`, default "30s". An extension of the contract.
     pub upstream_timeout: Duration,

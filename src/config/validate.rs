@@ -116,6 +116,29 @@ fn server(
         );
     }
     let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
+    let identity_key = match super::secrets::read_secret(
+        problems,
+        "server",
+        "identity_key",
+        &raw.identity_key,
+        &raw.identity_key_file,
+    ) {
+        super::secrets::SecretInput::Missing => Some(None),
+        super::secrets::SecretInput::Found(secret) => {
+            if crate::identity::IdentitySigner::from_base64(&secret.text, "https://check").is_ok() {
+                Some(Some(super::types::Secret::new(secret.text)))
+            } else {
+                problems.report(
+                    &secret.key,
+                    secret.shown.clone(),
+                    "is not 32 bytes of base64 making a P-256 key",
+                    "generate one with `openssl rand -base64 32`",
+                );
+                None
+            }
+        }
+        super::secrets::SecretInput::Broken => None,
+    };
     Some(ServerConfig {
         listen: listen?,
         public_url: public_url?.clone(),
@@ -127,6 +150,7 @@ fn server(
         tls_cert: optional_path(&raw.tls_cert).filter(|_| tls_paired),
         tls_key: optional_path(&raw.tls_key).filter(|_| tls_paired),
         setup_page: raw.setup_page,
+        identity_key: identity_key?,
         upstream_timeout: upstream_timeout?,
     })
 }

@@ -131,6 +131,24 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     }
     if let Some(principal) = &principal {
         add_identity_headers(&mut headers, principal.data());
+        if route.identity_jwt {
+            let signer = match app.identity_signer().await {
+                Ok(signer) => signer,
+                Err(error) => {
+                    tracing::warn!(%error, "identity key unavailable");
+                    return error_response(&error, request_id.as_str(), json);
+                }
+            };
+            let caller = match principal {
+                Principal::Session { id, .. } => format!("session:{id}"),
+                Principal::Bearer { token, .. } => format!("bearer:{}", token_fingerprint(token)),
+            };
+            let audience = route.upstream.origin().ascii_serialization();
+            let token = signer.token_for(&caller, &audience, principal.data(), app.now_seconds());
+            if let Ok(value) = HeaderValue::from_str(&token) {
+                headers.insert("x-portico-identity", value);
+            }
+        }
         if route.pass_access_token {
             if let Some(token) = principal.access_token(&app) {
                 if let Ok(value) = HeaderValue::from_str(&token) {
@@ -165,6 +183,17 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             error_response(&error.into(), request_id.as_str(), json)
         }
     }
+}
+
+/// A short stand-in for a bearer token in cache keys (never logged).
+fn token_fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest
+        .iter()
+        .take(16)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// A step-up sign-in is offered to a browser with a session that is not

@@ -35,6 +35,7 @@ pub enum Coordination {
 
 #[derive(Default)]
 pub struct MemoryState {
+    values: HashMap<String, String>,
     locks: HashMap<String, (String, std::time::Instant)>,
     seen: HashMap<String, std::time::Instant>,
     indexes: HashMap<String, HashSet<String>>,
@@ -144,6 +145,27 @@ impl Coordination {
                     state.locks.remove(&token.key);
                 }
             }
+        }
+    }
+
+    /// The value stored under `name`, storing `proposed` first if there is
+    /// none: every replica ends up with the value the first one stored.
+    pub async fn get_or_init(&self, name: &str, proposed: &str) -> Result<String, SessionError> {
+        let key = self.key(name);
+        match self {
+            Coordination::Redis { pool, .. } => {
+                let _: Option<String> = pool
+                    .set(key.as_str(), proposed, None, Some(SetOptions::NX), false)
+                    .await
+                    .map_err(unavailable)?;
+                let stored: Option<String> = pool.get(key.as_str()).await.map_err(unavailable)?;
+                stored.ok_or_else(|| SessionError::Unavailable(format!("{key} vanished")))
+            }
+            Coordination::Memory(state) => Ok(Self::memory_state(state)
+                .values
+                .entry(key)
+                .or_insert_with(|| proposed.to_string())
+                .clone()),
         }
     }
 

@@ -483,3 +483,57 @@ async fn nginx_auth_request_in_front_of_an_upstream_through_portico() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn identity_jwt_is_signed_by_portico_and_verifies_with_the_published_jwks() {
+    let redis = crate::support::RedisServer::spawn();
+    let app = TestApp::builder()
+        .redis_url(&redis.url(0))
+        .route("path_prefix = \"/\"\nupstream = \"{upstream}\"\nidentity_jwt = true")
+        .build()
+        .await;
+    let browser = Browser::new();
+    let page = app.sign_in(&browser, "/").await;
+    let token = page.json()["headers"]["x-portico-identity"]
+        .as_str()
+        .expect("identity header")
+        .to_string();
+    let jwks_page = Browser::new()
+        .get(&app.url("/.well-known/portico/jwks.json"))
+        .await;
+    assert_eq!(jwks_page.status, StatusCode::OK);
+    let jwks: openidconnect::core::CoreJsonWebKeySet =
+        serde_json::from_str(&jwks_page.body).unwrap();
+    let verified = portico::oidc::verify_jws(
+        &token,
+        &jwks,
+        &[openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256],
+    )
+    .expect("the identity token verifies with the published key");
+    assert_eq!(verified.claims["iss"], app.base.as_str());
+    assert_eq!(verified.claims["aud"], app.upstream.url().as_str());
+    assert_eq!(verified.claims["sub"], "alice");
+    assert_eq!(verified.claims["roles"], json!(["admin"]));
+    let lifetime =
+        verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 60);
+    // The token is cached for the session, not re-signed per request.
+    let again = browser.get(&app.url("/again")).await;
+    assert_eq!(
+        again.json()["headers"]["x-portico-identity"],
+        token.as_str()
+    );
+    // A second replica on the same Redis publishes the same key.
+    let replica = app.replica().await;
+    let replica_jwks = Browser::new()
+        .get(&replica.url("/.well-known/portico/jwks.json"))
+        .await;
+    assert_eq!(replica_jwks.json(), jwks_page.json());
+    // The key is stored sealed: Redis holds no usable key material in the clear.
+    let reply = redis.command(&["GET", "portico:identity-key"]);
+    let stored = reply.lines().nth(1).expect("the key is stored").to_string();
+    assert!(
+        portico::identity::IdentitySigner::from_base64(&stored, "https://x").is_err(),
+        "the stored key must not be usable as it is"
+    );
+}
