@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod request_id;
 pub mod session;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -190,6 +191,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/.well-known/portico/jwks.json",
             get(forward_auth::identity_jwks),
         )
+        .route("/oauth2/setup", get(ops::setup))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .fallback(proxy::gateway)
@@ -211,6 +213,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Serves the gateway on `config.server.listen` until SIGINT/SIGTERM.
@@ -220,12 +224,31 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         listen = %address,
         redirect_url = %config.oidc.redirect_url,
         post_logout_redirect_url = %config.oidc.post_logout_redirect_url,
+        backchannel_logout_url = %format!(
+            "{}/oauth2/backchannel_logout",
+            config.server.public_url.as_str().trim_end_matches('/')
+        ),
         "register these URLs at the provider"
     );
-    let router = build(config).await?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServeError::Listen { address, source })?;
+    serve_on(listener, config).await
+}
+
+/// Serves the gateway on an already bound listener (https when `tls_cert`
+/// and `tls_key` are set) until SIGINT/SIGTERM.
+pub async fn serve_on(listener: tokio::net::TcpListener, config: Config) -> Result<(), ServeError> {
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let router = build(config).await?;
+    if let Some(acceptor) = tls {
+        return tls::serve(listener, acceptor, router, shutdown_signal())
+            .await
+            .map_err(ServeError::Serve);
+    }
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

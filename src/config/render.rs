@@ -104,6 +104,17 @@ pub fn render_effective(config: &Config) -> String {
         document.optional("flow", oidc.flow.as_ref());
     }
     document.text("issuer", &oidc.issuer);
+    let _ = writeln!(
+        document.text,
+        "# derived: discovery = {}/.well-known/openid-configuration",
+        oidc.issuer.trim_end_matches('/')
+    );
+    if let Some(jwks) = oidc.descope_session_jwks_url() {
+        let _ = writeln!(
+            document.text,
+            "# derived: Descope session-token keys = {jwks}"
+        );
+    }
     document.text("client_id", &oidc.client_id);
     match &oidc.client_secret {
         Some(_) => document.raw("client_secret", MASKED),

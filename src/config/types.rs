@@ -116,6 +116,19 @@ pub struct OidcConfig {
     pub flow: Option<String>,
 }
 
+impl OidcConfig {
+    /// Descope's session-token JWKS (`{base_url}/v2/keys/{project_id}`), for
+    /// bearer Descope session JWTs; None for other providers.
+    pub fn descope_session_jwks_url(&self) -> Option<Url> {
+        if self.provider != ProviderKind::Descope {
+            return None;
+        }
+        let base = self.base_url.as_ref()?;
+        let project = self.project_id.as_ref()?;
+        base.join(&format!("/v2/keys/{project}")).ok()
+    }
+}
+
 /// `[[oidc.extra_jwt_issuers]]`: an issuer of bearer JWTs besides the provider.
 #[derive(Debug, Clone)]
 pub struct ExtraJwtIssuer {

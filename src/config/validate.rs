@@ -29,6 +29,14 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
     let session = session(problems, &raw.session, public_url.as_ref());
     let routes = routes(problems, &raw.routes);
+    if let (Some(oidc), Some(session), Some(public_url)) = (&oidc, &session, &public_url) {
+        redirect_origin(
+            problems,
+            public_url,
+            &oidc.redirect_url,
+            session.cookie_domain.as_deref(),
+        );
+    }
     let mut oidc = oidc?;
     let routes = routes?;
     oidc.kept_claims = kept_claims(&routes);
@@ -38,6 +46,41 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
         session: session?,
         routes,
     })
+}
+
+/// The callback must see the login cookies set on the public origin: same
+/// origin, or both hosts under `cookie_domain`.
+fn redirect_origin(
+    problems: &mut Problems,
+    public_url: &Url,
+    redirect_url: &Url,
+    cookie_domain: Option<&str>,
+) {
+    if redirect_url.origin() == public_url.origin() {
+        return;
+    }
+    let covered = |url: &Url, domain: &str| {
+        url.host_str().is_some_and(|host| {
+            host == domain
+                || host
+                    .strip_suffix(domain)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+    };
+    if let Some(domain) = cookie_domain {
+        if covered(public_url, domain) && covered(redirect_url, domain) {
+            return;
+        }
+    }
+    problems.report(
+        "oidc.redirect_url",
+        quoted(redirect_url.as_str()),
+        format!(
+            "is on another origin than server.public_url ({}), so the callback would not see the login cookie",
+            public_url.origin().ascii_serialization()
+        ),
+        "use {public_url}/oauth2/callback, or set session.cookie_domain to a domain covering both hosts",
+    );
 }
 
 fn server(

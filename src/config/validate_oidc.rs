@@ -78,6 +78,15 @@ pub(crate) fn oidc(
     );
     let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
     let identity = identity?;
+    // Descope tokens may carry the project id as an audience beside the client id.
+    let extra_audiences = extra_audiences.map(|mut audiences| {
+        if let Some(project) = &identity.project_id {
+            if *project != identity.client_id && !audiences.contains(project) {
+                audiences.push(project.clone());
+            }
+        }
+        audiences
+    });
     Some(OidcConfig {
         provider: identity.provider,
         issuer: identity.issuer,

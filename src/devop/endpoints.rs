@@ -91,7 +91,7 @@ async fn discovery(State(shared): State<Arc<SharedState>>) -> Json<Value> {
     Json(discovery_document(&shared, &misbehavior))
 }
 
-async fn jwks(State(shared): State<Arc<SharedState>>) -> Json<Value> {
+pub(crate) async fn jwks(State(shared): State<Arc<SharedState>>) -> Json<Value> {
     let key = {
         let mut mutable = shared.lock();
         mutable.stats.jwks_requests += 1;

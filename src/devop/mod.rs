@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 pub use echo::EchoUpstream;
 pub use logout::{LogoutDefect, LogoutTokenSpec, BACKCHANNEL_LOGOUT_EVENT};
 pub use mint::MintKey;
-pub use options::{DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
+pub use options::{DescopeShape, DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
 
 use server::ServerHandle;
 use state::SharedState;
@@ -88,9 +88,27 @@ impl DevOp {
             .map_err(std::io::Error::other)?;
         keys::prepare_in_background(1);
         let listener = TcpListener::bind(address).await?;
-        let issuer = issuer_for(listener.local_addr()?, options.public_host.as_deref());
+        let origin = issuer_for(listener.local_addr()?, options.public_host.as_deref());
+        let descope_project = options
+            .descope
+            .as_ref()
+            .map(|descope| descope.project_id.clone());
+        let issuer = match &descope_project {
+            Some(project) => format!("{origin}/{project}"),
+            None => origin,
+        };
         let shared = Arc::new(SharedState::new(issuer, options, key));
-        let server = ServerHandle::spawn(listener, endpoints::router(shared.clone()), |_| {})?;
+        let router = match &descope_project {
+            // Descope: everything under /{project}, session keys at /v2/keys/{project}.
+            Some(project) => axum::Router::new()
+                .nest(&format!("/{project}"), endpoints::router(shared.clone()))
+                .route(
+                    &format!("/v2/keys/{project}"),
+                    axum::routing::get(endpoints::jwks).with_state(shared.clone()),
+                ),
+            None => endpoints::router(shared.clone()),
+        };
+        let server = ServerHandle::spawn(listener, router, |_| {})?;
         tracing::info!(issuer = %shared.issuer, "dev OP listening");
         Ok(DevOp { shared, server })
     }

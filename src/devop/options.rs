@@ -92,6 +92,10 @@ pub struct DevOpOptions {
     pub send_iss_in_callback: bool,
     /// When set (e.g. "localhost"), the issuer is `http://{public_host}:{port}`.
     pub public_host: Option<String>,
+    /// Issue tokens the way Descope does (issuer `{base}/{project_id}`,
+    /// `aud` = [project id, client id], no `azp` unless asked, session-key
+    /// JWKS at `/v2/keys/{project_id}`).
+    pub descope: Option<DescopeShape>,
 }
 
 impl Default for DevOpOptions {
@@ -110,8 +114,17 @@ impl Default for DevOpOptions {
             access_token_ttl: Duration::from_secs(300),
             send_iss_in_callback: true,
             public_host: None,
+            descope: None,
         }
     }
+}
+
+/// The Descope-shaped mode of the dev OP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescopeShape {
+    pub project_id: String,
+    /// Add `azp` = client id (Descope does so only with a JWT template claim).
+    pub send_azp: bool,
 }
 
 /// A way the dev OP can misbehave, so tests can prove the relying party refuses it.

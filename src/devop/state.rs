@@ -96,6 +96,18 @@ impl SharedState {
             now,
             id_token_ttl_seconds: self.options.id_token_ttl.as_secs(),
             access_token_ttl_seconds: self.options.access_token_ttl.as_secs(),
+            audience: match &self.options.descope {
+                Some(descope) if descope.project_id != self.options.client_id => {
+                    serde_json::json!([descope.project_id, self.options.client_id])
+                }
+                Some(descope) => serde_json::json!([descope.project_id]),
+                None => serde_json::json!(self.options.client_id),
+            },
+            send_azp: self
+                .options
+                .descope
+                .as_ref()
+                .is_none_or(|descope| descope.send_azp),
         }
     }
 

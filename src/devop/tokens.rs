@@ -33,6 +33,9 @@ pub(crate) struct TokenContext<'a> {
     pub now: u64,
     pub id_token_ttl_seconds: u64,
     pub access_token_ttl_seconds: u64,
+    /// The `aud` of ID tokens (the client id, or Descope's array).
+    pub audience: Value,
+    pub send_azp: bool,
 }
 
 /// The keys a token may be signed with.
@@ -73,8 +76,10 @@ pub(crate) fn id_token_claims(
     let mut claims = Map::new();
     claims.insert("iss".to_owned(), json!(context.issuer));
     claims.insert("sub".to_owned(), json!(user.sub));
-    claims.insert("aud".to_owned(), json!(context.client_id));
-    claims.insert("azp".to_owned(), json!(context.client_id));
+    claims.insert("aud".to_owned(), context.audience.clone());
+    if context.send_azp {
+        claims.insert("azp".to_owned(), json!(context.client_id));
+    }
     claims.insert(
         "exp".to_owned(),
         json!(context.now + context.id_token_ttl_seconds),
@@ -176,6 +181,8 @@ mod tests {
             now: NOW,
             id_token_ttl_seconds: 300,
             access_token_ttl_seconds: 600,
+            audience: json!("portico-test"),
+            send_azp: true,
         }
     }
 

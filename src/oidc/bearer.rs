@@ -44,7 +44,7 @@ pub struct BearerVerifier {
 
 impl BearerVerifier {
     pub fn new(provider: Arc<ProviderHandle>, settings: &OidcConfig) -> Self {
-        let extra = settings
+        let mut extra: Vec<IssuerKeys> = settings
             .extra_jwt_issuers
             .iter()
             .map(|issuer| IssuerKeys {
@@ -55,6 +55,24 @@ impl BearerVerifier {
                 last_fetch: Mutex::new(None),
             })
             .collect();
+        // Descope session JWTs: signed with the project's session keys, their
+        // iss either the issuer URL or the bare project id.
+        if let (Some(jwks_url), Some(project)) = (
+            settings.descope_session_jwks_url(),
+            settings.project_id.as_ref(),
+        ) {
+            let mut audiences = vec![settings.client_id.clone(), project.clone()];
+            audiences.extend(settings.extra_audiences.iter().cloned());
+            for issuer in [settings.issuer.clone(), project.clone()] {
+                extra.push(IssuerKeys {
+                    issuer,
+                    audiences: audiences.clone(),
+                    jwks_url: JsonWebKeySetUrl::from_url(jwks_url.clone()),
+                    jwks: ArcSwap::from_pointee(None),
+                    last_fetch: Mutex::new(None),
+                });
+            }
+        }
         BearerVerifier {
             provider,
             settings: settings.clone(),
@@ -86,7 +104,17 @@ impl BearerVerifier {
             }
             let mut audiences = vec![self.settings.client_id.clone()];
             audiences.extend(self.settings.extra_audiences.iter().cloned());
-            (verified?.claims, audiences)
+            match (
+                verified,
+                self.extra.iter().find(|keys| keys.issuer == issuer),
+            ) {
+                // Same issuer, other keys (Descope session tokens).
+                (Err(TokenRejection::UnknownKey), Some(keys)) => (
+                    self.verify_extra(keys, token, &allowed).await?,
+                    keys.audiences.clone(),
+                ),
+                (verified, _) => (verified?.claims, audiences),
+            }
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,

@@ -91,6 +91,12 @@ pub fn start_login(
     for (name, value) in extra_params {
         request = request.add_extra_param(name.clone(), value.clone());
     }
+    // Descope's hosted flow; a route's own `flow` login parameter wins.
+    if let Some(flow) = &settings.flow {
+        if !extra_params.iter().any(|(name, _)| name == "flow") {
+            request = request.add_extra_param("flow", flow.clone());
+        }
+    }
     let (authorize_url, state, nonce) = request.set_pkce_challenge(challenge).url();
     LoginStart {
         authorize_url,

@@ -7,6 +7,8 @@
 mod support;
 
 mod authorization;
+mod cli;
+mod descope;
 mod lifecycle;
 mod login;
 mod proxy;

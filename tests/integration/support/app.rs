@@ -214,7 +214,7 @@ public_url = "{public}"
 {server}
 
 [oidc]
-issuer = "{issuer}"
+{issuer_line}
 client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 {oidc}
@@ -227,7 +227,11 @@ cookie_secret = "{COOKIE_SECRET}"
 
 {routes}
 "#,
-            issuer = op.issuer(),
+            issuer_line = if extra("oidc").contains("provider = \"descope\"") {
+                String::new()
+            } else {
+                format!("issuer = \"{}\"", op.issuer())
+            },
             server = extra("server"),
             oidc = extra("oidc"),
             session = extra("session"),

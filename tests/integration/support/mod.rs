@@ -22,3 +22,15 @@ pub fn init_logging() {
             .try_init();
     });
 }
+
+/// An error with its sources, for assertion messages.
+pub fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,286 @@
+//! The `portico` command as users run it: `check` and `demo`.
+
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::support::Browser;
+
+const SECRET: &str = "dGVzdC1jb29raWUtc2VjcmV0LXRoYXQtaXMtbG9uZy1lbm91Z2g=";
+
+fn portico() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command.env_remove("PORTICO_CONFIG").env_remove("REDIS_URL");
+    command
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("portico-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check(name: &str, text: &str) -> (i32, String, String) {
+    let path = write_config(name, text);
+    let output = portico()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_lists_every_problem_at_once_and_exits_1() {
+    let (code, _, errors) = check(
+        "bad",
+        r#"
+[server]
+listen = "nope"
+public_url = "ftp://example.com"
+[oidc]
+issuer = "not a url"
+client_id = ""
+[session]
+cookie_secret = "c2hvcnQ="
+tll = "2h"
+[[routes]]
+upstream = "also not a url"
+"#,
+    );
+    assert_eq!(code, 1, "{errors}");
+    for key in [
+        "server.listen",
+        "server.public_url",
+        "oidc.issuer",
+        "oidc.client_id",
+        "session.cookie_secret",
+        "session.tll",
+        "routes[0].upstream",
+    ] {
+        assert!(errors.contains(key), "{key} missing from:\n{errors}");
+    }
+    assert!(errors.contains("did you mean `ttl`"), "{errors}");
+    assert!(
+        !errors.contains("c2hvcnQ="),
+        "secrets never printed:\n{errors}"
+    );
+}
+
+#[test]
+fn check_prints_the_effective_config_with_secrets_masked() {
+    let client_secret_file = write_config("client-secret", "s3cr3t-from-a-file\n");
+    let cookie_secret_file = write_config("cookie-secret", SECRET);
+    let (code, output, errors) = check(
+        "good",
+        &format!(
+            r#"
+[server]
+public_url = "https://app.example.com"
+[oidc]
+issuer = "https://op.example.com"
+client_id = "my-client"
+client_secret_file = "{}"
+[session]
+cookie_secret_file = "{}"
+redis_url = "redis://:hunter2@redis.internal:6379/0"
+[[routes]]
+upstream = "http://127.0.0.1:9100"
+"#,
+            client_secret_file.display(),
+            cookie_secret_file.display()
+        ),
+    );
+    assert_eq!(code, 0, "{errors}");
+    assert!(
+        output.contains("redirect_url = \"https://app.example.com/oauth2/callback\""),
+        "{output}"
+    );
+    assert!(output.contains("cookie_secure = true"), "{output}");
+    for secret in ["s3cr3t-from-a-file", SECRET, "hunter2"] {
+        assert!(!output.contains(secret), "{secret} leaked:\n{output}");
+    }
+    assert!(output.contains("***"), "{output}");
+    // The effective config is itself a valid config once secrets are supplied.
+    let reparsed = output
+        .replace("client_secret = \"***\"", "client_secret = \"s\"")
+        .replace(
+            "cookie_secret = \"***\"",
+            &format!("cookie_secret = \"{SECRET}\""),
+        );
+    assert!(
+        portico::config::parse(&reparsed, &Default::default()).is_ok(),
+        "{reparsed}"
+    );
+}
+
+fn descope_check(project: &str, extra: &str) -> String {
+    let (code, output, errors) = check(
+        "descope",
+        &format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[oidc]\nprovider = \"descope\"\n\
+             project_id = \"{project}\"\n{extra}\n[session]\ncookie_secret = \"{SECRET}\"\n\
+             [[routes]]\nupstream = \"http://127.0.0.1:9100\"\n"
+        ),
+    );
+    assert_eq!(code, 0, "{errors}");
+    output
+}
+
+#[test]
+fn check_shows_descope_endpoints_for_global_regional_and_custom_domain_projects() {
+    let global = descope_check("P2abcDEF123", "");
+    assert!(
+        global.contains("issuer = \"https://api.descope.com/P2abcDEF123\""),
+        "{global}"
+    );
+    assert!(global.contains("client_id = \"P2abcDEF123\""), "{global}");
+    assert!(
+        global.contains("https://api.descope.com/P2abcDEF123/.well-known/openid-configuration"),
+        "{global}"
+    );
+    assert!(
+        global.contains("https://api.descope.com/v2/keys/P2abcDEF123"),
+        "{global}"
+    );
+
+    let regional_id = "Peuc12xYzAbCdEfGhIjKlMnOpQrStUvW";
+    assert_eq!(regional_id.len(), 32);
+    let regional = descope_check(regional_id, "");
+    assert!(
+        regional.contains(&format!(
+            "issuer = \"https://api.euc1.descope.com/{regional_id}\""
+        )),
+        "{regional}"
+    );
+
+    let custom = descope_check("P2abcDEF123", "base_url = \"https://auth.example.com\"");
+    assert!(
+        custom.contains("issuer = \"https://auth.example.com/P2abcDEF123\""),
+        "{custom}"
+    );
+    assert!(
+        custom.contains("https://auth.example.com/v2/keys/P2abcDEF123"),
+        "{custom}"
+    );
+}
+
+#[test]
+fn a_redirect_url_on_another_origin_needs_a_covering_cookie_domain() {
+    let text = |extra: &str| {
+        format!(
+            "[server]\npublic_url = \"https://app.example.com\"\n[oidc]\nissuer = \"https://op.example.com\"\n\
+             client_id = \"c\"\nredirect_url = \"https://auth.example.com/oauth2/callback\"\n\
+             [session]\ncookie_secret = \"{SECRET}\"\n{extra}\n[[routes]]\nupstream = \"http://127.0.0.1:9100\"\n"
+        )
+    };
+    let (code, _, errors) = check("origin", &text(""));
+    assert_eq!(code, 1);
+    assert!(errors.contains("oidc.redirect_url"), "{errors}");
+    let (code, _, errors) = check("origin-covered", &text("cookie_domain = \"example.com\""));
+    assert_eq!(code, 0, "{errors}");
+}
+
+#[test]
+fn serving_without_a_config_says_how_to_start() {
+    let output = portico().output().unwrap();
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.contains("--config"), "{errors}");
+    assert!(errors.contains("portico demo"), "{errors}");
+}
+
+/// Kills the demo when the test ends, pass or fail.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
+    let port = loop {
+        let candidate = crate::support::redis::free_port();
+        let free = (1..=2)
+            .all(|offset| std::net::TcpListener::bind(("127.0.0.1", candidate + offset)).is_ok());
+        if candidate < 65000 && free {
+            break candidate;
+        }
+    };
+    let _demo = Child(
+        portico()
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let browser = Browser::new();
+    let mut login_page = None;
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let page = browser.open(&format!("{base}/hello")).await;
+            if page.status == StatusCode::OK && page.body.contains("<form") {
+                login_page = Some(page);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let login_page = login_page.expect("the demo shows the dev OP's sign-in page");
+    let field = |name: &str| {
+        login_page
+            .body
+            .split(&format!("name=\"{name}\" value=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .replace("&#x2f;", "/")
+            .replace("&#47;", "/")
+            .replace("&amp;", "&")
+    };
+    let names = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ];
+    let values: Vec<String> = names.iter().map(|name| field(name)).collect();
+    let mut form: Vec<(&str, &str)> = names
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect();
+    form.push(("username", "alice"));
+    let posted = browser
+        .post_form(
+            &format!("http://127.0.0.1:{}/authorize", port + 1),
+            &form,
+            &[],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::FOUND, "{}", posted.body);
+    let landing = browser
+        .request(reqwest::Method::GET, &posted.location().unwrap(), &[], None)
+        .await;
+    let page = browser.open(&landing.location().unwrap()).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let headers = &page.json()["headers"];
+    assert_eq!(headers["x-forwarded-user"], "alice");
+    assert_eq!(headers["x-forwarded-groups"], "admin");
+    assert_eq!(page.json()["path"], "/hello");
+}
