@@ -8,6 +8,7 @@
 mod cookies;
 mod coordination;
 mod crypto;
+mod local_cache;
 mod store;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tower_sessions::{Expiry, Session};
 pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError};
+pub use local_cache::{LocalCache, ENTRY_LIFETIME};
 pub use store::{redis_pool, SessionBackend, StoreSetupError, REDIS_COMMAND_TIMEOUT};
 
 use crate::config::{SessionConfig, StoreKind};
@@ -134,6 +136,7 @@ pub struct ActiveSession {
 pub struct Sessions {
     backend: Arc<SessionBackend>,
     coordination: Coordination,
+    local_cache: Option<Arc<LocalCache>>,
     pub cookies: CookieRules,
     pub keys: Keys,
     ttl_seconds: i64,
@@ -153,9 +156,23 @@ impl Sessions {
             Some(pool) => Coordination::redis(pool.clone(), &config.key_prefix),
             None => Coordination::memory(),
         };
+        let local_cache = match backend.redis_pool() {
+            Some(pool) if config.local_cache => {
+                let cache = LocalCache::new(pool.clone(), &config.key_prefix);
+                match cache.spawn_listener(config.redis_url.expose()) {
+                    Ok(()) => Some(cache),
+                    Err(error) => {
+                        tracing::warn!(%error, "local session cache disabled: cannot subscribe");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Sessions {
             backend: Arc::new(backend),
             coordination,
+            local_cache,
             cookies,
             keys,
             ttl_seconds: seconds(config.ttl),
@@ -200,7 +217,31 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        self.reload(id).await
+        let Some(cache) = &self.local_cache else {
+            return self.reload(id).await;
+        };
+        let key = id.to_string();
+        let now = std::time::Instant::now();
+        if let Some(data) = cache.get(&key, now) {
+            let handle = Session::new(Some(id), self.backend.clone(), None);
+            return Ok(Some(ActiveSession { id, data, handle }));
+        }
+        let loaded = self.reload(id).await?;
+        if let Some(active) = &loaded {
+            cache.put(&key, &active.data, now);
+        }
+        Ok(loaded)
+    }
+
+    /// The local cache, when `local_cache = true` (Redis store only).
+    pub fn local_cache(&self) -> Option<&Arc<LocalCache>> {
+        self.local_cache.as_ref()
+    }
+
+    async fn invalidate(&self, id: Id) {
+        if let Some(cache) = &self.local_cache {
+            cache.invalidate_everywhere(&id.to_string()).await;
+        }
     }
 
     /// Builds the record for a new login at `now`.
@@ -309,6 +350,7 @@ impl Sessions {
             .set_expiry(Some(expiry_at(active.data.expires_at)));
         active.handle.insert(RECORD_KEY, &active.data).await?;
         active.handle.save().await?;
+        self.invalidate(active.id).await;
         Ok(())
     }
 
@@ -316,6 +358,7 @@ impl Sessions {
         Session::new(Some(id), self.backend.clone(), None)
             .delete()
             .await?;
+        self.invalidate(id).await;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod authorization;
+mod cache;
 mod cli;
 mod descope;
 mod lifecycle;
