@@ -9,6 +9,7 @@ mod support;
 mod authorization;
 mod cache;
 mod cli;
+mod cluster;
 mod descope;
 mod lifecycle;
 mod login;
