@@ -205,25 +205,21 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test]
-async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
-    let port = loop {
+/// A free port with the next two free as well (the demo's OP and upstream).
+fn demo_port() -> u16 {
+    loop {
         let candidate = crate::support::redis::free_port();
         let free = (1..=2)
             .all(|offset| std::net::TcpListener::bind(("127.0.0.1", candidate + offset)).is_ok());
         if candidate < 65000 && free {
-            break candidate;
+            return candidate;
         }
-    };
-    let _demo = Child(
-        portico()
-            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    }
+}
+
+/// Signs in through a running demo on `port` as a person would (the login
+/// form, username alice) and returns the echo upstream's page.
+async fn sign_in_through_the_demo(port: u16) -> crate::support::Page {
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::new();
     let mut login_page = None;
@@ -277,10 +273,124 @@ async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
     let landing = browser
         .request(reqwest::Method::GET, &posted.location().unwrap(), &[], None)
         .await;
-    let page = browser.open(&landing.location().unwrap()).await;
+    assert_eq!(landing.status, StatusCode::FOUND, "{}", landing.body);
+    browser.open(&landing.location().unwrap()).await
+}
+
+#[tokio::test]
+async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
+    let port = demo_port();
+    let _demo = Child(
+        portico()
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let page = sign_in_through_the_demo(port).await;
     assert_eq!(page.status, StatusCode::OK);
     let headers = &page.json()["headers"];
     assert_eq!(headers["x-forwarded-user"], "alice");
     assert_eq!(headers["x-forwarded-groups"], "admin");
     assert_eq!(page.json()["path"], "/hello");
+}
+
+#[tokio::test]
+async fn sessions_can_live_in_redis_over_tls() {
+    let directory = std::env::temp_dir().join(format!("portico-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let cert = directory.join("redis.pem");
+    let key = directory.join("redis-key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let redis_port = crate::support::redis::free_port();
+    let _redis = Child(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port = demo_port();
+    let _demo = Child(
+        portico()
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .env("REDIS_URL", format!("rediss://127.0.0.1:{redis_port}/0"))
+            // rustls reads the trusted roots from here, like most TLS clients.
+            .env("SSL_CERT_FILE", &cert)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let page = sign_in_through_the_demo(port).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "alice");
+    let keys = Command::new("redis-cli")
+        .args(["--tls", "-p", &redis_port.to_string()])
+        .arg("--cacert")
+        .arg(&cert)
+        .arg("dbsize")
+        .output()
+        .unwrap();
+    let count: u64 = String::from_utf8_lossy(&keys.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(count >= 1, "the session is stored in the TLS Redis");
+    let _ = std::fs::remove_dir_all(&directory);
 }
