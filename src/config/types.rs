@@ -191,9 +191,10 @@ pub struct RouteRules {
     pub require_permissions: Vec<String>,
     /// Any one of these roles in this tenant (Descope `tenants` claim).
     pub require_tenant_roles: Option<TenantRoles>,
-    /// Exact, lower-case addresses; the email must be verified.
+    /// Exact, lower-case addresses; an email the provider marks unverified
+    /// (`email_verified: false`) never matches.
     pub allowed_emails: Vec<String>,
-    /// Exact, lower-case domains of a single-@ address; the email must be verified.
+    /// Exact, lower-case domains of a single-@ address; unverified emails never match.
     pub allowed_email_domains: Vec<String>,
     /// Claim (dot path) → accepted values; the claim must hold one of them.
     pub require_claims: BTreeMap<String, Vec<String>>,

@@ -325,7 +325,20 @@ fn extra_jwt_issuers(
             &key("jwks_url"),
             &entry.jwks_url,
             "write the issuer's JWKS URL, e.g. \"https://issuer.example.com/.well-known/jwks.json\"",
-        );
+        )
+        .and_then(|url| {
+            if url.scheme() == "https" || super::validate::is_loopback(&url) {
+                Some(url)
+            } else {
+                problems.report(
+                    key("jwks_url"),
+                    quoted(&entry.jwks_url),
+                    "keys fetched over plain http could be swapped on the way",
+                    "use https (http is accepted only for loopback addresses)",
+                );
+                None
+            }
+        });
         if entry.audiences.is_empty()
             || entry
                 .audiences

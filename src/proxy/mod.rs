@@ -88,7 +88,9 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             Decision::StepUp if step_up_allowed(&app, principal, json) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "step-up sign-in required");
                 let mut params = login_params.clone();
-                params.push(("prompt".to_string(), "login".to_string()));
+                if !params.iter().any(|(name, _)| name == "prompt") {
+                    params.push(("prompt".to_string(), "login".to_string()));
+                }
                 return endpoints::begin_login(
                     &app,
                     &parts.headers,
