@@ -228,7 +228,22 @@ pub async fn sign_out_page(
     let csrf = session_id
         .map(|id| app.sessions.keys.csrf_token(&id.to_string()))
         .unwrap_or_default();
-    pages::sign_out_confirmation(None, &csrf, query.rd.as_deref(), request_id.as_str())
+    // Who is signing out, when the session can be read; the page works without it.
+    let user = match app.sessions.load(request.headers()).await {
+        Ok(Some(active)) => Some(active.data.email.unwrap_or(active.data.sub)),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(%error, "sign-out page could not read the session");
+            None
+        }
+    };
+    // Only an allowed return URL is echoed into the page (hidden field and "Stay" link).
+    let rd = query
+        .rd
+        .as_deref()
+        .and_then(|rd| app.return_policy.check(rd))
+        .map(|url| url.to_string());
+    pages::sign_out_confirmation(user.as_deref(), &csrf, rd.as_deref(), request_id.as_str())
 }
 
 #[derive(Deserialize)]
