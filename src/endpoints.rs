@@ -349,16 +349,17 @@ fn is_true(value: Option<&str>) -> bool {
     matches!(value, Some("1" | "true" | "yes" | "on"))
 }
 
-/// A POST is same-origin when the browser says so (`Sec-Fetch-Site`) or its
-/// `Origin` is ours; a client that sends neither (not a browser) passes.
+/// A POST is same-origin when the browser says so (`Sec-Fetch-Site`, which
+/// pages cannot forge) or, from browsers without it, when its `Origin` is ours;
+/// a client that sends neither (not a browser) passes. `Sec-Fetch-Site` decides
+/// alone when present: our pages' `no-referrer` policy makes browsers send
+/// `Origin: null` even on a same-origin form POST.
 fn same_origin(headers: &HeaderMap, public_url: &Url) -> bool {
     if let Some(site) = headers
         .get("sec-fetch-site")
         .and_then(|value| value.to_str().ok())
     {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match headers.get("origin").and_then(|value| value.to_str().ok()) {
         Some(origin) => Url::parse(origin)
@@ -513,6 +514,13 @@ mod tests {
         assert!(!same_origin(&fetch, &public));
         headers.insert("origin", HeaderValue::from_static("null"));
         assert!(!same_origin(&headers, &public));
+        // Chromium's form POST from a no-referrer page: Origin null, Sec-Fetch-Site same-origin.
+        let mut chromium = HeaderMap::new();
+        chromium.insert("origin", HeaderValue::from_static("null"));
+        chromium.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&chromium, &public));
+        chromium.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(!same_origin(&chromium, &public));
     }
 
     #[test]
