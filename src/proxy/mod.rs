@@ -21,7 +21,7 @@ pub use upstream::{target_url, UpstreamError, Upstreams};
 
 use crate::error::GatewayError;
 use crate::oidc::{ensure_fresh, RefreshError};
-use crate::pages::{error_response, forbidden, wants_json};
+use crate::pages::{error_response, forbidden, is_navigation, wants_json};
 use crate::request_id::{self, RequestId};
 use crate::session::{freshness, ActiveSession, Freshness};
 use crate::{authz, endpoints, AppState};
@@ -52,8 +52,8 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         .map_or_else(|| path.to_string(), |value| value.as_str().to_string());
 
     let unauthenticated = |app: &AppState| {
-        if json {
-            return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true);
+        if json || !is_navigation(&parts.headers) {
+            return error_response(&GatewayError::NotSignedIn, request_id.as_str(), json);
         }
         let return_to = app
             .return_policy
