@@ -6,6 +6,7 @@
 
 mod support;
 
+mod browser;
 mod lifecycle;
 mod login;
 mod proxy;
