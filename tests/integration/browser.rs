@@ -336,3 +336,55 @@ async fn a_refusal_at_the_provider_is_explained_on_portico_s_error_page() {
     assert_eq!(landing.url, app.url("/documents/7"));
     chromium.close().await;
 }
+
+/// Not a check: walks a running `portico demo` and saves the screenshots the README shows
+/// (`target/screenshots/demo-*.png`). Start the demo, then
+/// `PORTICO_DEMO_URL=http://127.0.0.1:4180 cargo test --test integration demo_journey -- --ignored`.
+#[tokio::test]
+#[ignore = "needs a running `portico demo`; refreshes docs/screenshots"]
+async fn demo_journey_screenshots() {
+    let Ok(demo) = std::env::var("PORTICO_DEMO_URL") else {
+        panic!("set PORTICO_DEMO_URL to the running demo, e.g. http://127.0.0.1:4180");
+    };
+    let Some(chromium) = Chromium::launch("demo_journey_screenshots").await else {
+        return;
+    };
+    let tab = chromium.new_tab().await;
+    let authenticator = tab.add_virtual_authenticator().await;
+
+    let login = tab.open(&format!("{demo}/admin/reports?year=2026")).await;
+    assert!(login.shows("Sign in to portico-demo"), "{login:?}");
+    tab.screenshot("demo-1-login").await;
+    tab.set_viewport(390, 780, true).await;
+    tab.screenshot("demo-1-login-phone").await;
+    tab.set_viewport(900, 760, false).await;
+
+    let denied = tab.submit("button[name=chosen_user][value=bob]").await;
+    assert!(denied.shows("Access denied"), "{denied:?}");
+    tab.screenshot("demo-2-forbidden").await;
+
+    let confirm = tab.open(&format!("{demo}/oauth2/sign_out")).await;
+    assert!(confirm.shows("Sign out?"), "{confirm:?}");
+    tab.screenshot("demo-3-sign-out").await;
+    let signed_out = tab.submit("#sign-out").await;
+    assert!(signed_out.shows("You are signed out"), "{signed_out:?}");
+    tab.screenshot("demo-4-signed-out").await;
+
+    let login = tab.open(&format!("{demo}/admin/reports?year=2026")).await;
+    assert!(login.shows("Sign in to portico-demo"), "{login:?}");
+    tab.fill("#username", "alice").await;
+    let saved = tab.submit("#passkey-register").await;
+    assert!(saved.shows("Passkey saved for alice"), "{saved:?}");
+    tab.screenshot("demo-5-passkey-saved").await;
+    let landing = tab.submit("#passkey-sign-in").await;
+    assert!(landing.shows("Signed in as alice"), "{landing:?}");
+    assert_eq!(tab.authenticator_credentials(&authenticator).await.len(), 1);
+    tab.screenshot("demo-6-landing").await;
+
+    let error = tab
+        .open(&format!("{demo}/oauth2/callback?code=stale&state=stale"))
+        .await;
+    assert!(error.shows("Sign-in link expired"), "{error:?}");
+    tab.screenshot("demo-7-error").await;
+    chromium.close().await;
+}
