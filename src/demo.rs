@@ -40,7 +40,7 @@ pub fn demo_config(
     let upstream = with_port(listen, 2);
     let text = DEMO_CONFIG
         .replace("127.0.0.1:4180", &listen.to_string())
-        .replace("127.0.0.1:4181", &provider.to_string())
+        .replace("localhost:4181", &format!("localhost:{}", provider.port()))
         .replace("127.0.0.1:4182", &upstream.to_string());
     let mut environment = BTreeMap::new();
     if let Some(url) = redis_url {
@@ -68,6 +68,8 @@ pub async fn run(listen: SocketAddr) -> Result<(), DemoError> {
             .map(|secret| secret.expose().clone())
             .unwrap_or_default(),
         redirect_uris: vec![config.oidc.redirect_url.to_string()],
+        // The issuer in demo.toml: passkeys need a host name as WebAuthn RP ID.
+        public_host: Some("localhost".to_string()),
         ..DevOpOptions::default()
     };
     let provider = DevOp::start_on(provider_address, options)
@@ -103,7 +105,7 @@ mod tests {
     #[test]
     fn demo_config_is_valid_and_follows_the_listen_port() {
         let config = demo_config("127.0.0.1:5180".parse().unwrap(), None).unwrap();
-        assert_eq!(config.oidc.issuer, "http://127.0.0.1:5181");
+        assert_eq!(config.oidc.issuer, "http://localhost:5181");
         assert_eq!(config.routes[0].upstream.as_str(), "http://127.0.0.1:5182/");
         assert_eq!(config.session.store, crate::config::StoreKind::Memory);
         let with_redis = demo_config(

@@ -251,7 +251,22 @@ pub async fn sign_out_page(
     let csrf = session_id
         .map(|id| app.sessions.keys.csrf_token(&id.to_string()))
         .unwrap_or_default();
-    pages::sign_out_confirmation(None, &csrf, query.rd.as_deref(), request_id.as_str())
+    // Who is signing out, when the session can be read; the page works without it.
+    let user = match app.sessions.load(request.headers()).await {
+        Ok(Some(active)) => Some(active.data.email.unwrap_or(active.data.sub)),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(%error, "sign-out page could not read the session");
+            None
+        }
+    };
+    // Only an allowed return URL is echoed into the page (hidden field and "Stay" link).
+    let rd = query
+        .rd
+        .as_deref()
+        .and_then(|rd| app.return_policy.check(rd))
+        .map(|url| url.to_string());
+    pages::sign_out_confirmation(user.as_deref(), &csrf, rd.as_deref(), request_id.as_str())
 }
 
 #[derive(Deserialize)]
@@ -357,16 +372,17 @@ fn is_true(value: Option<&str>) -> bool {
     matches!(value, Some("1" | "true" | "yes" | "on"))
 }
 
-/// A POST is same-origin when the browser says so (`Sec-Fetch-Site`) or its
-/// `Origin` is ours; a client that sends neither (not a browser) passes.
+/// A POST is same-origin when the browser says so (`Sec-Fetch-Site`, which
+/// pages cannot forge) or, from browsers without it, when its `Origin` is ours;
+/// a client that sends neither (not a browser) passes. `Sec-Fetch-Site` decides
+/// alone when present: our pages' `no-referrer` policy makes browsers send
+/// `Origin: null` even on a same-origin form POST.
 fn same_origin(headers: &HeaderMap, public_url: &Url) -> bool {
     if let Some(site) = headers
         .get("sec-fetch-site")
         .and_then(|value| value.to_str().ok())
     {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+        return matches!(site, "same-origin" | "none");
     }
     match headers.get("origin").and_then(|value| value.to_str().ok()) {
         Some(origin) => Url::parse(origin)
@@ -521,6 +537,13 @@ mod tests {
         assert!(!same_origin(&fetch, &public));
         headers.insert("origin", HeaderValue::from_static("null"));
         assert!(!same_origin(&headers, &public));
+        // Chromium's form POST from a no-referrer page: Origin null, Sec-Fetch-Site same-origin.
+        let mut chromium = HeaderMap::new();
+        chromium.insert("origin", HeaderValue::from_static("null"));
+        chromium.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&chromium, &public));
+        chromium.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(!same_origin(&chromium, &public));
     }
 
     #[test]

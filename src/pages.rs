@@ -58,6 +58,18 @@ pub fn wants_json(headers: &HeaderMap, api_route: bool) -> bool {
     accept.contains("json") && !accept.contains("text/html")
 }
 
+/// True unless a browser says this request is not a page navigation
+/// (`Sec-Fetch-Mode` other than `navigate`: an image, a script, a fetch, the
+/// favicon). Only navigations start a sign-in: a subresource that did would
+/// set a login cookie nobody finishes, and could push out the login cookie of
+/// the page the person is actually signing in to.
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-mode")
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|mode| mode.eq_ignore_ascii_case("navigate"))
+}
+
 /// The error as a page or as JSON.
 pub fn error_response(error: &GatewayError, request_id: &str, json: bool) -> Response {
     error_response_with_retry(error, request_id, json, None)
@@ -199,6 +211,20 @@ mod tests {
         ));
         assert!(!wants_json(&headers(&[("accept", "*/*")]), false));
         assert!(!wants_json(&HeaderMap::new(), false));
+    }
+
+    #[test]
+    fn only_navigations_start_a_sign_in() {
+        assert!(
+            is_navigation(&HeaderMap::new()),
+            "clients without Fetch Metadata"
+        );
+        assert!(is_navigation(&headers(&[("sec-fetch-mode", "navigate")])));
+        assert!(!is_navigation(&headers(&[
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-dest", "image"),
+        ])));
+        assert!(!is_navigation(&headers(&[("sec-fetch-mode", "cors")])));
     }
 
     #[test]

@@ -14,10 +14,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use url::Url;
 
-use super::grants::CodeGrant;
+use super::grants::{AuthMethod, CodeGrant};
 use super::misbehavior::wrong_issuer;
 use super::options::Misbehavior;
-use super::pages::{error_page, render, LoginPage, UserRow};
+use super::pages::{error_page, render, LoginPage, Notice, PasskeyOffer, UserRow};
 use super::state::SharedState;
 
 /// A validated authorization request.
@@ -142,7 +142,11 @@ fn redirect_back(
     (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response()
 }
 
-fn refuse(shared: &SharedState, misbehavior: &Misbehavior, refusal: Refusal) -> Response {
+pub(crate) fn refuse(
+    shared: &SharedState,
+    misbehavior: &Misbehavior,
+    refusal: Refusal,
+) -> Response {
     match refusal {
         Refusal::Page(message) => error_page(StatusCode::BAD_REQUEST, message),
         Refusal::Redirect {
@@ -164,11 +168,12 @@ fn refuse(shared: &SharedState, misbehavior: &Misbehavior, refusal: Refusal) -> 
 }
 
 /// Signs `sub` in: issues a code for `request` and redirects back with it.
-fn approve(
+pub(crate) fn approve(
     shared: &SharedState,
     misbehavior: &Misbehavior,
     request: AuthorizationRequest,
     sub: &str,
+    method: AuthMethod,
 ) -> Response {
     let now = shared.now();
     let code = {
@@ -186,10 +191,11 @@ fn approve(
             scope: request.scope,
             auth_time: now,
             sid,
+            method,
         };
         mutable.codes.issue(grant, now)
     };
-    tracing::debug!(sub, "dev OP signed a user in");
+    tracing::debug!(sub, amr = method.amr(), "dev OP signed a user in");
     let mut parameters = vec![("code", code.as_str())];
     if let Some(state) = &request.state {
         parameters.push(("state", state));
@@ -209,13 +215,31 @@ const CARRIED_FIELDS: [&str; 8] = [
     "code_challenge_method",
 ];
 
-fn login_page(
+/// The sign-in page for the authorization request in `fields`, with a fresh passkey challenge
+/// bound to that request when passkeys can work here.
+pub(crate) fn login_page(
     shared: &SharedState,
     fields: &HashMap<String, String>,
-    message: Option<String>,
+    notice: Option<Notice>,
 ) -> Response {
-    let users = shared
-        .lock()
+    let hidden_fields: Vec<(String, String)> = CARRIED_FIELDS
+        .iter()
+        .filter_map(|name| {
+            fields
+                .get(*name)
+                .map(|value| ((*name).to_owned(), value.clone()))
+        })
+        .collect();
+    let now = shared.now();
+    let mut mutable = shared.lock();
+    let passkey = shared.relying_party.as_ref().map(|relying_party| {
+        let request_fields = hidden_fields.iter().cloned().collect();
+        PasskeyOffer {
+            challenge: mutable.ceremonies.begin(request_fields, now),
+            rp_id: relying_party.id.clone(),
+        }
+    });
+    let users = mutable
         .users
         .iter()
         .map(|user| UserRow {
@@ -224,20 +248,20 @@ fn login_page(
             roles: user.roles.join(", "),
         })
         .collect();
-    let hidden_fields = CARRIED_FIELDS
-        .iter()
-        .filter_map(|name| {
-            fields
-                .get(*name)
-                .map(|value| ((*name).to_owned(), value.clone()))
-        })
-        .collect();
+    drop(mutable);
     let page = LoginPage {
         client_id: shared.options.client_id.clone(),
-        default_username: "alice".to_owned(),
+        default_username: fields
+            .get("username")
+            .map(|name| name.trim())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("alice")
+            .to_owned(),
         users,
         hidden_fields,
-        message,
+        notice,
+        passkey,
+        issuer: shared.issuer.clone(),
     };
     render(StatusCode::OK, &page)
 }
@@ -257,7 +281,7 @@ pub(crate) async fn authorize_page(
     match validate_request(&shared, &misbehavior, &fields) {
         Err(refusal) => refuse(&shared, &misbehavior, refusal),
         Ok(request) => match auto_approve {
-            Some(sub) => approve(&shared, &misbehavior, request, &sub),
+            Some(sub) => approve(&shared, &misbehavior, request, &sub, AuthMethod::Password),
             None => login_page(&shared, &fields, None),
         },
     }
@@ -280,8 +304,8 @@ pub(crate) async fn authorize_submit(
         .map(|value| value.trim())
         .find(|value| !value.is_empty());
     match chosen {
-        Some(sub) => approve(&shared, &misbehavior, request, sub),
-        None => login_page(&shared, &fields, Some("Enter a username.".to_owned())),
+        Some(sub) => approve(&shared, &misbehavior, request, sub, AuthMethod::Password),
+        None => login_page(&shared, &fields, Some(Notice::error("Enter a username."))),
     }
 }
 

@@ -16,6 +16,7 @@ use super::authorize::{authorize_page, authorize_submit};
 use super::misbehavior::wrong_issuer;
 use super::options::Misbehavior;
 use super::pages::{render, MessagePage};
+use super::passkey::passkey_submit;
 use super::state::SharedState;
 use super::token_endpoint::token;
 use super::tokens::{check_access_token, user_claims};
@@ -26,6 +27,7 @@ pub(crate) fn router(shared: Arc<SharedState>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/authorize", get(authorize_page).post(authorize_submit))
+        .route("/authorize/passkey", axum::routing::post(passkey_submit))
         .route("/token", axum::routing::post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
         .route("/end_session", get(end_session))

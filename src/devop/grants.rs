@@ -14,6 +14,25 @@ use sha2::{Digest as _, Sha256};
 /// Seconds an authorization code stays valid.
 pub(crate) const CODE_LIFETIME_SECONDS: u64 = 60;
 
+/// How the user proved who they are at the dev OP (the ID token's `amr`, RFC 8176).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthMethod {
+    /// The username form: `amr = ["pwd"]`.
+    Password,
+    /// A WebAuthn assertion with a passkey: `amr = ["webauthn"]`.
+    Passkey,
+}
+
+impl AuthMethod {
+    /// The RFC 8176 method reference.
+    pub fn amr(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "pwd",
+            AuthMethod::Passkey => "webauthn",
+        }
+    }
+}
+
 /// Everything an authorization code stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CodeGrant {
@@ -26,6 +45,7 @@ pub(crate) struct CodeGrant {
     pub auth_time: u64,
     /// The OP session this login belongs to (the `sid` claim).
     pub sid: String,
+    pub method: AuthMethod,
 }
 
 /// Everything a refresh token stands for.
@@ -36,6 +56,7 @@ pub(crate) struct RefreshGrant {
     pub scope: String,
     pub auth_time: u64,
     pub sid: String,
+    pub method: AuthMethod,
 }
 
 /// Why a grant was refused; the text goes into `error_description`.
@@ -161,6 +182,7 @@ mod tests {
             scope: "openid profile".to_owned(),
             auth_time: 1_000,
             sid: "sid-1".to_owned(),
+            method: AuthMethod::Password,
         }
     }
 
@@ -263,6 +285,7 @@ mod tests {
             scope: "openid".to_owned(),
             auth_time: 1_000,
             sid: "sid-1".to_owned(),
+            method: AuthMethod::Passkey,
         };
         let first = store.issue(refresh_grant.clone());
         assert_eq!(

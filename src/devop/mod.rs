@@ -17,10 +17,12 @@ mod mint;
 mod misbehavior;
 mod options;
 mod pages;
+mod passkey;
 mod server;
 mod state;
 mod token_endpoint;
 mod tokens;
+mod webauthn;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
@@ -31,6 +33,9 @@ mod openidconnect_tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+mod webauthn_tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -187,4 +187,10 @@ pub struct DevOpStats {
     pub end_session_requests: u64,
     /// The raw query string of the last `GET /authorize`.
     pub last_authorize_query: Option<String>,
+    /// The `amr` of the last ID token issued (`["pwd"]` or `["webauthn"]`).
+    pub last_amr: Vec<String>,
+    /// Passkeys registered so far.
+    pub passkeys_registered: u64,
+    /// Passkey ceremonies refused (bad answer, unknown or used challenge, unknown credential).
+    pub passkeys_refused: u64,
 }

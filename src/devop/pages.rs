@@ -11,6 +11,35 @@ pub(crate) struct UserRow {
     pub roles: String,
 }
 
+/// A line at the top of the sign-in page: what just happened.
+pub(crate) struct Notice {
+    pub text: String,
+    pub is_error: bool,
+}
+
+impl Notice {
+    pub fn error(text: impl Into<String>) -> Notice {
+        Notice {
+            text: text.into(),
+            is_error: true,
+        }
+    }
+
+    pub fn info(text: impl Into<String>) -> Notice {
+        Notice {
+            text: text.into(),
+            is_error: false,
+        }
+    }
+}
+
+/// What the page's script needs for a passkey ceremony.
+pub(crate) struct PasskeyOffer {
+    /// base64url, single use, bound to this page's authorization request.
+    pub challenge: String,
+    pub rp_id: String,
+}
+
 /// The sign-in form shown by `GET /authorize`.
 #[derive(Template)]
 #[template(path = "devop_login.html")]
@@ -20,7 +49,10 @@ pub(crate) struct LoginPage {
     pub users: Vec<UserRow>,
     /// The authorization request, carried through the form as hidden fields.
     pub hidden_fields: Vec<(String, String)>,
-    pub message: Option<String>,
+    pub notice: Option<Notice>,
+    /// `None` when the issuer is an IP address (WebAuthn needs a host name).
+    pub passkey: Option<PasskeyOffer>,
+    pub issuer: String,
 }
 
 /// A page with one message: errors and "signed out".
@@ -50,7 +82,7 @@ pub(crate) fn render(status: StatusCode, template: &impl Template) -> Response {
 /// An HTML error page.
 pub(crate) fn error_page(status: StatusCode, message: impl Into<String>) -> Response {
     let page = MessagePage {
-        title: "dev OP — error".to_owned(),
+        title: "The sign-in cannot go on".to_owned(),
         message: message.into(),
         is_error: true,
     };

@@ -13,7 +13,9 @@ use url::{Host, Url};
 use super::grants::{CodeStore, RefreshStore};
 use super::keys::KeyPair;
 use super::options::{DevOpOptions, DevOpStats, DevUser, Misbehavior};
+use super::passkey::{relying_party_for, Ceremonies, PasskeyStore};
 use super::tokens::TokenContext;
+use super::webauthn::RelyingParty;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
@@ -35,6 +37,9 @@ pub(crate) struct MutableState {
     pub used_keys: Vec<Arc<KeyPair>>,
     pub codes: CodeStore,
     pub refresh_tokens: RefreshStore,
+    /// Passkey challenges handed to sign-in pages and not yet answered.
+    pub ceremonies: Ceremonies,
+    pub passkeys: PasskeyStore,
     pub stats: DevOpStats,
 }
 
@@ -42,6 +47,8 @@ pub(crate) struct MutableState {
 pub(crate) struct SharedState {
     pub issuer: String,
     pub options: DevOpOptions,
+    /// The WebAuthn relying party; `None` when the issuer's host is an IP address.
+    pub relying_party: Option<RelyingParty>,
     mutable: Mutex<MutableState>,
     /// Seconds added to the real time (tests move time forward without sleeping).
     clock_offset: AtomicI64,
@@ -51,6 +58,7 @@ impl SharedState {
     pub fn new(issuer: String, options: DevOpOptions, key: Arc<KeyPair>) -> SharedState {
         let users = options.users.clone();
         SharedState {
+            relying_party: relying_party_for(&issuer),
             issuer,
             options,
             clock_offset: AtomicI64::new(0),
@@ -63,6 +71,8 @@ impl SharedState {
                 used_keys: vec![key],
                 codes: CodeStore::default(),
                 refresh_tokens: RefreshStore::default(),
+                ceremonies: Ceremonies::default(),
+                passkeys: PasskeyStore::default(),
                 stats: DevOpStats::default(),
             }),
         }

@@ -391,3 +391,83 @@ async fn shutdown_and_drop_stop_the_server() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(client().get(&url).send().await.is_err());
 }
+
+/// The `data-challenge` of a sign-in page.
+fn page_challenge(html: &str) -> String {
+    html.split("data-challenge=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn passkey_answers_need_a_live_challenge_of_this_op_and_work_once() {
+    let op = DevOp::start(DevOpOptions {
+        public_host: Some("localhost".to_owned()),
+        ..DevOpOptions::default()
+    })
+    .await
+    .unwrap();
+    let page = client().get(authorize_url(&op)).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("data-rp-id=\"localhost\""), "{html}");
+    let challenge = page_challenge(&html);
+    let post = |challenge: String| {
+        let client_data = serde_json::json!({
+            "type": "webauthn.get",
+            "challenge": challenge,
+            "origin": op.issuer(),
+        });
+        let form = [
+            ("ceremony", "sign_in".to_owned()),
+            ("credential_id", URL_SAFE_NO_PAD.encode(b"never-registered")),
+            (
+                "client_data_json",
+                URL_SAFE_NO_PAD.encode(client_data.to_string()),
+            ),
+        ];
+        client()
+            .post(format!("{}/authorize/passkey", op.issuer()))
+            .form(&form)
+            .send()
+    };
+
+    // A challenge this OP never handed out finishes nothing.
+    let made_up = post(URL_SAFE_NO_PAD.encode([1u8; 32])).await.unwrap();
+    assert_eq!(made_up.status(), StatusCode::BAD_REQUEST);
+    assert!(made_up
+        .text()
+        .await
+        .unwrap()
+        .contains("expired or was already used"));
+
+    // The page's own challenge: the (unknown) passkey is refused on the sign-in page, which
+    // comes back with a new challenge for the same authorization request...
+    let refused = post(challenge.clone()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::OK);
+    let again = refused.text().await.unwrap();
+    assert!(again.contains("not registered here"), "{again}");
+    assert!(again.contains("value=\"state-1\""), "{again}");
+    assert_ne!(page_challenge(&again), challenge);
+    // ...and the spent challenge cannot be used a second time.
+    let replayed = post(challenge).await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(op.stats().passkeys_refused, 3);
+    assert_eq!(op.stats().logins, 0);
+}
+
+#[tokio::test]
+async fn passkeys_are_not_offered_when_the_issuer_is_an_ip_address() {
+    let op = DevOp::start(DevOpOptions::default()).await.unwrap();
+    let html = client()
+        .get(authorize_url(&op))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("data-challenge"));
+    assert!(html.contains("Passkeys are off"), "{html}");
+}

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::authorize::parse_form;
-use super::grants::RefreshGrant;
+use super::grants::{AuthMethod, RefreshGrant};
 use super::keys;
 use super::options::{DevUser, Misbehavior, TokenAuthMethods};
 use super::state::SharedState;
@@ -149,7 +149,7 @@ async fn issue_tokens(
     shared: &SharedState,
     user: &DevUser,
     nonce: Option<&str>,
-    auth_time: u64,
+    (auth_time, method): (u64, AuthMethod),
     sid: &str,
     scope: &str,
 ) -> Response {
@@ -159,14 +159,20 @@ async fn issue_tokens(
     let misbehavior = shared.misbehavior();
     let keys = signing_keys(shared, &misbehavior).await;
     let context = shared.token_context(shared.now());
-    let signed = issue_id_token(&context, &keys, &misbehavior, user, nonce, auth_time).and_then(
-        |id_token| {
-            Ok((
-                id_token,
-                issue_access_token(&context, &keys.current, user, scope)?,
-            ))
-        },
-    );
+    let signed = issue_id_token(
+        &context,
+        &keys,
+        &misbehavior,
+        user,
+        nonce,
+        (auth_time, method),
+    )
+    .and_then(|id_token| {
+        Ok((
+            id_token,
+            issue_access_token(&context, &keys.current, user, scope)?,
+        ))
+    });
     let (id_token, access_token) = match signed {
         Ok(tokens) => tokens,
         Err(error) => {
@@ -178,13 +184,18 @@ async fn issue_tokens(
             );
         }
     };
-    let refresh_token = shared.lock().refresh_tokens.issue(RefreshGrant {
-        client_id: shared.options.client_id.clone(),
-        sub: user.sub.clone(),
-        scope: scope.to_owned(),
-        auth_time,
-        sid: sid.to_owned(),
-    });
+    let refresh_token = {
+        let mut mutable = shared.lock();
+        mutable.stats.last_amr = vec![method.amr().to_owned()];
+        mutable.refresh_tokens.issue(RefreshGrant {
+            client_id: shared.options.client_id.clone(),
+            sub: user.sub.clone(),
+            scope: scope.to_owned(),
+            auth_time,
+            sid: sid.to_owned(),
+            method,
+        })
+    };
     let body: Value = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -271,7 +282,7 @@ pub(crate) async fn token(
                 &shared,
                 &user,
                 grant.nonce.as_deref(),
-                grant.auth_time,
+                (grant.auth_time, grant.method),
                 &grant.sid,
                 &grant.scope,
             )
@@ -307,7 +318,7 @@ pub(crate) async fn token(
                 &shared,
                 &user,
                 None,
-                grant.auth_time,
+                (grant.auth_time, grant.method),
                 &grant.sid,
                 &grant.scope,
             )

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::grants::random_token;
+use super::grants::{random_token, AuthMethod};
 use super::jwt::{self, JwtError, Signing};
 use super::keys::KeyPair;
 use super::misbehavior::{apply_to_id_token, SignatureChoice};
@@ -72,6 +72,7 @@ pub(crate) fn id_token_claims(
     user: &DevUser,
     nonce: Option<&str>,
     auth_time: u64,
+    method: AuthMethod,
 ) -> Map<String, Value> {
     let mut claims = Map::new();
     claims.insert("iss".to_owned(), json!(context.issuer));
@@ -89,7 +90,7 @@ pub(crate) fn id_token_claims(
     if let Some(nonce) = nonce {
         claims.insert("nonce".to_owned(), json!(nonce));
     }
-    claims.insert("amr".to_owned(), json!(["pwd"]));
+    claims.insert("amr".to_owned(), json!([method.amr()]));
     claims.extend(user_claims(user));
     claims
 }
@@ -101,9 +102,9 @@ pub(crate) fn issue_id_token(
     misbehavior: &Misbehavior,
     user: &DevUser,
     nonce: Option<&str>,
-    auth_time: u64,
+    (auth_time, method): (u64, AuthMethod),
 ) -> Result<String, JwtError> {
-    let mut claims = id_token_claims(context, user, nonce, auth_time);
+    let mut claims = id_token_claims(context, user, nonce, auth_time, method);
     let choice = apply_to_id_token(
         misbehavior,
         &mut claims,
@@ -208,7 +209,7 @@ mod tests {
             &Misbehavior::None,
             &alice(),
             Some("n1"),
-            NOW - 5,
+            (NOW - 5, AuthMethod::Password),
         )
         .unwrap();
         let decoded = decode_unverified(&token).unwrap();
@@ -234,9 +235,17 @@ mod tests {
         let mut user = alice();
         user.extra_claims
             .insert("amr".to_owned(), json!(["webauthn"]));
-        let claims = id_token_claims(&context(), &user, None, NOW);
+        let claims = id_token_claims(&context(), &user, None, NOW, AuthMethod::Password);
         assert_eq!(claims["amr"], json!(["webauthn"]));
         assert!(!claims.contains_key("nonce"));
+    }
+
+    #[test]
+    fn a_passkey_sign_in_says_webauthn_in_amr() {
+        let claims = id_token_claims(&context(), &alice(), None, NOW, AuthMethod::Passkey);
+        assert_eq!(claims["amr"], json!(["webauthn"]));
+        let claims = id_token_claims(&context(), &alice(), None, NOW, AuthMethod::Password);
+        assert_eq!(claims["amr"], json!(["pwd"]));
     }
 
     #[test]
@@ -247,7 +256,7 @@ mod tests {
             &Misbehavior::UnknownKid,
             &alice(),
             None,
-            NOW,
+            (NOW, AuthMethod::Password),
         )
         .unwrap();
         let decoded = decode_unverified(&token).unwrap();
@@ -266,8 +275,15 @@ mod tests {
         assert_eq!(claims["client_id"], "portico-test");
         assert!(check_access_token(&token, &published, "http://127.0.0.1:8", NOW + 1).is_none());
         assert!(check_access_token(&token, &published, "http://127.0.0.1:9", NOW + 600).is_none());
-        let id_token =
-            issue_id_token(&context(), &keys(), &Misbehavior::None, &alice(), None, NOW).unwrap();
+        let id_token = issue_id_token(
+            &context(),
+            &keys(),
+            &Misbehavior::None,
+            &alice(),
+            None,
+            (NOW, AuthMethod::Password),
+        )
+        .unwrap();
         assert!(check_access_token(&id_token, &published, "http://127.0.0.1:9", NOW + 1).is_none());
     }
 }

@@ -23,7 +23,7 @@ pub use upstream::{target_url, UpstreamError, Upstreams};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
-use crate::pages::{error_response, forbidden, wants_json};
+use crate::pages::{error_response, forbidden, is_navigation, wants_json};
 use crate::request_id;
 use crate::{authz, endpoints, AppState};
 
@@ -66,8 +66,10 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     } else {
         match authenticate(&app, &parts.headers, Some(route), &request_id).await {
             Ok(Some(principal)) => Some(principal),
-            Ok(None) if json => {
-                return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true)
+            // Only a page navigation starts a sign-in: an image or a fetch
+            // gets 401 and sets no login cookie of its own.
+            Ok(None) if json || !is_navigation(&parts.headers) => {
+                return error_response(&GatewayError::NotSignedIn, request_id.as_str(), json)
             }
             Ok(None) => {
                 return endpoints::begin_login(

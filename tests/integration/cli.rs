@@ -197,7 +197,7 @@ fn serving_without_a_config_says_how_to_start() {
 }
 
 /// Kills the demo when the test ends, pass or fail.
-struct Child(std::process::Child);
+pub(crate) struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -205,8 +205,33 @@ impl Drop for Child {
     }
 }
 
+/// Starts `portico demo` on `port` with extra environment variables.
+pub(crate) fn spawn_demo(port: u16, environment: &[(&str, &str)]) -> Child {
+    let mut command = portico();
+    command
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    Child(command.spawn().unwrap())
+}
+
+/// Waits until something listens on `port` (at most 10 s).
+pub(crate) async fn wait_for_port(port: u16) {
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    panic!("nothing listens on port {port}");
+}
+
 /// A free port with the next two free as well (the demo's OP and upstream).
-fn demo_port() -> u16 {
+pub(crate) fn demo_port() -> u16 {
     loop {
         let candidate = crate::support::redis::free_port();
         let free = (1..=2)

@@ -279,6 +279,31 @@ async fn login_cookies_are_bounded_and_the_oldest_is_dropped() {
 }
 
 #[tokio::test]
+async fn a_subresource_gets_401_and_never_starts_a_sign_in() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    // What Chromium sends for /favicon.ico after the session is gone.
+    let favicon = browser
+        .get_with(
+            &app.url("/favicon.ico"),
+            &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")],
+        )
+        .await;
+    assert_eq!(favicon.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        favicon.set_cookies().is_empty(),
+        "{:?}",
+        favicon.set_cookies()
+    );
+    assert_eq!(app.op.stats().authorize_requests, 0);
+    let page = browser
+        .get_with(&app.url("/page"), &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(page.status, StatusCode::FOUND);
+    assert_eq!(page.set_cookies().len(), 1);
+}
+
+#[tokio::test]
 async fn rd_on_start_is_honoured_on_the_own_origin() {
     let app = TestApp::start().await;
     let browser = Browser::new();

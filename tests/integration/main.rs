@@ -7,6 +7,7 @@
 mod support;
 
 mod authorization;
+mod browser;
 mod cache;
 mod cli;
 mod cluster;

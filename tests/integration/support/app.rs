@@ -135,6 +135,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// The dev OP answers as `http://localhost:PORT`: a host name, so passkeys work (WebAuthn
+    /// refuses IP addresses as RP ID), and another site than portico on 127.0.0.1, as a real
+    /// provider is.
+    pub fn op_on_localhost(self) -> Self {
+        self.op_options(|options| options.public_host = Some("localhost".to_string()))
+    }
+
     pub fn auto_approve(mut self, user: Option<&str>) -> Self {
         self.auto_approve = user.map(str::to_string);
         self
