@@ -21,7 +21,7 @@ const SUPPORTED_ALGORITHMS: &[&str] = &[
 
 /// Authorization request parameters portico sets itself; letting
 /// `extra_auth_params` replace them would break the login's protections.
-const RESERVED_AUTH_PARAMS: &[&str] = &[
+pub(crate) const RESERVED_AUTH_PARAMS: &[&str] = &[
     "response_type",
     "client_id",
     "redirect_uri",

@@ -335,19 +335,9 @@ fn login_params(
     index: usize,
     raw: &BTreeMap<String, String>,
 ) -> Option<BTreeMap<String, String>> {
-    const RESERVED: &[&str] = &[
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-    ];
     let mut valid = true;
     for name in raw.keys() {
-        if RESERVED.contains(&name.as_str()) {
+        if super::validate_oidc::RESERVED_AUTH_PARAMS.contains(&name.as_str()) {
             problems.report(
                 format!("routes[{index}].login_params.{name}"),
                 quoted(&raw[name]),

@@ -246,24 +246,14 @@ impl Sessions {
 
     /// Builds the record for a new login at `now`.
     pub fn new_record(&self, identity: Identity, tokens: &TokenSet, now: i64) -> SessionData {
-        SessionData {
-            sub: identity.sub,
-            email: identity.email,
-            name: identity.name,
-            preferred_username: identity.preferred_username,
-            roles: identity.roles,
-            groups: identity.groups,
-            permissions: identity.permissions,
-            amr: identity.amr,
-            email_verified: identity.email_verified,
-            claims: identity.claims,
-            provider_sid: identity.provider_sid,
-            created_at: now,
-            last_active_at: now,
-            expires_at: now + self.ttl_seconds.min(self.idle_timeout_seconds),
-            access_token_expires_at: identity.access_token_expires_at,
-            sealed_tokens: self.seal_tokens(tokens),
-        }
+        let provider_sid = identity.provider_sid.clone();
+        let mut record = SessionData::for_bearer(identity);
+        record.provider_sid = provider_sid;
+        record.created_at = now;
+        record.last_active_at = now;
+        record.expires_at = now + self.ttl_seconds.min(self.idle_timeout_seconds);
+        record.sealed_tokens = self.seal_tokens(tokens);
+        record
     }
 
     pub fn seal_tokens(&self, tokens: &TokenSet) -> String {

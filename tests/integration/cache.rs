@@ -4,7 +4,7 @@
 use portico::devop::LogoutTokenSpec;
 use reqwest::StatusCode;
 
-use crate::support::{Browser, RedisServer, TestApp};
+use crate::support::{csrf_of, Browser, RedisServer, TestApp};
 
 async fn cached_pair(redis: &RedisServer) -> (TestApp, TestApp) {
     let app = TestApp::builder()
@@ -28,14 +28,6 @@ async fn cached_sessions_need_no_redis_round_trip() {
         assert_eq!(browser.get(&app.url("/hot")).await.status, StatusCode::OK);
     }
     assert_eq!(redis.data_commands(), 0, "{}", redis.commands_by_name());
-}
-
-fn csrf_of(page: &str) -> String {
-    page.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]

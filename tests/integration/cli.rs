@@ -325,40 +325,7 @@ async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
 #[tokio::test]
 async fn sessions_can_live_in_redis_over_tls() {
     let directory = std::env::temp_dir().join(format!("portico-rediss-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).unwrap();
-    let cert = directory.join("redis.pem");
-    let key = directory.join("redis-key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let (cert, key) = crate::support::self_signed_certificate(&directory);
     let redis_port = crate::support::redis::free_port();
     let _redis = Child(
         Command::new("redis-server")

@@ -147,44 +147,7 @@ async fn setup_page_lists_the_urls_to_register_only_when_enabled() {
 #[tokio::test]
 async fn portico_serves_https_itself_with_secure_cookies() {
     let directory = std::env::temp_dir().join(format!("portico-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).unwrap();
-    let cert = directory.join("cert.pem");
-    let key = directory.join("key.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = crate::support::self_signed_certificate(&directory);
 
     let op = portico::devop::DevOp::start(Default::default())
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use portico::devop::{LogoutDefect, LogoutTokenSpec, Misbehavior};
 use reqwest::StatusCode;
 
-use crate::support::{query_param, Browser, RedisServer, TestApp};
+use crate::support::{csrf_of, query_param, Browser, RedisServer, TestApp};
 
 /// An app whose access tokens live two minutes and refresh in the last one.
 async fn short_lived_tokens() -> TestApp {
@@ -223,14 +223,6 @@ async fn a_replayed_logout_token_is_refused() {
     let replay = backchannel(&app, &token).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert!(replay.body.contains("already used"), "{}", replay.body);
-}
-
-fn csrf_of(page: &str) -> String {
-    page.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]
