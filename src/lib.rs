@@ -28,7 +28,8 @@ use axum::Router;
 
 use crate::config::Config;
 use crate::oidc::ProviderHandle;
-use crate::proxy::{RouteTable, Upstreams};
+use crate::ops::{Draining, Metrics, RouteHandle};
+use crate::proxy::Upstreams;
 use crate::redirect::ReturnUrlPolicy;
 use crate::session::{SessionBackend, Sessions};
 
@@ -41,9 +42,13 @@ pub struct AppState {
     pub config: Config,
     pub sessions: Sessions,
     pub provider: Arc<ProviderHandle>,
-    pub routes: RouteTable,
+    /// The route table; swapped whole on reload (`ops::reload_routes`).
+    pub routes: RouteHandle,
     pub upstreams: Upstreams,
     pub return_policy: ReturnUrlPolicy,
+    pub metrics: Metrics,
+    /// Set when a shutdown begins (`/readyz` turns 503).
+    pub draining: Draining,
     clock: Clock,
 }
 
@@ -85,9 +90,18 @@ pub async fn build(config: Config) -> Result<Router, BuildError> {
 }
 
 pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Router, BuildError> {
+    Ok(build_parts(config, clock).await?.1)
+}
+
+/// The shared state and the router over it (for callers that reload routes
+/// or watch the state, like `serve` and the tests).
+pub async fn build_parts(
+    config: Config,
+    clock: Clock,
+) -> Result<(Arc<AppState>, Router), BuildError> {
     let state = Arc::new(app_state(config, clock)?);
     state.provider.spawn_background();
-    Ok(router(state))
+    Ok((state.clone(), router(state)))
 }
 
 fn app_state(config: Config, clock: Clock) -> Result<AppState, BuildError> {
@@ -107,22 +121,26 @@ fn app_state_with_backend(
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|error| BuildError::HttpClient(error.to_string()))?;
+    let metrics = Metrics::new();
     Ok(AppState {
-        sessions: Sessions::new(&config.session, backend),
-        provider: ProviderHandle::new(config.oidc.clone(), provider_http),
-        routes: RouteTable::new(&config.routes),
-        upstreams: Upstreams::new(config.server.upstream_timeout)?,
+        sessions: Sessions::new(&config.session, backend, metrics.clone()),
+        provider: ProviderHandle::new(config.oidc.clone(), provider_http, metrics.clone()),
+        routes: RouteHandle::new(&config.routes),
+        upstreams: Upstreams::new(config.server.upstream_timeout, metrics.clone())?,
         return_policy: ReturnUrlPolicy::new(
             &config.server.public_url,
             &config.server.allowed_redirect_hosts,
         ),
+        metrics,
+        draining: Draining::default(),
         config,
         clock,
     })
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let metrics_here = state.config.server.metrics_listen.is_none();
+    let router = Router::new()
         .route("/oauth2/start", get(endpoints::start))
         .route("/oauth2/callback", get(endpoints::callback))
         .route(
@@ -132,11 +150,23 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/signed_out", get(endpoints::signed_out))
         .route(
             "/oauth2/backchannel_logout",
-            axum::routing::post(endpoints::backchannel_logout),
+            axum::routing::post(endpoints::backchannel_logout).layer(
+                axum::middleware::from_fn_with_state(state.clone(), ops::count_backchannel_logout),
+            ),
         )
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/readyz", get(ops::readyz));
+    let router = if metrics_here {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    router
         .fallback(proxy::gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::access::observe,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::assign,
@@ -157,48 +187,25 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
-/// Serves the gateway on `config.server.listen` until SIGINT/SIGTERM.
+/// Serves the gateway on `config.server.listen` until SIGINT/SIGTERM (with
+/// a graceful drain of up to `shutdown_timeout`); SIGHUP changes nothing,
+/// as there is no file to reload from (see [`serve_with_reload`]).
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let address = config.server.listen;
+    serve_with_reload(config, None).await
+}
+
+/// Like [`serve`], and on SIGHUP reloads the routes from `source`.
+pub async fn serve_with_reload(
+    config: Config,
+    source: Option<ops::lifecycle::ConfigSource>,
+) -> Result<(), ServeError> {
     tracing::info!(
-        listen = %address,
+        listen = %config.server.listen,
+        metrics_listen = ?config.server.metrics_listen,
         redirect_url = %config.oidc.redirect_url,
         post_logout_redirect_url = %config.oidc.post_logout_redirect_url,
         "register these URLs at the provider"
     );
-    let router = build(config).await?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Listen { address, source })?;
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(ServeError::Serve)
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    tracing::info!("shutting down");
+    let (state, router) = build_parts(config, Arc::new(SystemTime::now)).await?;
+    ops::lifecycle::run(state, router, source).await
 }

@@ -45,6 +45,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         let json = wants_json(&parts.headers, false);
         return error_response(&GatewayError::NoRoute, request_id.as_str(), json);
     };
+    crate::ops::note_route(&parts.extensions, &route.path_prefix);
     let json = wants_json(&parts.headers, route.api);
     let path_and_query = parts
         .uri
@@ -91,7 +92,8 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         }
     };
     if let Some((session_id, data)) = &session {
-        if !authz::route_allows(route, data) {
+        crate::ops::note_user(&parts.extensions, &data.sub);
+        if !authz::route_allows(&route, data) {
             tracing::info!(sub = %data.sub, route = %route.path_prefix, "route rules refused the user");
             let csrf = app.sessions.keys.csrf_token(session_id);
             let user = data.email.as_deref().or(Some(data.sub.as_str()));

@@ -8,6 +8,8 @@ mod support;
 
 mod lifecycle;
 mod login;
+mod logs;
+mod metrics;
 mod proxy;
 mod sessions;
 mod tokens;
