@@ -12,4 +12,5 @@ mod logs;
 mod metrics;
 mod proxy;
 mod sessions;
+mod signals;
 mod tokens;

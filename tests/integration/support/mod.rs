@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod process;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};
