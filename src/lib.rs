@@ -12,6 +12,7 @@ pub mod demo;
 pub mod devop;
 mod endpoints;
 pub mod error;
+pub mod limits;
 pub mod oidc;
 pub mod ops;
 pub mod pages;
@@ -163,6 +164,10 @@ fn router(state: Arc<AppState>) -> Router {
     };
     router
         .fallback(proxy::gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::access::observe,

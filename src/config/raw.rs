@@ -41,6 +41,10 @@ pub(crate) struct RawServer {
     pub tls_cert: String,
     pub tls_key: String,
     pub setup_page: bool,
+    pub max_header_bytes: String,
+    pub max_cookie_bytes: String,
+    pub max_query_bytes: String,
+    pub max_body_bytes: String,
 }
 
 impl Default for RawServer {
@@ -57,6 +61,10 @@ impl Default for RawServer {
             tls_cert: String::new(),
             tls_key: String::new(),
             setup_page: false,
+            max_header_bytes: "64KiB".to_owned(),
+            max_cookie_bytes: "16KiB".to_owned(),
+            max_query_bytes: "8KiB".to_owned(),
+            max_body_bytes: "10MiB".to_owned(),
         }
     }
 }
@@ -243,6 +251,10 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("tls_cert", Kind::Text),
             ("tls_key", Kind::Text),
             ("setup_page", Kind::Flag),
+            ("max_header_bytes", Kind::Text),
+            ("max_cookie_bytes", Kind::Text),
+            ("max_query_bytes", Kind::Text),
+            ("max_body_bytes", Kind::Text),
         ],
     },
     Section {

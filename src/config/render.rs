@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::duration::format_duration;
 use super::errors::{mask_url_password, MASKED};
+use super::size::format_size;
 use super::types::{Config, LogFormat, ProviderKind, StoreKind};
 
 /// One `key = value` line per setting, grouped under section headers.
@@ -87,6 +88,11 @@ pub fn render_effective(config: &Config) -> String {
         server.tls_key.as_ref().map(|path| path.display()),
     );
     document.flag("setup_page", server.setup_page);
+    let limits = &server.limits;
+    document.text("max_header_bytes", &format_size(limits.max_header_bytes));
+    document.text("max_cookie_bytes", &format_size(limits.max_cookie_bytes));
+    document.text("max_query_bytes", &format_size(limits.max_query_bytes));
+    document.text("max_body_bytes", &format_size(limits.max_body_bytes));
 
     let oidc = &config.oidc;
     document.section("[oidc]");

@@ -7,9 +7,11 @@
 mod support;
 
 mod lifecycle;
+mod limits;
 mod login;
 mod logs;
 mod metrics;
+mod properties;
 mod proxy;
 mod sessions;
 mod signals;
