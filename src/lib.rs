@@ -118,8 +118,8 @@ fn app_state_with_backend(
     let provider_http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5).min(config.oidc.provider_timeout))
+        .timeout(config.oidc.provider_timeout)
         .build()
         .map_err(|error| BuildError::HttpClient(error.to_string()))?;
     let metrics = Metrics::new();

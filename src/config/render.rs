@@ -132,6 +132,7 @@ pub fn render_effective(config: &Config) -> String {
     document.list("allowed_algs", &oidc.allowed_algs);
     document.duration("clock_skew", oidc.clock_skew);
     document.duration("jwks_refresh", oidc.jwks_refresh);
+    document.duration("provider_timeout", oidc.provider_timeout);
     document.text("roles_claim", &oidc.roles_claim);
     document.text("groups_claim", &oidc.groups_claim);
 

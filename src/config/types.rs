@@ -122,6 +122,9 @@ pub struct OidcConfig {
     pub allowed_algs: Vec<String>,
     pub clock_skew: Duration,
     pub jwks_refresh: Duration,
+    /// How long one call to the provider (discovery, JWKS, token endpoint)
+    /// may take. Key `provider_timeout`, default "10s"; an extension.
+    pub provider_timeout: Duration,
     pub roles_claim: String,
     pub groups_claim: String,
     /// Descope only.

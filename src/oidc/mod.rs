@@ -1,6 +1,7 @@
 //! OpenID Connect: provider discovery and keys, login, token verification.
 
 mod claims;
+mod http;
 mod jws;
 mod login;
 mod logout;
@@ -10,6 +11,7 @@ mod types;
 mod verify;
 
 pub use claims::{claim_at, identity_from_claims, string_list};
+pub use http::{provider_call, ProviderCallError, ProviderHttp};
 pub use jws::{verify_jws, VerifiedJws};
 pub use login::{
     check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,

@@ -178,7 +178,11 @@ async fn refresh_with_provider(
         Ok(request) => request,
         Err(error) => return Attempt::Failed(error.to_string()),
     };
-    let response = match request.request_async(handle.http()).await {
+    let http = handle.http();
+    let response = match request
+        .request_async(&super::http::ProviderHttp(http))
+        .await
+    {
         Ok(response) => response,
         Err(RequestTokenError::ServerResponse(body)) => {
             let code = body.error().to_string();

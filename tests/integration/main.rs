@@ -11,6 +11,7 @@ mod limits;
 mod login;
 mod logs;
 mod metrics;
+mod outages;
 mod properties;
 mod proxy;
 mod sessions;
