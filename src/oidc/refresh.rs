@@ -82,6 +82,7 @@ pub async fn ensure_fresh(
         .try_lock(&lock_name(active.id), LOCK_LIFETIME)
         .await?
     else {
+        sessions.metrics().refresh("waited_for_other");
         return wait_for_other_refresh(sessions, active, now_seconds, refresh_before, still_valid)
             .await;
     };
