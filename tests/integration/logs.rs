@@ -48,10 +48,14 @@ impl<'writer> MakeWriter<'writer> for Capture {
 
 /// Captures every log line at debug and above (trace for portico), in `format`.
 fn capture(format: LogFormat) -> (Capture, tracing::subscriber::DefaultGuard) {
+    capture_with(format, "debug,portico=trace")
+}
+
+fn capture_with(format: LogFormat, filter: &str) -> (Capture, tracing::subscriber::DefaultGuard) {
     let capture = Capture::default();
     let subscriber = portico::ops::logging::subscriber(
         format,
-        tracing_subscriber::EnvFilter::new("debug,portico=trace"),
+        tracing_subscriber::EnvFilter::new(filter),
         capture.clone(),
     );
     let guard = tracing::subscriber::set_default(subscriber);
@@ -277,4 +281,27 @@ async fn text_logs_of_a_full_flow_hold_no_secret_and_carry_the_request_id() {
         .filter(|line| line.contains("portico::auth"))
         .count();
     assert!(failed_login >= 3, "{text}");
+}
+
+#[tokio::test]
+async fn warnings_keep_the_request_id_when_only_warnings_are_logged() {
+    let (capture, _guard) = capture_with(LogFormat::Json, "warn");
+    let app = TestApp::start().await;
+    app.op
+        .set_misbehavior(portico::devop::Misbehavior::BadSignature);
+    let page = Browser::new().open(&app.url("/x")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let request_id = page.header("x-request-id").unwrap();
+    let text = capture.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("login failed"))
+        .unwrap_or_else(|| panic!("no warning:\n{text}"));
+    let object: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(object["span"]["request_id"], request_id.as_str(), "{line}");
+    assert_eq!(object["reason"], "bad_signature");
+    assert!(
+        !text.contains("portico::access"),
+        "info lines are filtered out"
+    );
 }
