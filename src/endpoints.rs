@@ -76,6 +76,7 @@ pub(crate) fn begin_login(
         set.push(cookies.login_removal(name));
     }
     set.push(cookies.login_cookie(&login.state.tag(), &serialized));
+    app.metrics.login_started();
     redirect(login.authorize_url.as_str(), set)
 }
 
@@ -137,9 +138,13 @@ pub async fn callback(
 
     let outcome = complete(&app, &query, headers, &tag).await;
     match outcome {
-        Ok((location, session_cookie)) => redirect(&location, vec![session_cookie, removal]),
+        Ok((location, session_cookie)) => {
+            app.metrics.login_succeeded();
+            redirect(&location, vec![session_cookie, removal])
+        }
         Err((error, retry)) => {
-            tracing::warn!(reason = error.code(), error = %error, "login failed");
+            app.metrics.login_failed(error.code());
+            tracing::warn!(target: "portico::auth", reason = error.code(), error = %error, "login failed");
             let mut response =
                 error_response_with_retry(&error, request_id.as_str(), json, retry.as_deref());
             if let Ok(value) = HeaderValue::from_str(&removal.to_string()) {
@@ -217,7 +222,7 @@ async fn complete(
         .create(&record, previous, now_seconds)
         .await
         .map_err(|error| fail(error.into()))?;
-    tracing::info!(sub = %record.sub, "signed in");
+    tracing::info!(target: "portico::auth", sub = %record.sub, "signed in");
     let location = app
         .return_policy
         .check(&login.return_to)
@@ -341,7 +346,7 @@ pub async fn sign_out(
         tracing::warn!(%error, "sign-out could not delete the session");
         return error_response(&error.into(), request_id.as_str(), json);
     }
-    tracing::info!(sub = %active.data.sub, everywhere, "signed out");
+    tracing::info!(target: "portico::auth", sub = %active.data.sub, everywhere, "signed out");
     let provider_logout = app.provider.get().and_then(|provider| {
         let endpoint = provider.end_session_endpoint.clone()?;
         let tokens = app.sessions.open_tokens(&active.data);
@@ -481,7 +486,7 @@ pub async fn backchannel_logout(
     };
     match ended {
         Ok(count) => {
-            tracing::info!(sessions = count, "back-channel logout");
+            tracing::info!(target: "portico::auth", sessions = count, "back-channel logout");
             let mut response = StatusCode::OK.into_response();
             response
                 .headers_mut()

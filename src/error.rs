@@ -7,6 +7,7 @@
 
 use http::StatusCode;
 
+use crate::limits::Limit;
 use crate::oidc::{LoginError, RefreshError};
 use crate::proxy::UpstreamError;
 use crate::session::SessionError;
@@ -35,6 +36,8 @@ pub enum GatewayError {
     CrossSite,
     #[error("{0}")]
     Refresh(#[from] RefreshError),
+    #[error("{0}")]
+    TooLarge(Limit),
 }
 
 /// What a person reads on the error page.
@@ -64,6 +67,11 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
             GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::TooLarge(Limit::Headers | Limit::Cookies) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            GatewayError::TooLarge(Limit::Query) => StatusCode::URI_TOO_LONG,
+            GatewayError::TooLarge(Limit::Body) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -85,6 +93,10 @@ impl GatewayError {
             GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
             GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
             GatewayError::Refresh(RefreshError::Unavailable(_)) => "refresh_unavailable",
+            GatewayError::TooLarge(Limit::Headers) => "headers_too_large",
+            GatewayError::TooLarge(Limit::Cookies) => "cookies_too_large",
+            GatewayError::TooLarge(Limit::Query) => "query_too_long",
+            GatewayError::TooLarge(Limit::Body) => "body_too_large",
         }
     }
 
@@ -187,6 +199,17 @@ impl GatewayError {
                 title: "Temporarily unavailable",
                 message: "Your session could not be renewed right now.".into(),
                 advice: "Wait a moment and reload the page.",
+            },
+            GatewayError::TooLarge(Limit::Cookies) => Explanation {
+                title: "Request too large",
+                message: "Your browser sent more cookies for this site than it accepts.".into(),
+                advice: "Clear this site's cookies, then reload the page.",
+            },
+            GatewayError::TooLarge(limit) => Explanation {
+                title: "Request too large",
+                message: format!("The request was refused: {limit}."),
+                advice: "Send a smaller request. If a page of this site sent it, tell the \
+                         application's team, quoting the request id.",
             },
             GatewayError::Upstream(_) => Explanation {
                 title: "The application is unavailable",

@@ -58,7 +58,7 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
             true,
         );
     }
-    let route = app.routes.find(host.as_deref(), &path).cloned();
+    let route = app.routes.find(host.as_deref(), &path);
     if route.as_ref().is_some_and(|route| route.public) {
         return StatusCode::ACCEPTED.into_response();
     }

@@ -14,6 +14,7 @@ mod endpoints;
 pub mod error;
 pub mod forward_auth;
 pub mod identity;
+pub mod limits;
 pub mod oidc;
 pub mod ops;
 pub mod pages;
@@ -31,7 +32,8 @@ use axum::Router;
 
 use crate::config::Config;
 use crate::oidc::ProviderHandle;
-use crate::proxy::{RouteTable, Upstreams};
+use crate::ops::{Draining, Metrics, RouteHandle};
+use crate::proxy::Upstreams;
 use crate::redirect::ReturnUrlPolicy;
 use crate::session::{SessionBackend, Sessions};
 
@@ -45,9 +47,13 @@ pub struct AppState {
     pub sessions: Sessions,
     pub provider: Arc<ProviderHandle>,
     pub bearer: oidc::BearerVerifier,
-    pub routes: RouteTable,
+    /// The route table; swapped whole on reload (`ops::reload_routes`).
+    pub routes: RouteHandle,
     pub upstreams: Upstreams,
     pub return_policy: ReturnUrlPolicy,
+    pub metrics: Metrics,
+    /// Set when a shutdown begins (`/readyz` turns 503).
+    pub draining: Draining,
     identity: tokio::sync::OnceCell<Arc<identity::IdentitySigner>>,
     clock: Clock,
 }
@@ -133,9 +139,18 @@ pub async fn build(config: Config) -> Result<Router, BuildError> {
 }
 
 pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Router, BuildError> {
+    Ok(build_parts(config, clock).await?.1)
+}
+
+/// The shared state and the router over it (for callers that reload routes
+/// or watch the state, like `serve` and the tests).
+pub async fn build_parts(
+    config: Config,
+    clock: Clock,
+) -> Result<(Arc<AppState>, Router), BuildError> {
     let state = Arc::new(app_state(config, clock)?);
     state.provider.spawn_background();
-    Ok(router(state))
+    Ok((state.clone(), router(state)))
 }
 
 fn app_state(config: Config, clock: Clock) -> Result<AppState, BuildError> {
@@ -151,29 +166,33 @@ fn app_state_with_backend(
     let provider_http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5).min(config.oidc.provider_timeout))
+        .timeout(config.oidc.provider_timeout)
         .build()
         .map_err(|error| BuildError::HttpClient(error.to_string()))?;
-    let provider = ProviderHandle::new(config.oidc.clone(), provider_http);
+    let metrics = Metrics::new();
+    let provider = ProviderHandle::new(config.oidc.clone(), provider_http, metrics.clone());
     Ok(AppState {
-        sessions: Sessions::new(&config.session, backend),
+        sessions: Sessions::new(&config.session, backend, metrics.clone()),
         bearer: oidc::BearerVerifier::new(provider.clone(), &config.oidc),
         provider,
-        routes: RouteTable::new(&config.routes),
-        upstreams: Upstreams::new(config.server.upstream_timeout)?,
+        routes: RouteHandle::new(&config.routes),
+        upstreams: Upstreams::new(config.server.upstream_timeout, metrics.clone())?,
         identity: tokio::sync::OnceCell::new(),
         return_policy: ReturnUrlPolicy::new(
             &config.server.public_url,
             &config.server.allowed_redirect_hosts,
         ),
+        metrics,
+        draining: Draining::default(),
         config,
         clock,
     })
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let metrics_here = state.config.server.metrics_listen.is_none();
+    let router = Router::new()
         .route("/oauth2/start", get(endpoints::start))
         .route("/oauth2/callback", get(endpoints::callback))
         .route(
@@ -183,7 +202,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/signed_out", get(endpoints::signed_out))
         .route(
             "/oauth2/backchannel_logout",
-            axum::routing::post(endpoints::backchannel_logout),
+            axum::routing::post(endpoints::backchannel_logout).layer(
+                axum::middleware::from_fn_with_state(state.clone(), ops::count_backchannel_logout),
+            ),
         )
         .route("/oauth2/auth", get(forward_auth::forward_auth))
         .route("/oauth2/userinfo", get(forward_auth::userinfo))
@@ -191,10 +212,24 @@ fn router(state: Arc<AppState>) -> Router {
             "/.well-known/portico/jwks.json",
             get(forward_auth::identity_jwks),
         )
-        .route("/oauth2/setup", get(ops::setup))
+        .route("/oauth2/setup", get(ops::setup::setup))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/readyz", get(ops::readyz));
+    let router = if metrics_here {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    router
         .fallback(proxy::gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::access::observe,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::assign,
@@ -217,11 +252,21 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
 }
 
-/// Serves the gateway on `config.server.listen` until SIGINT/SIGTERM.
+/// Serves the gateway on `config.server.listen` until SIGINT/SIGTERM (with
+/// a graceful drain of up to `shutdown_timeout`); SIGHUP changes nothing,
+/// as there is no file to reload from (see [`serve_with_reload`]).
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let address = config.server.listen;
+    serve_with_reload(config, None).await
+}
+
+/// Like [`serve`], and on SIGHUP reloads the routes from `source`.
+pub async fn serve_with_reload(
+    config: Config,
+    source: Option<ops::lifecycle::ConfigSource>,
+) -> Result<(), ServeError> {
     tracing::info!(
-        listen = %address,
+        listen = %config.server.listen,
+        metrics_listen = ?config.server.metrics_listen,
         redirect_url = %config.oidc.redirect_url,
         post_logout_redirect_url = %config.oidc.post_logout_redirect_url,
         backchannel_logout_url = %format!(
@@ -230,54 +275,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ),
         "register these URLs at the provider"
     );
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Listen { address, source })?;
-    serve_on(listener, config).await
+    let (state, router) = build_parts(config, Arc::new(SystemTime::now)).await?;
+    ops::lifecycle::run(state, router, source, None).await
 }
 
 /// Serves the gateway on an already bound listener (https when `tls_cert`
-/// and `tls_key` are set) until SIGINT/SIGTERM.
+/// and `tls_key` are set), with the same shutdown handling as `serve`.
 pub async fn serve_on(listener: tokio::net::TcpListener, config: Config) -> Result<(), ServeError> {
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
-    };
-    let router = build(config).await?;
-    if let Some(acceptor) = tls {
-        return tls::serve(listener, acceptor, router, shutdown_signal())
-            .await
-            .map_err(ServeError::Serve);
-    }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(ServeError::Serve)
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    tracing::info!("shutting down");
+    let (state, router) = build_parts(config, Arc::new(SystemTime::now)).await?;
+    ops::lifecycle::run(state, router, None, Some(listener)).await
 }

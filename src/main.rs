@@ -37,19 +37,13 @@ fn environment() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => check(cli.config),
         Some(Command::Demo { listen }) => {
-            init_logging();
+            portico::ops::logging::init(portico::config::LogFormat::Text);
             match portico::demo::run(listen).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -84,12 +78,16 @@ fn check(path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path.clone()) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logging();
-    match portico::serve(config).await {
+    portico::ops::logging::init(config.server.log_format);
+    let source = path.map(|path| portico::ops::lifecycle::ConfigSource {
+        path,
+        environment: environment(),
+    });
+    match portico::serve_with_reload(config, source).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "portico stopped");

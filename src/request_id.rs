@@ -76,7 +76,10 @@ pub async fn assign(
     };
     let request_id = RequestId(Arc::from(id.as_str()));
     request.extensions_mut().insert(request_id);
-    let span = tracing::info_span!("request", request_id = %id);
+    // At ERROR level so the span (and its request id) stays on every line
+    // whatever level RUST_LOG lets through: with `warn`, an info span would
+    // be filtered out and warnings would lose the request id.
+    let span = tracing::error_span!("request", request_id = %id);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);

@@ -21,6 +21,7 @@ mod oidc_provider;
 mod raw;
 mod render;
 mod secrets;
+mod size;
 mod types;
 mod unknown_keys;
 mod validate;

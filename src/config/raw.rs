@@ -43,6 +43,10 @@ pub(crate) struct RawServer {
     pub setup_page: bool,
     pub identity_key: String,
     pub identity_key_file: String,
+    pub max_header_bytes: String,
+    pub max_cookie_bytes: String,
+    pub max_query_bytes: String,
+    pub max_body_bytes: String,
 }
 
 impl Default for RawServer {
@@ -61,6 +65,10 @@ impl Default for RawServer {
             setup_page: false,
             identity_key: String::new(),
             identity_key_file: String::new(),
+            max_header_bytes: "64KiB".to_owned(),
+            max_cookie_bytes: "16KiB".to_owned(),
+            max_query_bytes: "8KiB".to_owned(),
+            max_body_bytes: "10MiB".to_owned(),
         }
     }
 }
@@ -84,6 +92,7 @@ pub(crate) struct RawOidc {
     pub allowed_algs: Vec<String>,
     pub clock_skew: String,
     pub jwks_refresh: String,
+    pub provider_timeout: String,
     pub roles_claim: String,
     pub groups_claim: String,
     pub permissions_claim: String,
@@ -110,6 +119,7 @@ impl Default for RawOidc {
             allowed_algs: strings(&["RS256", "ES256", "PS256", "EdDSA"]),
             clock_skew: "30s".to_owned(),
             jwks_refresh: "15m".to_owned(),
+            provider_timeout: "10s".to_owned(),
             roles_claim: "roles".to_owned(),
             groups_claim: "groups".to_owned(),
             permissions_claim: "permissions".to_owned(),
@@ -300,6 +310,10 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("setup_page", Kind::Flag),
             ("identity_key", Kind::Text),
             ("identity_key_file", Kind::Text),
+            ("max_header_bytes", Kind::Text),
+            ("max_cookie_bytes", Kind::Text),
+            ("max_query_bytes", Kind::Text),
+            ("max_body_bytes", Kind::Text),
         ],
     },
     Section {
@@ -320,6 +334,7 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("allowed_algs", Kind::TextList),
             ("clock_skew", Kind::Text),
             ("jwks_refresh", Kind::Text),
+            ("provider_timeout", Kind::Text),
             ("roles_claim", Kind::Text),
             ("groups_claim", Kind::Text),
             ("permissions_claim", Kind::Text),

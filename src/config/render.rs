@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::duration::format_duration;
 use super::errors::{mask_url_password, MASKED};
+use super::size::format_size;
 use super::types::{Config, LogFormat, ProviderKind, StoreKind};
 
 /// One `key = value` line per setting, grouped under section headers.
@@ -90,6 +91,11 @@ pub fn render_effective(config: &Config) -> String {
     if server.identity_key.is_some() {
         document.raw("identity_key", MASKED);
     }
+    let limits = &server.limits;
+    document.text("max_header_bytes", &format_size(limits.max_header_bytes));
+    document.text("max_cookie_bytes", &format_size(limits.max_cookie_bytes));
+    document.text("max_query_bytes", &format_size(limits.max_query_bytes));
+    document.text("max_body_bytes", &format_size(limits.max_body_bytes));
 
     let oidc = &config.oidc;
     document.section("[oidc]");
@@ -140,6 +146,7 @@ pub fn render_effective(config: &Config) -> String {
     document.list("allowed_algs", &oidc.allowed_algs);
     document.duration("clock_skew", oidc.clock_skew);
     document.duration("jwks_refresh", oidc.jwks_refresh);
+    document.duration("provider_timeout", oidc.provider_timeout);
     document.text("roles_claim", &oidc.roles_claim);
     document.text("groups_claim", &oidc.groups_claim);
     document.text("permissions_claim", &oidc.permissions_claim);

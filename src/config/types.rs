@@ -75,6 +75,31 @@ pub struct ServerConfig {
     /// How long portico waits for an upstream's response headers (504 after).
     /// Key `upstream_timeout`, default "30s". An extension of the contract.
     pub upstream_timeout: Duration,
+    /// Request size limits (extensions of the contract), in bytes.
+    pub limits: RequestLimits,
+}
+
+/// How large a request may be. Keys `max_header_bytes` (all header names and
+/// values together, default 64 KiB), `max_cookie_bytes` (the Cookie headers,
+/// 16 KiB), `max_query_bytes` (the query string, 8 KiB) and `max_body_bytes`
+/// (a proxied body, counted as it streams, 10 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_header_bytes: u64,
+    pub max_cookie_bytes: u64,
+    pub max_query_bytes: u64,
+    pub max_body_bytes: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_header_bytes: 64 * 1024,
+            max_cookie_bytes: 16 * 1024,
+            max_query_bytes: 8 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +126,9 @@ pub struct OidcConfig {
     pub allowed_algs: Vec<String>,
     pub clock_skew: Duration,
     pub jwks_refresh: Duration,
+    /// How long one call to the provider (discovery, JWKS, token endpoint)
+    /// may take. Key `provider_timeout`, default "10s"; an extension.
+    pub provider_timeout: Duration,
     pub roles_claim: String,
     pub groups_claim: String,
     /// Where permissions live (Descope: "permissions").

@@ -17,7 +17,8 @@ use url::{Host, Url};
 use super::duration::{parse_duration, DURATION_FIX};
 use super::errors::{quoted, Problems};
 use super::raw::{RawConfig, RawServer};
-use super::types::{Config, LogFormat, ServerConfig};
+use super::size::{parse_size, SIZE_FIX};
+use super::types::{Config, LogFormat, RequestLimits, ServerConfig};
 use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes};
 use super::validate_session::session;
@@ -158,6 +159,7 @@ fn server(
             "set both tls_cert and tls_key to serve https, or neither",
         );
     }
+    let limits = limits(problems, raw);
     let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     let identity_key = match super::secrets::read_secret(
         problems,
@@ -195,6 +197,37 @@ fn server(
         setup_page: raw.setup_page,
         identity_key: identity_key?,
         upstream_timeout: upstream_timeout?,
+        limits: limits?,
+    })
+}
+
+/// The request size limits; each must be a size larger than zero.
+fn limits(problems: &mut Problems, raw: &RawServer) -> Option<RequestLimits> {
+    let mut size = |key: &str, text: &str| match parse_size(text) {
+        Ok(0) => {
+            problems.report(key, quoted(text), "must be larger than zero", SIZE_FIX);
+            None
+        }
+        Ok(bytes) => Some(bytes),
+        Err(problem) => {
+            problems.report(
+                key,
+                quoted(text),
+                format!("is not a size: {problem}"),
+                SIZE_FIX,
+            );
+            None
+        }
+    };
+    let max_header_bytes = size("server.max_header_bytes", &raw.max_header_bytes);
+    let max_cookie_bytes = size("server.max_cookie_bytes", &raw.max_cookie_bytes);
+    let max_query_bytes = size("server.max_query_bytes", &raw.max_query_bytes);
+    let max_body_bytes = size("server.max_body_bytes", &raw.max_body_bytes);
+    Some(RequestLimits {
+        max_header_bytes: max_header_bytes?,
+        max_cookie_bytes: max_cookie_bytes?,
+        max_query_bytes: max_query_bytes?,
+        max_body_bytes: max_body_bytes?,
     })
 }
 

@@ -58,6 +58,12 @@ pub(crate) fn oidc(
     let allowed_algs = allowed_algorithms(problems, &raw.allowed_algs, has_client_secret);
     let clock_skew = duration(problems, "oidc.clock_skew", &raw.clock_skew, false);
     let jwks_refresh = duration(problems, "oidc.jwks_refresh", &raw.jwks_refresh, true);
+    let provider_timeout = duration(
+        problems,
+        "oidc.provider_timeout",
+        &raw.provider_timeout,
+        true,
+    );
     let roles_claim = non_empty(
         problems,
         "oidc.roles_claim",
@@ -101,6 +107,7 @@ pub(crate) fn oidc(
         allowed_algs: allowed_algs?,
         clock_skew: clock_skew?,
         jwks_refresh: jwks_refresh?,
+        provider_timeout: provider_timeout?,
         roles_claim: roles_claim?,
         groups_claim: groups_claim?,
         permissions_claim: permissions_claim?,

@@ -259,3 +259,38 @@ fn route_host_is_lower_cased_and_distinguishes_routes() {
         "http://127.0.0.1:9101/base"
     );
 }
+
+#[test]
+fn request_limits_default_and_must_be_positive_sizes() {
+    let config = parse(&minimal_with("[server]", ""), &no_environment()).expect("valid");
+    assert_eq!(
+        config.server.limits,
+        crate::config::RequestLimits::default()
+    );
+    assert_eq!(config.server.limits.max_body_bytes, 10 * 1024 * 1024);
+    let text = minimal_with(
+        "[server]",
+        "max_body_bytes = \"1MiB\"\nmax_header_bytes = \"0\"\nmax_query_bytes = \"lots\"",
+    );
+    let errors = errors_of(&text, &[]);
+    assert_eq!(
+        errors
+            .for_key("server.max_header_bytes")
+            .expect("reported")
+            .problem,
+        "must be larger than zero"
+    );
+    assert!(errors
+        .for_key("server.max_query_bytes")
+        .expect("reported")
+        .problem
+        .starts_with("is not a size"));
+    let config = parse(
+        &minimal_with("[server]", "max_body_bytes = \"1MiB\""),
+        &no_environment(),
+    )
+    .expect("valid");
+    assert_eq!(config.server.limits.max_body_bytes, 1 << 20);
+    let rendered = crate::config::render_effective(&config);
+    assert!(rendered.contains("max_body_bytes = \"1MiB\""), "{rendered}");
+}

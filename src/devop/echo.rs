@@ -2,7 +2,7 @@
 //!
 //! It answers JSON describing the request (or an HTML page for browsers, headed by the identity
 //! headers portico adds) and has a few paths for proxy tests: slow answers, chosen statuses,
-//! streamed answers and a streamed body echo. It counts TCP connections so tests can check that
+//! streamed answers, a streamed body echo, and `/reset`, which breaks off mid-response. It counts TCP connections so tests can check that
 //! portico reuses pooled upstream connections.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -154,6 +154,29 @@ fn chunked_body(chunks: u64) -> Body {
     Body::from_stream(stream)
 }
 
+/// `/reset`: the head and 1 KiB of a promised 64 KiB, then the connection
+/// drops (the body fails, so the server aborts the connection).
+fn reset_midway() -> Response {
+    let stream = futures_util::stream::unfold(0u8, |step| async move {
+        match step {
+            0 => Some((Ok(Bytes::from(vec![b'r'; CHUNK_SIZE])), 1)),
+            1 => {
+                tokio::time::sleep(CHUNK_GAP).await;
+                Some((Err(std::io::Error::other("connection reset on purpose")), 2))
+            }
+            _ => None,
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_LENGTH, "65536"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 async fn count_body(body: Body) -> u64 {
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
@@ -181,6 +204,9 @@ async fn echo(State(counters): State<Arc<Counters>>, request: Request) -> Respon
             .cloned()
             .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
         return ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    }
+    if path == "/reset" {
+        return reset_midway();
     }
     if path == "/stream" {
         let chunks = query_number(query.as_deref(), "chunks")

@@ -21,7 +21,8 @@ use super::state::SharedState;
 use super::token_endpoint::token;
 use super::tokens::{check_access_token, user_claims};
 
-/// Every dev OP endpoint, answering 503 everywhere while `Misbehavior::Unavailable` is on.
+/// Every dev OP endpoint, answering 503 everywhere while `Misbehavior::Unavailable` is on,
+/// and late while `Misbehavior::Slow` is.
 pub(crate) fn router(shared: Arc<SharedState>) -> Router {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -38,17 +39,26 @@ pub(crate) fn router(shared: Arc<SharedState>) -> Router {
         .with_state(shared)
 }
 
+/// Longest `Misbehavior::Slow` delay.
+const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn unavailable_when_told(
     State(shared): State<Arc<SharedState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if shared.misbehavior() == Misbehavior::Unavailable {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "dev OP is unavailable (on purpose)",
-        )
-            .into_response();
+    match shared.misbehavior() {
+        Misbehavior::Unavailable => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dev OP is unavailable (on purpose)",
+            )
+                .into_response();
+        }
+        Misbehavior::Slow(delay) => {
+            tokio::time::sleep(delay.min(MAX_DELAY)).await;
+        }
+        _ => {}
     }
     next.run(request).await
 }

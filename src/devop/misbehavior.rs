@@ -86,7 +86,8 @@ pub(crate) fn apply_to_id_token(
         | Misbehavior::AuthorizeError
         | Misbehavior::WrongIssParam
         | Misbehavior::DiscoveryWrongIssuer
-        | Misbehavior::Unavailable => {}
+        | Misbehavior::Unavailable
+        | Misbehavior::Slow(_) => {}
     }
     SignatureChoice::Normal
 }

@@ -167,6 +167,8 @@ pub enum Misbehavior {
     DiscoveryWrongIssuer,
     /// Every endpoint answers 503.
     Unavailable,
+    /// Every endpoint answers only after this long (at most two minutes).
+    Slow(Duration),
 }
 
 /// What the dev OP has been asked so far.

@@ -184,8 +184,9 @@ pub async fn finish_login(
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()));
+    let http = handle.http();
     let response = request
-        .request_async(handle.http())
+        .request_async(&super::http::ProviderHttp(http))
         .await
         .map_err(|error| match error {
             RequestTokenError::ServerResponse(body) => {

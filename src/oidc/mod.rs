@@ -2,6 +2,7 @@
 
 mod bearer;
 mod claims;
+mod http;
 mod jws;
 mod login;
 mod logout;
@@ -12,6 +13,7 @@ mod verify;
 
 pub use bearer::{check_claims, BearerVerifier};
 pub use claims::{claim_at, identity_from_claims, identity_from_json, string_list};
+pub use http::{provider_call, ProviderCallError, ProviderHttp};
 pub use jws::{verify_jws, VerifiedJws};
 pub use login::{
     check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,

@@ -18,6 +18,7 @@ use super::types::{Metadata, PorticoClient};
 use super::verify::{parse_algorithms, Expectations};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
+use crate::ops::Metrics;
 
 pub const JWKS_ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
 const DISCOVERY_MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -116,15 +117,21 @@ pub struct ProviderHandle {
     current: ArcSwapOption<Provider>,
     settings: OidcConfig,
     http: reqwest::Client,
+    metrics: Metrics,
 }
 
 impl ProviderHandle {
-    pub fn new(settings: OidcConfig, http: reqwest::Client) -> Arc<Self> {
+    pub fn new(settings: OidcConfig, http: reqwest::Client, metrics: Metrics) -> Arc<Self> {
         Arc::new(ProviderHandle {
             current: ArcSwapOption::empty(),
             settings,
             http,
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The provider, or None while discovery has not succeeded yet.
@@ -139,6 +146,12 @@ impl ProviderHandle {
     /// One discovery attempt: metadata (whose issuer openidconnect requires to
     /// equal ours exactly) and its JWKS.
     pub async fn discover(&self) -> Result<(), ProviderError> {
+        let outcome = self.discover_once().await;
+        self.metrics.jwks_fetch("discovery", outcome.is_ok());
+        outcome
+    }
+
+    async fn discover_once(&self) -> Result<(), ProviderError> {
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|error| ProviderError::Discovery(error.to_string()))?;
         let metadata = Metadata::discover_async(issuer, &self.http)
@@ -172,20 +185,21 @@ impl ProviderHandle {
             interval.tick().await;
             loop {
                 interval.tick().await;
-                if let Err(error) = handle.refresh_jwks().await {
+                if let Err(error) = handle.refresh_jwks("periodic").await {
                     tracing::warn!(%error, "periodic JWKS refresh failed");
                 }
             }
         })
     }
 
-    async fn refresh_jwks(&self) -> Result<(), ProviderError> {
+    async fn refresh_jwks(&self, trigger: &'static str) -> Result<(), ProviderError> {
         let Some(provider) = self.get() else {
             return Ok(());
         };
-        let jwks: CoreJsonWebKeySet = JsonWebKeySet::fetch_async(&provider.jwks_uri, &self.http)
-            .await
-            .map_err(|error| ProviderError::Jwks(error_chain(&error)))?;
+        let fetched = JsonWebKeySet::fetch_async(&provider.jwks_uri, &self.http).await;
+        self.metrics.jwks_fetch(trigger, fetched.is_ok());
+        let jwks: CoreJsonWebKeySet =
+            fetched.map_err(|error| ProviderError::Jwks(error_chain(&error)))?;
         provider.jwks.store(Arc::new(jwks));
         tracing::info!("JWKS refreshed");
         Ok(())
@@ -208,7 +222,7 @@ impl ProviderHandle {
             }
             *last = Some(now);
         }
-        match self.refresh_jwks().await {
+        match self.refresh_jwks("unknown_kid").await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, "JWKS refetch for an unknown kid failed");

@@ -82,6 +82,7 @@ pub async fn ensure_fresh(
         .try_lock(&lock_name(active.id), LOCK_LIFETIME)
         .await?
     else {
+        sessions.metrics().refresh("waited_for_other");
         return wait_for_other_refresh(sessions, active, now_seconds, refresh_before, still_valid)
             .await;
     };
@@ -99,21 +100,34 @@ pub async fn ensure_fresh(
         Ok(refresh_with_provider(sessions, handle, settings, current, tokens, now).await)
     }
     .await;
+    let metrics = sessions.metrics();
     let outcome = match attempt {
-        Ok(Attempt::Refreshed(session)) => Ok(*session),
+        Ok(Attempt::Refreshed(session)) => {
+            metrics.refresh("refreshed");
+            Ok(*session)
+        }
         Ok(Attempt::Refused(reason)) => {
-            tracing::info!(reason = %reason, "refresh refused; ending the session");
+            metrics.refresh("refused");
+            tracing::info!(target: "portico::auth", reason = %reason, "refresh refused; ending the session");
             if let Err(error) = sessions.end(&active).await {
                 tracing::warn!(%error, "could not delete the ended session");
             }
             Err(RefreshError::Ended(reason))
         }
         Ok(Attempt::Failed(reason)) if still_valid(&active.data) => {
-            tracing::warn!(reason = %reason, "refresh failed; the access token is still valid");
+            metrics.refresh("failed_token_still_valid");
+            tracing::warn!(target: "portico::auth", reason = %reason, "refresh failed; the access token is still valid");
             Ok(active)
         }
-        Ok(Attempt::Failed(reason)) => Err(RefreshError::Unavailable(reason)),
-        Err(error) => Err(RefreshError::Store(error)),
+        Ok(Attempt::Failed(reason)) => {
+            metrics.refresh("failed");
+            tracing::warn!(target: "portico::auth", reason = %reason, "refresh failed and the access token has expired");
+            Err(RefreshError::Unavailable(reason))
+        }
+        Err(error) => {
+            metrics.refresh("store_unavailable");
+            Err(RefreshError::Store(error))
+        }
     };
     coordination.unlock(&lock).await;
     outcome
@@ -165,7 +179,11 @@ async fn refresh_with_provider(
         Ok(request) => request,
         Err(error) => return Attempt::Failed(error.to_string()),
     };
-    let response = match request.request_async(handle.http()).await {
+    let http = handle.http();
+    let response = match request
+        .request_async(&super::http::ProviderHttp(http))
+        .await
+    {
         Ok(response) => response,
         Err(RequestTokenError::ServerResponse(body)) => {
             let code = body.error().to_string();
@@ -242,7 +260,7 @@ async fn refresh_with_provider(
     sessions.touch(data, now_seconds);
     match sessions.write(&current).await {
         Ok(()) => {
-            tracing::info!(sub = %current.data.sub, "session refreshed");
+            tracing::info!(target: "portico::auth", sub = %current.data.sub, "session refreshed");
             Attempt::Refreshed(Box::new(current))
         }
         Err(error) => Attempt::Failed(error.to_string()),

@@ -46,6 +46,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         let json = wants_json(&parts.headers, false);
         return error_response(&GatewayError::NoRoute, request_id.as_str(), json);
     };
+    crate::ops::note_route(&parts.extensions, &route.path_prefix);
     let json = wants_json(&parts.headers, route.api);
     let path_and_query = parts
         .uri
@@ -64,7 +65,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     let principal = if route.public {
         None
     } else {
-        match authenticate(&app, &parts.headers, Some(route), &request_id).await {
+        match authenticate(&app, &parts.headers, Some(&route), &request_id).await {
             Ok(Some(principal)) => Some(principal),
             // Only a page navigation starts a sign-in: an image or a fetch
             // gets 401 and sets no login cookie of its own.
@@ -85,7 +86,8 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     };
     if let Some(principal) = &principal {
         let data = principal.data();
-        match authz::decide(route, data) {
+        crate::ops::note_user(&parts.extensions, &data.sub);
+        match authz::decide(&route, data) {
             Decision::Allow => {}
             Decision::StepUp if step_up_allowed(&app, principal, json) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "step-up sign-in required");

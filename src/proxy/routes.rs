@@ -28,6 +28,15 @@ impl RouteTable {
         RouteTable { routes }
     }
 
+    /// How many routes the table has.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// The route for `host` (the request's Host, lower-case, maybe with port) and `path`.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteConfig>> {
         self.routes.iter().find(|route| {

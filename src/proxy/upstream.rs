@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use futures_util::StreamExt as _;
 use http::{HeaderMap, Method};
 use url::Url;
 
 use super::headers::strip_hop_by_hop;
 use crate::error::error_chain;
+use crate::ops::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -28,10 +30,11 @@ pub enum UpstreamError {
 pub struct Upstreams {
     client: reqwest::Client,
     timeout: Duration,
+    metrics: Metrics,
 }
 
 impl Upstreams {
-    pub fn new(timeout: Duration) -> Result<Self, UpstreamError> {
+    pub fn new(timeout: Duration, metrics: Metrics) -> Result<Self, UpstreamError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -42,7 +45,11 @@ impl Upstreams {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(|error| UpstreamError::Request(error.to_string()))?;
-        Ok(Upstreams { client, timeout })
+        Ok(Upstreams {
+            client,
+            timeout,
+            metrics,
+        })
     }
 
     /// Sends the request to `target` and streams the answer back.
@@ -54,25 +61,53 @@ impl Upstreams {
         headers: HeaderMap,
         body: Option<Body>,
     ) -> Result<Response, UpstreamError> {
+        // The metrics label: the upstream's origin, which comes from the config.
+        let upstream = target.origin().ascii_serialization();
         let mut request = self.client.request(method, target).headers(headers);
         if let Some(body) = body {
             request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
         }
-        let response = match tokio::time::timeout(self.timeout, request.send()).await {
-            Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+        let active = self.metrics.upstream_active();
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(self.timeout, request.send()).await;
+        let failure = |kind: &'static str, error: UpstreamError| {
+            self.metrics.upstream_failed(&upstream, kind);
+            Err(error)
+        };
+        let response = match sent {
+            Err(_) => return failure("timeout", UpstreamError::Timeout(self.timeout)),
             Ok(Err(error)) if error.is_timeout() => {
-                return Err(UpstreamError::Timeout(self.timeout))
+                return failure("timeout", UpstreamError::Timeout(self.timeout))
             }
             Ok(Err(error)) if error.is_builder() => {
-                return Err(UpstreamError::Request(error.to_string()))
+                return failure("request", UpstreamError::Request(error.to_string()))
             }
-            Ok(Err(error)) => return Err(UpstreamError::Unreachable(error_chain(&error))),
+            // The URL (with the client's query) stays out of the message.
+            Ok(Err(error)) => {
+                return failure(
+                    "unreachable",
+                    UpstreamError::Unreachable(error_chain(&error.without_url())),
+                )
+            }
             Ok(Ok(response)) => response,
         };
+        self.metrics.upstream_answered(&upstream, started.elapsed());
         let status = response.status();
         let mut headers = response.headers().clone();
         strip_hop_by_hop(&mut headers);
-        let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
+        // The request stays active until its body has been streamed; a body
+        // that breaks off (the upstream reset mid-response) is counted.
+        let metrics = self.metrics.clone();
+        let body = response.bytes_stream().map(move |chunk| {
+            let _still_active = &active;
+            chunk.map_err(|error| {
+                let error = error.without_url();
+                metrics.upstream_failed(&upstream, "body");
+                tracing::warn!(error = %error_chain(&error), "upstream response body broke off");
+                error
+            })
+        });
+        let mut answer = Response::new(Body::from_stream(body));
         *answer.status_mut() = status;
         *answer.headers_mut() = headers;
         Ok(answer)

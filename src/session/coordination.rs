@@ -16,6 +16,7 @@ use fred::types::{Expiration, ExpireOptions, SetOptions};
 use rand::RngCore;
 
 use super::SessionError;
+use crate::ops::metrics::{timed, Metrics};
 
 const UNLOCK_SCRIPT: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -29,7 +30,11 @@ pub struct LockToken {
 
 #[derive(Clone)]
 pub enum Coordination {
-    Redis { pool: Pool, prefix: String },
+    Redis {
+        pool: Pool,
+        prefix: String,
+        metrics: Metrics,
+    },
     Memory(Arc<Mutex<MemoryState>>),
 }
 
@@ -52,10 +57,11 @@ fn random_token() -> String {
 }
 
 impl Coordination {
-    pub fn redis(pool: Pool, prefix: &str) -> Self {
+    pub fn redis(pool: Pool, prefix: &str, metrics: Metrics) -> Self {
         Coordination::Redis {
             pool,
             prefix: prefix.to_string(),
+            metrics,
         }
     }
 
@@ -87,19 +93,17 @@ impl Coordination {
             value: random_token(),
         };
         let taken = match self {
-            Coordination::Redis { pool, .. } => {
-                let reply: Option<String> = pool
-                    .set(
-                        token.key.as_str(),
-                        token.value.as_str(),
-                        Some(Expiration::PX(
-                            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-                        )),
-                        Some(SetOptions::NX),
-                        false,
-                    )
-                    .await
-                    .map_err(unavailable)?;
+            Coordination::Redis { pool, metrics, .. } => {
+                let set = pool.set::<Option<String>, _, _>(
+                    token.key.as_str(),
+                    token.value.as_str(),
+                    Some(Expiration::PX(
+                        i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+                    )),
+                    Some(SetOptions::NX),
+                    false,
+                );
+                let reply = timed(metrics, "lock", set).await.map_err(unavailable)?;
                 reply.is_some()
             }
             Coordination::Memory(state) => {
@@ -123,14 +127,13 @@ impl Coordination {
     /// Releases the lock if it is still ours (it may have expired and been retaken).
     pub async fn unlock(&self, token: &LockToken) {
         match self {
-            Coordination::Redis { pool, .. } => {
-                let released: Result<i64, _> = pool
-                    .eval(
-                        UNLOCK_SCRIPT,
-                        vec![token.key.as_str()],
-                        vec![token.value.as_str()],
-                    )
-                    .await;
+            Coordination::Redis { pool, metrics, .. } => {
+                let eval = pool.eval::<i64, _, _, _>(
+                    UNLOCK_SCRIPT,
+                    vec![token.key.as_str()],
+                    vec![token.value.as_str()],
+                );
+                let released = timed(metrics, "unlock", eval).await;
                 if let Err(error) = released {
                     tracing::warn!(%error, "could not release a lock; it expires on its own");
                 }
@@ -173,17 +176,17 @@ impl Coordination {
     pub async fn first_sighting(&self, name: &str, ttl: Duration) -> Result<bool, SessionError> {
         let key = self.key(name);
         match self {
-            Coordination::Redis { pool, .. } => {
-                let reply: Option<String> = pool
-                    .set(
-                        key.as_str(),
-                        "1",
-                        Some(Expiration::EX(
-                            i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
-                        )),
-                        Some(SetOptions::NX),
-                        false,
-                    )
+            Coordination::Redis { pool, metrics, .. } => {
+                let set = pool.set::<Option<String>, _, _>(
+                    key.as_str(),
+                    "1",
+                    Some(Expiration::EX(
+                        i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
+                    )),
+                    Some(SetOptions::NX),
+                    false,
+                );
+                let reply = timed(metrics, "replay_check", set)
                     .await
                     .map_err(unavailable)?;
                 Ok(reply.is_some())
@@ -206,18 +209,21 @@ impl Coordination {
     ) -> Result<(), SessionError> {
         let key = self.key(name);
         match self {
-            Coordination::Redis { pool, .. } => {
-                let _: i64 = pool.sadd(key.as_str(), member).await.map_err(unavailable)?;
-                // GT: only ever push the index's expiry later. A key without a
-                // TTL counts as infinite for GT, so set one first when missing.
-                let ttl: i64 = pool.ttl(key.as_str()).await.map_err(unavailable)?;
-                let option = if ttl < 0 {
-                    None
-                } else {
-                    Some(ExpireOptions::GT)
+            Coordination::Redis { pool, metrics, .. } => {
+                let add = async {
+                    let _: i64 = pool.sadd(key.as_str(), member).await?;
+                    // GT: only ever push the index's expiry later. A key without a
+                    // TTL counts as infinite for GT, so set one first when missing.
+                    let ttl: i64 = pool.ttl(key.as_str()).await?;
+                    let option = if ttl < 0 {
+                        None
+                    } else {
+                        Some(ExpireOptions::GT)
+                    };
+                    pool.expire_at::<i64, _>(key.as_str(), expires_at, option)
+                        .await
                 };
-                let _: i64 = pool
-                    .expire_at(key.as_str(), expires_at, option)
+                timed(metrics, "index_add", add)
                     .await
                     .map_err(unavailable)?;
             }
@@ -235,8 +241,11 @@ impl Coordination {
     pub async fn index_remove(&self, name: &str, member: &str) -> Result<(), SessionError> {
         let key = self.key(name);
         match self {
-            Coordination::Redis { pool, .. } => {
-                let _: i64 = pool.srem(key.as_str(), member).await.map_err(unavailable)?;
+            Coordination::Redis { pool, metrics, .. } => {
+                let remove = pool.srem::<i64, _, _>(key.as_str(), member);
+                timed(metrics, "index_remove", remove)
+                    .await
+                    .map_err(unavailable)?;
             }
             Coordination::Memory(state) => {
                 if let Some(members) = Self::memory_state(state).indexes.get_mut(&key) {
@@ -251,11 +260,15 @@ impl Coordination {
     pub async fn index_take(&self, name: &str) -> Result<Vec<String>, SessionError> {
         let key = self.key(name);
         match self {
-            Coordination::Redis { pool, .. } => {
-                let members: Vec<String> =
-                    pool.smembers(key.as_str()).await.map_err(unavailable)?;
-                let _: i64 = pool.del(key.as_str()).await.map_err(unavailable)?;
-                Ok(members)
+            Coordination::Redis { pool, metrics, .. } => {
+                let take = async {
+                    let members: Vec<String> = pool.smembers(key.as_str()).await?;
+                    let _: i64 = pool.del(key.as_str()).await?;
+                    Ok::<_, fred::error::Error>(members)
+                };
+                timed(metrics, "index_take", take)
+                    .await
+                    .map_err(unavailable)
             }
             Coordination::Memory(state) => Ok(Self::memory_state(state)
                 .indexes

@@ -23,9 +23,10 @@ pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError};
 pub use local_cache::{LocalCache, ENTRY_LIFETIME};
-pub use store::{redis_pool, SessionBackend, StoreSetupError, REDIS_COMMAND_TIMEOUT};
+pub use store::{redis_pool, SessionBackend, StoreSetupError, TimedStore, REDIS_COMMAND_TIMEOUT};
 
 use crate::config::{SessionConfig, StoreKind};
+use crate::ops::Metrics;
 
 /// The key of portico's data inside the tower-sessions record.
 const RECORD_KEY: &str = "portico";
@@ -134,7 +135,8 @@ pub struct ActiveSession {
 /// The session service: store, cookie rules, keys and lifetimes.
 #[derive(Clone)]
 pub struct Sessions {
-    backend: Arc<SessionBackend>,
+    backend: Arc<TimedStore>,
+    metrics: Metrics,
     coordination: Coordination,
     local_cache: Option<Arc<LocalCache>>,
     pub cookies: CookieRules,
@@ -144,7 +146,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(config: &SessionConfig, backend: SessionBackend) -> Self {
+    pub fn new(config: &SessionConfig, backend: SessionBackend, metrics: Metrics) -> Self {
         let keys = Keys::derive(config.cookie_secret.expose());
         let cookies = CookieRules::new(
             &config.cookie_name,
@@ -153,7 +155,7 @@ impl Sessions {
             keys.cookie.clone(),
         );
         let coordination = match backend.redis_pool() {
-            Some(pool) => Coordination::redis(pool.clone(), &config.key_prefix),
+            Some(pool) => Coordination::redis(pool.clone(), &config.key_prefix, metrics.clone()),
             None => Coordination::memory(),
         };
         let local_cache = match backend.redis_pool() {
@@ -170,7 +172,8 @@ impl Sessions {
             _ => None,
         };
         Sessions {
-            backend: Arc::new(backend),
+            backend: Arc::new(TimedStore::new(backend, metrics.clone())),
+            metrics,
             coordination,
             local_cache,
             cookies,
@@ -189,7 +192,11 @@ impl Sessions {
     }
 
     pub fn backend(&self) -> &SessionBackend {
-        &self.backend
+        self.backend.backend()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn idle_timeout_seconds(&self) -> i64 {

@@ -16,6 +16,8 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::MemoryStore;
 use tower_sessions_redis_store::RedisStore;
 
+use crate::ops::metrics::{timed, Metrics};
+
 /// How long one Redis command may take before the request gets a 503.
 pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 const REDIS_POOL_SIZE: usize = 4;
@@ -93,6 +95,47 @@ pub fn redis_pool(url: &str) -> Result<Pool, StoreSetupError> {
     // by the reconnect policy and surface as command errors meanwhile.
     let _handles = pool.connect_pool();
     Ok(pool)
+}
+
+/// The backend with every call timed and counted (`portico_redis_command_*`).
+#[derive(Debug, Clone)]
+pub struct TimedStore {
+    backend: SessionBackend,
+    metrics: Metrics,
+}
+
+impl TimedStore {
+    pub fn new(backend: SessionBackend, metrics: Metrics) -> Self {
+        TimedStore { backend, metrics }
+    }
+
+    pub fn backend(&self) -> &SessionBackend {
+        &self.backend
+    }
+}
+
+#[async_trait]
+impl SessionStore for TimedStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        timed(&self.metrics, "session_create", self.backend.create(record)).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        timed(&self.metrics, "session_save", self.backend.save(record)).await
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        timed(&self.metrics, "session_load", self.backend.load(session_id)).await
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        timed(
+            &self.metrics,
+            "session_delete",
+            self.backend.delete(session_id),
+        )
+        .await
+    }
 }
 
 #[async_trait]

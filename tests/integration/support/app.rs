@@ -54,6 +54,8 @@ pub struct TestApp {
     pub redis_url: String,
     pub clock: TestClock,
     pub config_text: String,
+    /// The gateway's shared state (routes, metrics, draining flag).
+    pub state: Arc<portico::AppState>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -244,7 +246,7 @@ cookie_secret = "{COOKIE_SECRET}"
             session = extra("session"),
         );
         let clock = TestClock::default();
-        let server = serve(&config_text, listener, &clock).await;
+        let (state, server) = serve(&config_text, listener, &clock).await;
         let app = TestApp {
             op: Arc::new(op),
             upstream: Arc::new(upstream),
@@ -252,6 +254,7 @@ cookie_secret = "{COOKIE_SECRET}"
             redis_url,
             clock,
             config_text,
+            state,
             server,
         };
         if self.wait_ready {
@@ -266,20 +269,21 @@ async fn serve(
     config_text: &str,
     listener: tokio::net::TcpListener,
     clock: &TestClock,
-) -> tokio::task::JoinHandle<()> {
+) -> (Arc<portico::AppState>, tokio::task::JoinHandle<()>) {
     let config = portico::config::parse(config_text, &Default::default())
         .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n{config_text}"));
     let clock_for_app = clock.clone();
-    let router = portico::build_with_clock(config, Arc::new(move || clock_for_app.now()))
+    let (state, router) = portico::build_parts(config, Arc::new(move || clock_for_app.now()))
         .await
         .expect("build");
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await;
-    })
+    });
+    (state, server)
 }
 
 impl TestApp {
@@ -289,7 +293,7 @@ impl TestApp {
     pub async fn replica(&self) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = serve(&self.config_text, listener, &self.clock).await;
+        let (state, server) = serve(&self.config_text, listener, &self.clock).await;
         let replica = TestApp {
             op: self.op.clone(),
             upstream: self.upstream.clone(),
@@ -297,6 +301,7 @@ impl TestApp {
             redis_url: self.redis_url.clone(),
             clock: self.clock.clone(),
             config_text: self.config_text.clone(),
+            state,
             server,
         };
         replica.wait_until_ready().await;

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod cdp;
 pub mod chromium;
 pub mod nginx;
+pub mod process;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};

@@ -41,7 +41,7 @@ impl RedisServer {
     pub fn start(&mut self) {
         let script = format!(
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
-             --databases 4096 --loglevel warning >/dev/null 2>&1 & pid=$!; echo started; read _; kill $pid",
+             --databases 4096 --loglevel warning --enable-debug-command local >/dev/null 2>&1 & pid=$!; echo started; read _; kill $pid",
             port = self.port
         );
         let mut child = Command::new("sh")
@@ -77,6 +77,15 @@ impl RedisServer {
         while ping(self.port) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Makes the server hang for `seconds` (DEBUG SLEEP, sent from another
+    /// thread so the test's runtime keeps running meanwhile).
+    pub fn hang_for(&self, seconds: u32) -> std::thread::JoinHandle<()> {
+        let port = self.port;
+        std::thread::spawn(move || {
+            let _ = resp_command(port, &["DEBUG", "SLEEP", &seconds.to_string()]);
+        })
     }
 
     pub fn url(&self, database: u32) -> String {

@@ -1,13 +1,10 @@
-//! Health and readiness for orchestrators.
-//!
-//! `/healthz`: the process answers. `/readyz`: it can serve sign-ins, meaning
-//! provider metadata is loaded and the session store answers.
+//! `GET /oauth2/setup` (only with `[server] setup_page = true`): the URLs to
+//! register at the provider, exactly as portico will use them.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use http::StatusCode;
 
 use crate::AppState;
@@ -47,24 +44,4 @@ pub async fn setup(State(app): State<Arc<AppState>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
-}
-
-pub async fn healthz() -> &'static str {
-    "ok"
-}
-
-pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let provider = app.provider.get().is_some();
-    let store = app.sessions.backend().is_reachable().await;
-    let status = if provider && store {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = serde_json::json!({
-        "ready": provider && store,
-        "provider_metadata": provider,
-        "session_store": store,
-    });
-    (status, Json(body)).into_response()
 }

@@ -1,0 +1,147 @@
+//! One access log line and one set of request metrics per request.
+//!
+//! The middleware runs inside the request-id span, so the line carries the
+//! request id in every log format. Handlers tell it what only they know —
+//! the route prefix that matched and who is signed in — through an
+//! [`AccessNote`] in the request's extensions; the middleware never parses
+//! cookies or reads the store itself.
+//!
+//! The line: target `portico::access`, level info, fields `method`, `path`
+//! (never the query: it may carry codes or tokens), `status`, `latency_ms`,
+//! `route`, and `sub` when someone is signed in.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::AppState;
+
+/// Longest path written to the access log; longer ones are cut (with "…").
+const MAX_LOGGED_PATH: usize = 512;
+
+/// What handlers learn about a request that the access log and the metrics need.
+#[derive(Clone, Default, Debug)]
+pub struct AccessNote {
+    inner: Arc<NoteInner>,
+}
+
+#[derive(Default, Debug)]
+struct NoteInner {
+    route: OnceLock<String>,
+    user: OnceLock<String>,
+}
+
+impl AccessNote {
+    pub fn route(&self) -> Option<&str> {
+        self.inner.route.get().map(String::as_str)
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.inner.user.get().map(String::as_str)
+    }
+}
+
+/// Records the route prefix that matched (a configured `path_prefix`).
+pub fn note_route(extensions: &http::Extensions, prefix: &str) {
+    if let Some(note) = extensions.get::<AccessNote>() {
+        let _ = note.inner.route.set(prefix.to_owned());
+    }
+}
+
+/// Records the signed-in user's `sub`.
+pub fn note_user(extensions: &http::Extensions, sub: &str) {
+    if let Some(note) = extensions.get::<AccessNote>() {
+        let _ = note.inner.user.set(sub.to_owned());
+    }
+}
+
+fn logged_path(path: &str) -> String {
+    if path.len() <= MAX_LOGGED_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
+}
+
+/// The route label: the prefix a handler noted, else the path of one of
+/// portico's own endpoints, else "unmatched".
+fn route_label(note: &AccessNote, matched: Option<&str>) -> String {
+    note.route().or(matched).unwrap_or("unmatched").to_owned()
+}
+
+pub async fn observe(
+    State(app): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = logged_path(request.uri().path());
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|matched| matched.as_str().to_owned());
+    let note = AccessNote::default();
+    request.extensions_mut().insert(note.clone());
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let route = route_label(&note, matched.as_deref());
+    app.metrics.request(&route, &method, status, elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    match note.user() {
+        Some(sub) => tracing::info!(
+            target: "portico::access",
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms,
+            route = %route,
+            sub = %sub,
+            "request"
+        ),
+        None => tracing::info!(
+            target: "portico::access",
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms,
+            route = %route,
+            "request"
+        ),
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_on_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(600));
+        let logged = logged_path(&long);
+        assert!(logged.len() <= MAX_LOGGED_PATH + "…".len());
+        assert!(logged.ends_with('…'));
+        assert_eq!(logged_path("/short"), "/short");
+    }
+
+    #[test]
+    fn the_noted_route_wins_over_the_matched_path() {
+        let mut extensions = http::Extensions::new();
+        let note = AccessNote::default();
+        extensions.insert(note.clone());
+        assert_eq!(route_label(&note, None), "unmatched");
+        assert_eq!(route_label(&note, Some("/healthz")), "/healthz");
+        note_route(&extensions, "/app");
+        note_user(&extensions, "alice");
+        assert_eq!(route_label(&note, Some("/healthz")), "/app");
+        assert_eq!(note.user(), Some("alice"));
+    }
+}
