@@ -70,7 +70,12 @@ pub async fn authenticate(
     request_id: &RequestId,
 ) -> Result<Option<Principal>, GatewayError> {
     if let Some(token) = bearer_token(headers, route) {
-        return match app.bearer.verify(&token, app.now()).await {
+        let verified = app.bearer.verify(&token, app.now()).await;
+        app.metrics.bearer_validation(match &verified {
+            Ok(_) => "accepted",
+            Err(rejection) => rejection.label(),
+        });
+        return match verified {
             Ok(identity) => Ok(Some(Principal::Bearer {
                 token,
                 data: SessionData::for_bearer(identity),

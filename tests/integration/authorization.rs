@@ -288,6 +288,25 @@ async fn every_bad_bearer_token_is_a_401_with_an_invalid_token_challenge() {
     }
     let valid = app.op.mint_jwt(&good(&|_| {}), MintKey::Current);
     assert_eq!(bearer(&app, "/page", &valid).await.status, StatusCode::OK);
+    // Each outcome is counted by its reason.
+    let metrics = Browser::new().get(&app.url("/metrics")).await.body;
+    for outcome in [
+        "accepted",
+        "expired",
+        "wrong_iss",
+        "wrong_aud",
+        "bad_signature",
+        "alg_not_allowed",
+        "unknown_kid",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.contains("bearer_validations")
+                    && line.contains(&format!("outcome=\"{outcome}\""))),
+            "{outcome} missing from:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
