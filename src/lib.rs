@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod request_id;
 pub mod session;
+mod sign_out;
 pub mod tls;
 
 use std::sync::Arc;
@@ -197,12 +198,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/callback", get(endpoints::callback))
         .route(
             "/oauth2/sign_out",
-            get(endpoints::sign_out_page).post(endpoints::sign_out),
+            get(sign_out::sign_out_page).post(sign_out::sign_out),
         )
-        .route("/oauth2/signed_out", get(endpoints::signed_out))
+        .route("/oauth2/signed_out", get(sign_out::signed_out))
         .route(
             "/oauth2/backchannel_logout",
-            axum::routing::post(endpoints::backchannel_logout).layer(
+            axum::routing::post(sign_out::backchannel_logout).layer(
                 axum::middleware::from_fn_with_state(state.clone(), ops::count_backchannel_logout),
             ),
         )
