@@ -11,9 +11,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// The filter from `RUST_LOG`, or `info`.
+/// The filter from `RUST_LOG`, or `info` for everything but tower-sessions,
+/// which warns on every request that carries a stale session cookie (a
+/// browser coming back after its session ended) and would flood the log.
 pub fn filter_from_environment() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_sessions=error,tower_sessions_core=error"))
 }
 
 /// A subscriber writing `format` lines that pass `filter` to `writer`
