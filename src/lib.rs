@@ -179,7 +179,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     .map_err(ServeError::Serve)
 }
 
-async fn shutdown_signal() {
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
