@@ -286,3 +286,28 @@ pub async fn serve_on(listener: tokio::net::TcpListener, config: Config) -> Resu
     let (state, router) = build_parts(config, Arc::new(SystemTime::now)).await?;
     ops::lifecycle::run(state, router, None, Some(listener)).await
 }
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,26 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:4180")]
         listen: SocketAddr,
     },
+    /// Run the dev OpenID Provider alone (for scripts/bench), until SIGINT/SIGTERM.
+    #[command(name = "dev-op", hide = true)]
+    DevOp {
+        /// Address to listen on; the issuer is `http://ADDR`.
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        /// A redirect URI the client may use (exact match); repeat for more.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Sign every authorization request in as this user, with no page.
+        #[arg(long)]
+        auto_approve: String,
+        /// Lifetime of issued access tokens, in seconds.
+        #[arg(long, default_value_t = 300)]
+        access_token_ttl: u64,
+    },
 }
 
 fn environment() -> BTreeMap<String, String> {
@@ -52,7 +73,45 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::DevOp {
+            listen,
+            client_id,
+            client_secret,
+            redirect_uris,
+            auto_approve,
+            access_token_ttl,
+        }) => {
+            portico::ops::logging::init(portico::config::LogFormat::Text);
+            let options = portico::devop::DevOpOptions {
+                client_id,
+                client_secret,
+                redirect_uris,
+                access_token_ttl: Duration::from_secs(access_token_ttl),
+                ..portico::devop::DevOpOptions::default()
+            };
+            dev_op(listen, options, auto_approve).await
+        }
         None => serve(cli.config).await,
+    }
+}
+
+async fn dev_op(
+    listen: SocketAddr,
+    options: portico::devop::DevOpOptions,
+    auto_approve: String,
+) -> ExitCode {
+    match portico::devop::DevOp::start_on(listen, options).await {
+        Ok(provider) => {
+            provider.set_auto_approve(Some(auto_approve));
+            tracing::info!(issuer = %provider.issuer(), "dev OP running; stop it with Ctrl-C or SIGTERM");
+            portico::shutdown_signal().await;
+            provider.shutdown();
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico dev-op: cannot start on {listen}: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -93,5 +152,61 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             tracing::error!(%error, "portico stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn dev_op_takes_repeated_redirect_uris_and_stays_out_of_the_help() {
+        let cli = Cli::try_parse_from([
+            "portico",
+            "dev-op",
+            "--listen",
+            "127.0.0.1:4181",
+            "--client-id",
+            "bench",
+            "--client-secret",
+            "s",
+            "--redirect-uri",
+            "http://127.0.0.1:1/oauth2/callback",
+            "--redirect-uri",
+            "http://127.0.0.1:2/app/redirect_uri",
+            "--auto-approve",
+            "alice",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::DevOp {
+                redirect_uris,
+                access_token_ttl,
+                auto_approve,
+                ..
+            }) => {
+                assert_eq!(redirect_uris.len(), 2);
+                assert_eq!(access_token_ttl, 300);
+                assert_eq!(auto_approve, "alice");
+            }
+            _ => panic!("expected the dev-op subcommand"),
+        }
+        let without_redirect = Cli::try_parse_from([
+            "portico",
+            "dev-op",
+            "--listen",
+            "127.0.0.1:4181",
+            "--client-id",
+            "bench",
+            "--client-secret",
+            "s",
+            "--auto-approve",
+            "alice",
+        ]);
+        assert!(without_redirect.is_err());
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("dev-op"));
     }
 }
