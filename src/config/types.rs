@@ -238,6 +238,14 @@ pub struct TenantRoles {
 }
 
 impl RouteConfig {
+    /// `login_params` as the (name, value) pairs a login request takes.
+    pub fn login_param_pairs(&self) -> Vec<(String, String)> {
+        self.login_params
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    }
+
     /// A protected route to `upstream` for everything under `path_prefix`, no rules.
     pub fn new(path_prefix: &str, upstream: Url) -> RouteConfig {
         RouteConfig {

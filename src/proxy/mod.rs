@@ -53,15 +53,13 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         .path_and_query()
         .map_or_else(|| path.to_string(), |value| value.as_str().to_string());
 
-    let login_params: Vec<(String, String)> = route
-        .login_params
-        .iter()
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let return_to = app
-        .return_policy
-        .check(&path_and_query)
-        .unwrap_or_else(|| app.return_policy.default_target());
+    // Only needed when a sign-in starts: computed then, not per request.
+    let login_params = || route.login_param_pairs();
+    let return_to = || {
+        app.return_policy
+            .check(&path_and_query)
+            .unwrap_or_else(|| app.return_policy.default_target())
+    };
     let principal = if route.public {
         None
     } else {
@@ -76,9 +74,9 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
                 return endpoints::begin_login(
                     &app,
                     &parts.headers,
-                    &return_to,
+                    &return_to(),
                     &request_id,
-                    &login_params,
+                    &login_params(),
                 )
             }
             Err(error) => return error_response(&error, request_id.as_str(), json),
@@ -91,14 +89,14 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             Decision::Allow => {}
             Decision::StepUp if step_up_allowed(&app, principal, json) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "step-up sign-in required");
-                let mut params = login_params.clone();
+                let mut params = login_params();
                 if !params.iter().any(|(name, _)| name == "prompt") {
                     params.push(("prompt".to_string(), "login".to_string()));
                 }
                 return endpoints::begin_login(
                     &app,
                     &parts.headers,
-                    &return_to,
+                    &return_to(),
                     &request_id,
                     &params,
                 );
