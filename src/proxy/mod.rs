@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::HeaderValue;
 
@@ -19,7 +19,7 @@ pub use headers::{
 };
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
-pub use upstream::{target_url, UpstreamError, Upstreams};
+pub use upstream::{target_uri, UpstreamError, Upstreams};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -166,22 +166,25 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             .headers
             .get(CONTENT_LENGTH)
             .is_some_and(|length| length != "0");
-    let body = has_body.then_some(body);
-    if has_body {
+    let body = if has_body {
         if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
             headers.insert(CONTENT_LENGTH, length.clone());
         }
-    }
-    let target = match target_url(&route.upstream, &path_and_query) {
+        body
+    } else {
+        Body::empty()
+    };
+    let target = match target_uri(&route.upstream, &path_and_query) {
         Ok(target) => target,
         Err(error) => return error_response(&error.into(), request_id.as_str(), json),
     };
+    let label = route.upstream.origin().ascii_serialization();
     match app
         .upstreams
-        .forward(parts.method.clone(), target, headers, body.map(Body::new))
+        .forward(parts.method, target, &label, headers, body)
         .await
     {
-        Ok(response) => response.into_response(),
+        Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
             error_response(&error.into(), request_id.as_str(), json)
