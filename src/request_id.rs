@@ -42,10 +42,17 @@ pub fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
         .map(|info| info.0)
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 fn generate() -> String {
     let mut bytes = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    let mut id = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 /// A client-supplied id is accepted only from a trusted proxy, and only if

@@ -64,10 +64,26 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// True when a path has `.` or `..` segments, literally or percent-encoded:
 /// such paths could match one route here and reach another upstream path.
 pub fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let lowered = segment.to_ascii_lowercase().replace("%2e", ".");
-        lowered == "." || lowered == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// "." or "..", each dot literal or "%2e"/"%2E" (checked without allocating:
+/// this runs on every request).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 #[cfg(test)]
@@ -134,6 +150,13 @@ mod tests {
         assert!(has_dot_segments("/public/%2e%2e/admin"));
         assert!(has_dot_segments("/public/%2E./admin"));
         assert!(has_dot_segments("/./x"));
+        assert!(has_dot_segments("/a/.%2e"));
+        assert!(has_dot_segments("/a/%2e"));
         assert!(!has_dot_segments("/files/a..b/c.txt"));
+        assert!(!has_dot_segments("/a/.../b"));
+        assert!(!has_dot_segments("/a/%2e%2e%2e"));
+        assert!(!has_dot_segments("/a/%2f/b"));
+        assert!(!has_dot_segments("/a/%2"));
+        assert!(!has_dot_segments("/a//b/"));
     }
 }
