@@ -13,6 +13,7 @@ pub mod devop;
 mod endpoints;
 pub mod error;
 pub mod forward_auth;
+mod front;
 pub mod identity;
 pub mod limits;
 pub mod oidc;
@@ -225,15 +226,7 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(proxy::gateway)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            limits::enforce,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ops::access::observe,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_id::assign,
+            front::front,
         ))
         .with_state(state)
 }
@@ -310,4 +303,37 @@ pub async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod future_size_probe {
+    use super::*;
+    fn size1<A, Fut, F: Fn(A) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    fn size2<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    fn size3<A, B, C, Fut, F: Fn(A, B, C) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    fn size4<A, B, C, D, Fut, F: Fn(A, B, C, D) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    fn size6<A, B, C, D, E, G, Fut, F: Fn(A, B, C, D, E, G) -> Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    #[test]
+    fn print_sizes() {
+        eprintln!("gateway {}", size2(proxy::gateway));
+        eprintln!("front {}", size3(front::front));
+        eprintln!("callback {}", size3(endpoints::callback));
+        eprintln!("authenticate {}", size4(proxy::authenticate));
+        eprintln!("ensure_fresh {}", size6(oidc::ensure_fresh));
+        eprintln!("forward {}", size6(proxy::Upstreams::forward));
+        eprintln!("load {}", size2(session::Sessions::load));
+        eprintln!("extend {}", size3(session::Sessions::extend));
+        eprintln!("identity_signer {}", size1(AppState::identity_signer));
+        let _ = size1(|x: u8| async move { x });
+    }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::StreamExt as _;
@@ -129,24 +129,33 @@ fn counted(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
     }))
 }
 
-pub async fn enforce(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// Refuses a request over a limit; passes the rest on to `next`.
+pub async fn enforce(app: &AppState, request: Request, next: Next) -> Response {
     let limits = app.config.server.limits;
-    let json = wants_json(request.headers(), false);
-    let request_id = crate::request_id::of(&request);
+    let refuse = |request: &Request, error: GatewayError| {
+        let json = wants_json(request.headers(), false);
+        error_response(&error, crate::request_id::of(request).as_str(), json)
+    };
     if !plain_framing(request.headers()) {
         app.metrics.limit_rejected("framing");
         tracing::info!("refused a request with stacked or repeated Transfer-Encoding");
-        return error_response(
-            &GatewayError::BadRequest("the Transfer-Encoding must be chunked, once"),
-            request_id.as_str(),
-            json,
+        return refuse(
+            &request,
+            GatewayError::BadRequest("the Transfer-Encoding must be chunked, once"),
         );
     }
     if let Some(limit) = check_head(&request, &limits) {
         app.metrics.limit_rejected(limit.label());
         tracing::info!(limit = limit.label(), "refused a request over a size limit");
-        return error_response(&GatewayError::TooLarge(limit), request_id.as_str(), json);
+        return refuse(&request, GatewayError::TooLarge(limit));
     }
+    // A declared length is checked above and hyper holds the body to it;
+    // only a chunked body has to be counted as it streams.
+    if !request.headers().contains_key(TRANSFER_ENCODING) {
+        return next.run(request).await;
+    }
+    let json = wants_json(request.headers(), false);
+    let request_id = crate::request_id::of(&request);
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = counted(body, limits.max_body_bytes, exceeded.clone());

@@ -5,16 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use http::HeaderValue;
+use axum::extract::ConnectInfo;
+use http::{HeaderName, HeaderValue};
 use rand::RngCore;
-use tracing::Instrument;
 
 use crate::AppState;
 
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id, in its extensions.
 #[derive(Debug, Clone)]
@@ -65,33 +62,26 @@ fn acceptable(value: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
 }
 
-pub async fn assign(
-    State(app): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = peer_of(&request).map(|address| address.ip());
+/// The id for `request`: the incoming `X-Request-Id` from a trusted proxy
+/// when it is acceptable, a new one otherwise.
+pub fn choose<B>(app: &AppState, request: &http::Request<B>) -> RequestId {
+    let peer = peer_of(request).map(|address| address.ip());
     let incoming = request
         .headers()
-        .get(HEADER)
+        .get(&HEADER)
         .and_then(|value| value.to_str().ok())
-        .filter(|value| acceptable(value))
-        .map(str::to_string);
-    let id = match incoming {
-        Some(id) if app.is_trusted_proxy(peer) => id,
-        _ => generate(),
-    };
-    let request_id = RequestId(Arc::from(id.as_str()));
-    request.extensions_mut().insert(request_id);
-    // At ERROR level so the span (and its request id) stays on every line
-    // whatever level RUST_LOG lets through: with `warn`, an info span would
-    // be filtered out and warnings would lose the request id.
-    let span = tracing::error_span!("request", request_id = %id);
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+        .filter(|value| acceptable(value));
+    match incoming {
+        Some(id) if app.is_trusted_proxy(peer) => RequestId(Arc::from(id)),
+        _ => RequestId(Arc::from(generate())),
+    }
+}
+
+/// Tells the client the request's id.
+pub fn answer_with(response: &mut axum::response::Response, id: &RequestId) {
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, value);
     }
-    response
 }
 
 #[cfg(test)]

@@ -63,10 +63,31 @@ pub async fn ensure_fresh(
     active: ActiveSession,
     now: SystemTime,
 ) -> Result<ActiveSession, RefreshError> {
-    let now_seconds = unix_seconds(now);
-    if !needs_refresh(&active.data, now_seconds, refresh_before) {
+    if !needs_refresh(&active.data, unix_seconds(now), refresh_before) {
         return Ok(active);
     }
+    // Boxed: the refresh (provider call, locks) is a large future that only
+    // this rare path needs; every request awaits this function.
+    Box::pin(refresh_session(
+        sessions,
+        handle,
+        settings,
+        refresh_before,
+        active,
+        now,
+    ))
+    .await
+}
+
+async fn refresh_session(
+    sessions: &Sessions,
+    handle: &ProviderHandle,
+    settings: &OidcConfig,
+    refresh_before: Duration,
+    active: ActiveSession,
+    now: SystemTime,
+) -> Result<ActiveSession, RefreshError> {
+    let now_seconds = unix_seconds(now);
     let Some(tokens) = sessions.open_tokens(&active.data) else {
         return Ok(active);
     };

@@ -13,8 +13,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use crate::AppState;
@@ -71,52 +70,68 @@ fn logged_path(path: &str) -> String {
 
 /// The route label: the prefix a handler noted, else the path of one of
 /// portico's own endpoints, else "unmatched".
-fn route_label(note: &AccessNote, matched: Option<&str>) -> String {
-    note.route().or(matched).unwrap_or("unmatched").to_owned()
+fn route_label<'a>(note: &'a AccessNote, matched: Option<&'a str>) -> &'a str {
+    note.route().or(matched).unwrap_or("unmatched")
 }
 
-pub async fn observe(
-    State(app): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = logged_path(request.uri().path());
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|matched| matched.as_str().to_owned());
-    let note = AccessNote::default();
-    request.extensions_mut().insert(note.clone());
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let route = route_label(&note, matched.as_deref());
-    app.metrics.request(&route, &method, status, elapsed);
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    match note.user() {
-        Some(sub) => tracing::info!(
-            target: "portico::access",
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms,
-            route = %route,
-            sub = %sub,
-            "request"
-        ),
-        None => tracing::info!(
-            target: "portico::access",
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms,
-            route = %route,
-            "request"
-        ),
+/// What the access log and the metrics need from a request, taken before
+/// it is handled.
+pub struct Observation {
+    started: Instant,
+    method: http::Method,
+    /// Only when the access log is on.
+    path: Option<String>,
+    matched: Option<MatchedPath>,
+    note: AccessNote,
+}
+
+impl Observation {
+    /// Starts observing `request` (and gives it the note handlers fill in).
+    pub fn begin(request: &mut Request) -> Self {
+        let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO);
+        let note = AccessNote::default();
+        request.extensions_mut().insert(note.clone());
+        Observation {
+            started: Instant::now(),
+            method: request.method().clone(),
+            path: logged.then(|| logged_path(request.uri().path())),
+            matched: request.extensions().get::<MatchedPath>().cloned(),
+            note,
+        }
     }
-    response
+
+    /// Counts the request and writes its access log line.
+    pub fn finish(self, app: &AppState, response: &Response) {
+        let elapsed = self.started.elapsed();
+        let status = response.status();
+        let route = route_label(&self.note, self.matched.as_ref().map(MatchedPath::as_str));
+        app.metrics.request(route, &self.method, status, elapsed);
+        let Some(path) = self.path else {
+            return;
+        };
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        match self.note.user() {
+            Some(sub) => tracing::info!(
+                target: "portico::access",
+                method = %self.method,
+                path = %path,
+                status = status.as_u16(),
+                latency_ms,
+                route = %route,
+                sub = %sub,
+                "request"
+            ),
+            None => tracing::info!(
+                target: "portico::access",
+                method = %self.method,
+                path = %path,
+                status = status.as_u16(),
+                latency_ms,
+                route = %route,
+                "request"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

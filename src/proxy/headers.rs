@@ -5,7 +5,10 @@
 //! servers treat `X_Forwarded_User` as `X-Forwarded-User`). portico's own
 //! cookies never reach the upstream. Hop-by-hop headers stop at each hop.
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, COOKIE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::HeaderMap;
 
 use crate::session::SessionData;
@@ -25,26 +28,46 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-auth-request-access-token",
 ];
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the unofficial ones).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
+
+const X_FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
+const X_FORWARDED_EMAIL: HeaderName = HeaderName::from_static("x-forwarded-email");
+const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
+const X_FORWARDED_PREFERRED_USERNAME: HeaderName =
+    HeaderName::from_static("x-forwarded-preferred-username");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// True when `name` (lower-case, as HeaderMap keeps names) is an identity
+/// header, also when spelt with `_` for `-`. Checked without allocating:
+/// this runs for every header of every request.
+fn is_identity_header(name: &str) -> bool {
+    IDENTITY_HEADERS.iter().any(|wanted| {
+        wanted.len() == name.len()
+            && wanted
+                .bytes()
+                .zip(name.bytes())
+                .all(|(wanted, actual)| wanted == actual || (wanted == b'-' && actual == b'_'))
+    })
+}
 
 /// Removes client-sent identity headers in every spelling.
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let normalised = name.as_str().replace('_', "-");
-            IDENTITY_HEADERS.contains(&normalised.as_str())
-        })
+        .filter(|name| is_identity_header(name.as_str()))
         .cloned()
         .collect();
     for name in doomed {
@@ -54,41 +77,46 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 
 /// Removes hop-by-hop headers, including any named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
+    let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(named.iter().map(String::as_str))
-    {
+    for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);
     }
 }
 
 /// Rewrites the Cookie header(s) without the cookies `is_ours` names.
 pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
-    let kept: Vec<String> = headers
+    let mut kept = String::new();
+    let mut dropped = false;
+    for pair in headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|text| text.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name).trim();
-            !is_ours(name)
-        })
-        .map(str::to_string)
-        .collect();
+    {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+        if is_ours(name) {
+            dropped = true;
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
+    if !dropped && headers.get_all(COOKIE).iter().count() <= 1 {
+        return;
+    }
     headers.remove(COOKIE);
     if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(value) = HeaderValue::from_str(&kept) {
             headers.insert(COOKIE, value);
         }
     }
@@ -96,28 +124,24 @@ pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
 
 /// Adds the identity headers for a signed-in user.
 pub fn add_identity_headers(headers: &mut HeaderMap, session: &SessionData) {
-    set(headers, "x-forwarded-user", Some(&session.sub));
-    set(headers, "x-forwarded-email", session.email.as_deref());
+    set(headers, X_FORWARDED_USER, Some(&session.sub));
+    set(headers, X_FORWARDED_EMAIL, session.email.as_deref());
     if !session.roles.is_empty() {
-        set(
-            headers,
-            "x-forwarded-groups",
-            Some(&session.roles.join(",")),
-        );
+        set(headers, X_FORWARDED_GROUPS, Some(&session.roles.join(",")));
     }
     set(
         headers,
-        "x-forwarded-preferred-username",
+        X_FORWARDED_PREFERRED_USERNAME,
         session.preferred_username.as_deref(),
     );
 }
 
 /// Sets a header from text that may hold any UTF-8; values that cannot be a
 /// header (control characters) are left out rather than sent mangled.
-fn set(headers: &mut HeaderMap, name: &'static str, value: Option<&str>) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<&str>) {
     if let Some(value) = value {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
+            headers.insert(name, value);
         }
     }
 }
@@ -133,7 +157,7 @@ pub fn set_forwarded(
 ) {
     let chain = if from_trusted_proxy {
         headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|value| value.to_str().ok())
             .map(|existing| format!("{existing}, {client_ip}"))
     } else {
@@ -141,22 +165,22 @@ pub fn set_forwarded(
     };
     let chain = chain.unwrap_or_else(|| client_ip.to_string());
     if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    let keep_proto = from_trusted_proxy && headers.contains_key("x-forwarded-proto");
+    let keep_proto = from_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO);
     if !keep_proto {
         if let Ok(value) = HeaderValue::from_str(proto) {
-            headers.insert("x-forwarded-proto", value);
+            headers.insert(X_FORWARDED_PROTO, value);
         }
     }
-    let keep_host = from_trusted_proxy && headers.contains_key("x-forwarded-host");
+    let keep_host = from_trusted_proxy && headers.contains_key(&X_FORWARDED_HOST);
     if !keep_host {
         match host.and_then(|host| HeaderValue::from_str(host).ok()) {
             Some(value) => {
-                headers.insert("x-forwarded-host", value);
+                headers.insert(X_FORWARDED_HOST, value);
             }
             None => {
-                headers.remove("x-forwarded-host");
+                headers.remove(&X_FORWARDED_HOST);
             }
         }
     }

@@ -132,7 +132,8 @@ async fn signed_in(
             Ok(None)
         }
         Freshness::Extend => {
-            if let Err(error) = app.sessions.extend(&active, now).await {
+            // Boxed: a rare path whose future would otherwise enlarge every request's.
+            if let Err(error) = Box::pin(app.sessions.extend(&active, now)).await {
                 // The read worked; a failed extension only shortens the idle window.
                 tracing::warn!(%error, "could not extend the session's idle expiry");
             }

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 pub use headers::{
     add_identity_headers, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity_headers,
@@ -31,7 +31,7 @@ use crate::{authz, endpoints, AppState};
 pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = request_id::of(&request);
     let peer = request_id::peer_of(&request);
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path();
     if has_dot_segments(path) {
         let json = wants_json(&parts.headers, false);
@@ -113,7 +113,12 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         }
     }
 
-    let mut headers = parts.headers.clone();
+    let has_body = parts.headers.contains_key(TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+    let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     strip_identity_headers(&mut headers);
     strip_cookies(&mut headers, |name| {
@@ -136,7 +141,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     if let Some(principal) = &principal {
         add_identity_headers(&mut headers, principal.data());
         if route.identity_jwt {
-            let signer = match app.identity_signer().await {
+            let signer = match Box::pin(app.identity_signer()).await {
                 Ok(signer) => signer,
                 Err(error) => {
                     tracing::warn!(%error, "identity key unavailable");
@@ -150,28 +155,23 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             let audience = route.upstream.origin().ascii_serialization();
             let token = signer.token_for(&caller, &audience, principal.data(), app.now_seconds());
             if let Ok(value) = HeaderValue::from_str(&token) {
-                headers.insert("x-portico-identity", value);
+                headers.insert(HeaderName::from_static("x-portico-identity"), value);
             }
         }
         if route.pass_access_token {
             if let Some(token) = principal.access_token(&app) {
                 if let Ok(value) = HeaderValue::from_str(&token) {
-                    headers.insert("x-forwarded-access-token", value);
+                    headers.insert(HeaderName::from_static("x-forwarded-access-token"), value);
                 }
             }
         }
     }
-    let has_body = parts.headers.contains_key(TRANSFER_ENCODING)
-        || parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .is_some_and(|length| length != "0");
+    // A request without a body is sent without one (and without a stray
+    // `Content-Length: 0`); one with a body keeps its length, or is chunked.
     let body = if has_body {
-        if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
-            headers.insert(CONTENT_LENGTH, length.clone());
-        }
         body
     } else {
+        headers.remove(CONTENT_LENGTH);
         Body::empty()
     };
     let target = match target_uri(&route.upstream, &path_and_query) {
