@@ -306,34 +306,26 @@ pub async fn shutdown_signal() {
 }
 
 #[cfg(test)]
-mod future_size_probe {
+mod hot_path_tests {
     use super::*;
-    fn size1<A, Fut, F: Fn(A) -> Fut>(_: F) -> usize {
+
+    fn future_size<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
     }
-    fn size2<A, B, Fut, F: Fn(A, B) -> Fut>(_: F) -> usize {
+
+    fn future_size3<A, B, C, Fut, F: Fn(A, B, C) -> Fut>(_: F) -> usize {
         std::mem::size_of::<Fut>()
     }
-    fn size3<A, B, C, Fut, F: Fn(A, B, C) -> Fut>(_: F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-    fn size4<A, B, C, D, Fut, F: Fn(A, B, C, D) -> Fut>(_: F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-    fn size6<A, B, C, D, E, G, Fut, F: Fn(A, B, C, D, E, G) -> Fut>(_: F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
+
+    /// Every proxied request's future is moved (copied) several times on
+    /// its way through axum; rare paths (refresh, idle extension, identity
+    /// key) are boxed so they do not make every request's future large.
+    /// It was 16.6 KB before they were.
     #[test]
-    fn print_sizes() {
-        eprintln!("gateway {}", size2(proxy::gateway));
-        eprintln!("front {}", size3(front::front));
-        eprintln!("callback {}", size3(endpoints::callback));
-        eprintln!("authenticate {}", size4(proxy::authenticate));
-        eprintln!("ensure_fresh {}", size6(oidc::ensure_fresh));
-        eprintln!("forward {}", size6(proxy::Upstreams::forward));
-        eprintln!("load {}", size2(session::Sessions::load));
-        eprintln!("extend {}", size3(session::Sessions::extend));
-        eprintln!("identity_signer {}", size1(AppState::identity_signer));
-        let _ = size1(|x: u8| async move { x });
+    fn the_request_futures_stay_small() {
+        let gateway = future_size(proxy::gateway);
+        assert!(gateway <= 4096, "gateway future is {gateway} bytes");
+        let front = future_size3(front::front);
+        assert!(front <= 2048, "front middleware future is {front} bytes");
     }
 }
