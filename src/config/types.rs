@@ -195,6 +195,9 @@ pub struct RouteConfig {
     /// Lower-case host (may carry ":port"), matched against the request's Host.
     pub host: Option<String>,
     pub upstream: Url,
+    /// `upstream`'s origin ("http://host:port"), the label in metrics;
+    /// kept here so requests need not serialise it each time.
+    pub upstream_origin: String,
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
@@ -251,6 +254,7 @@ impl RouteConfig {
         RouteConfig {
             path_prefix: path_prefix.to_string(),
             host: None,
+            upstream_origin: upstream.origin().ascii_serialization(),
             upstream,
             public: false,
             api: false,

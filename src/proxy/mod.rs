@@ -178,10 +178,9 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         Ok(target) => target,
         Err(error) => return error_response(&error.into(), request_id.as_str(), json),
     };
-    let label = route.upstream.origin().ascii_serialization();
     match app
         .upstreams
-        .forward(parts.method, target, &label, headers, body)
+        .forward(parts.method, target, &route.upstream_origin, headers, body)
         .await
     {
         Ok(response) => response,

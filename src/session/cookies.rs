@@ -87,9 +87,23 @@ impl CookieRules {
     /// The decrypted session id from the request, if a valid cookie is present.
     /// A tampered or foreign value is ignored as if absent.
     pub fn read_session_id(&self, headers: &HeaderMap) -> Option<String> {
-        request_cookies(headers)
-            .filter(|(name, _)| name == &self.session_name)
-            .find_map(|(name, value)| self.decrypt(&name, &value))
+        self.session_cookie_values(headers)
+            .find_map(|value| self.open_session_value(value))
+    }
+
+    /// The raw (still sealed) values of the request's session cookies.
+    pub fn session_cookie_values<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        cookie_pairs(headers)
+            .filter(|(name, _)| *name == self.session_name)
+            .map(|(_, value)| value)
+    }
+
+    /// The session id sealed in a session cookie's value, if authentic.
+    pub fn open_session_value(&self, value: &str) -> Option<String> {
+        self.decrypt(&self.session_name, value)
     }
 
     pub fn login_cookie_name(&self, tag: &str) -> String {
@@ -136,7 +150,8 @@ fn removal(mut cookie: Cookie<'static>) -> Cookie<'static> {
 
 /// (name, value) of each cookie the request carries, over every Cookie header.
 /// Malformed pairs are skipped.
-pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+/// The request's cookies as borrowed (name, value) pairs.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> + '_ {
     headers
         .get_all(COOKIE)
         .iter()
@@ -145,11 +160,12 @@ pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, Str
         .filter_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             let name = name.trim();
-            if name.is_empty() {
-                return None;
-            }
-            Some((name.to_string(), value.trim().trim_matches('"').to_string()))
+            (!name.is_empty()).then(|| (name, value.trim().trim_matches('"')))
         })
+}
+
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    cookie_pairs(headers).map(|(name, value)| (name.to_string(), value.to_string()))
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ const CAPACITY: usize = 100_000;
 
 pub struct LocalCache {
     entries: Mutex<HashMap<String, (SessionData, Instant)>>,
+    /// Sealed session-cookie value → the session id it seals. A value always
+    /// opens to the same id (authenticated encryption), so this memo needs
+    /// no invalidation; it only spares the decryption on every request.
+    opened: Mutex<HashMap<String, String>>,
     channel: String,
     ack_prefix: String,
     pool: Pool,
@@ -39,6 +43,7 @@ impl LocalCache {
     pub fn new(pool: Pool, key_prefix: &str) -> Arc<Self> {
         Arc::new(LocalCache {
             entries: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
             channel: format!("{key_prefix}invalidate"),
             ack_prefix: format!("{key_prefix}ack:"),
             pool,
@@ -67,6 +72,34 @@ impl LocalCache {
             }
         }
         entries.insert(id.to_string(), (data.clone(), now));
+    }
+
+    /// The session id `sealed` opens to, opening it with `open` only the
+    /// first time this value is seen.
+    pub fn open_cookie(
+        &self,
+        sealed: &str,
+        open: impl FnOnce(&str) -> Option<String>,
+    ) -> Option<String> {
+        let known = self
+            .opened
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(sealed)
+            .cloned();
+        if known.is_some() {
+            return known;
+        }
+        let id = open(sealed)?;
+        let mut opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if opened.len() >= CAPACITY {
+            opened.clear();
+        }
+        opened.insert(sealed.to_owned(), id.clone());
+        Some(id)
     }
 
     pub fn evict(&self, id: &str) {

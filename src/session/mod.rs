@@ -217,17 +217,22 @@ impl Sessions {
     /// The session the request's cookie points to: one store read, or none
     /// when there is no valid cookie. A missing record is `Ok(None)`.
     pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
-        let Some(id) = self
+        let Some(cache) = &self.local_cache else {
+            return match self.cookie_session_id(headers) {
+                Some(id) => self.reload(id).await,
+                None => Ok(None),
+            };
+        };
+        let Some((key, id)) = self
             .cookies
-            .read_session_id(headers)
-            .and_then(|text| text.parse::<Id>().ok())
+            .session_cookie_values(headers)
+            .filter_map(|sealed| {
+                cache.open_cookie(sealed, |sealed| self.cookies.open_session_value(sealed))
+            })
+            .find_map(|text| text.parse::<Id>().ok().map(|id| (text, id)))
         else {
             return Ok(None);
         };
-        let Some(cache) = &self.local_cache else {
-            return self.reload(id).await;
-        };
-        let key = id.to_string();
         let now = std::time::Instant::now();
         if let Some(data) = cache.get(&key, now) {
             let handle = Session::new(Some(id), self.backend.clone(), None);

@@ -86,3 +86,27 @@ async fn backchannel_logout_on_one_replica_clears_every_cache() {
         StatusCode::FOUND
     );
 }
+
+#[tokio::test]
+async fn a_cached_session_is_not_reached_with_an_altered_cookie() {
+    let redis = RedisServer::spawn();
+    let (app, _replica) = cached_pair(&redis).await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    // The cookie's value is now remembered as opening to this session.
+    assert_eq!(browser.get(&app.url("/warm")).await.status, StatusCode::OK);
+    let cookie = browser.cookie("portico_session").unwrap();
+    let mut altered = cookie.clone().into_bytes();
+    let last = altered.len() - 2;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let forged = Browser::new();
+    forged.set_cookie("portico_session", &String::from_utf8(altered).unwrap());
+    assert_eq!(
+        forged.get(&app.url("/forged")).await.status,
+        StatusCode::FOUND,
+        "an altered cookie must start a sign-in, not reach the cached session"
+    );
+    let genuine = Browser::new();
+    genuine.set_cookie("portico_session", &cookie);
+    assert_eq!(genuine.get(&app.url("/again")).await.status, StatusCode::OK);
+}
