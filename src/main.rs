@@ -49,6 +49,10 @@ enum Command {
         /// Lifetime of issued access tokens, in seconds.
         #[arg(long, default_value_t = 300)]
         access_token_ttl: u64,
+        /// Once running, write an access token (an RS256 JWT) for the
+        /// auto-approved user to this file: the benchmark's bearer token.
+        #[arg(long)]
+        write_access_token: Option<PathBuf>,
     },
 }
 
@@ -86,6 +90,7 @@ async fn main() -> ExitCode {
             redirect_uris,
             auto_approve,
             access_token_ttl,
+            write_access_token,
         }) => {
             portico::ops::logging::init(portico::config::LogFormat::Text);
             let options = portico::devop::DevOpOptions {
@@ -95,7 +100,7 @@ async fn main() -> ExitCode {
                 access_token_ttl: Duration::from_secs(access_token_ttl),
                 ..portico::devop::DevOpOptions::default()
             };
-            dev_op(listen, options, auto_approve).await
+            dev_op(listen, options, auto_approve, write_access_token).await
         }
         None => serve(cli.config).await,
     }
@@ -105,9 +110,16 @@ async fn dev_op(
     listen: SocketAddr,
     options: portico::devop::DevOpOptions,
     auto_approve: String,
+    write_access_token: Option<PathBuf>,
 ) -> ExitCode {
     match portico::devop::DevOp::start_on(listen, options).await {
         Ok(provider) => {
+            if let Some(path) = write_access_token {
+                if let Err(error) = std::fs::write(&path, provider.access_token(&auto_approve)) {
+                    eprintln!("portico dev-op: cannot write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             provider.set_auto_approve(Some(auto_approve));
             tracing::info!(issuer = %provider.issuer(), "dev OP running; stop it with Ctrl-C or SIGTERM");
             portico::shutdown_signal().await;
