@@ -20,6 +20,7 @@ mod metrics;
 mod outages;
 mod properties;
 mod proxy;
+mod sentinel;
 mod sessions;
 mod signals;
 mod tokens;

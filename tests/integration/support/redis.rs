@@ -88,6 +88,10 @@ impl RedisServer {
         })
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self, database: u32) -> String {
         format!("redis://127.0.0.1:{}/{}", self.port, database)
     }
@@ -156,7 +160,8 @@ fn ping(port: u16) -> bool {
     resp_command(port, &["PING"]).is_some_and(|reply| reply.contains("PONG"))
 }
 
-fn resp_command(port: u16, arguments: &[&str]) -> Option<String> {
+/// One command over raw RESP to any port (a Redis server or a Sentinel).
+pub fn resp_command(port: u16, arguments: &[&str]) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
