@@ -11,7 +11,7 @@ mod echo;
 mod endpoints;
 mod grants;
 mod jwt;
-mod keys;
+pub(crate) mod keys;
 mod logout;
 mod mint;
 mod misbehavior;
