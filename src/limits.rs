@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::StreamExt as _;
 use http::header::{CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
@@ -130,7 +129,11 @@ fn counted(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
 }
 
 /// Refuses a request over a limit; passes the rest on to `next`.
-pub async fn enforce(app: &AppState, request: Request, next: Next) -> Response {
+pub async fn enforce<F, Fut>(app: &AppState, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let limits = app.config.server.limits;
     let refuse = |request: &Request, error: GatewayError| {
         let json = wants_json(request.headers(), false);
@@ -152,14 +155,14 @@ pub async fn enforce(app: &AppState, request: Request, next: Next) -> Response {
     // A declared length is checked above and hyper holds the body to it;
     // only a chunked body has to be counted as it streams.
     if !request.headers().contains_key(TRANSFER_ENCODING) {
-        return next.run(request).await;
+        return next(request).await;
     }
     let json = wants_json(request.headers(), false);
     let request_id = crate::request_id::of(&request);
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = counted(body, limits.max_body_bytes, exceeded.clone());
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let response = next(Request::from_parts(parts, body)).await;
     if exceeded.load(Ordering::SeqCst) {
         app.metrics.limit_rejected(Limit::Body.label());
         tracing::info!(

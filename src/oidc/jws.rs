@@ -165,8 +165,12 @@ mod tests {
         assert!(!ring_verifies(&other_alg, &rs256, message, &signature));
         // openidconnect agrees on every case.
         assert!(plain.verify_signature(&rs256, message, &signature).is_ok());
-        assert!(encryption.verify_signature(&rs256, message, &signature).is_err());
-        assert!(other_alg.verify_signature(&rs256, message, &signature).is_err());
+        assert!(encryption
+            .verify_signature(&rs256, message, &signature)
+            .is_err());
+        assert!(other_alg
+            .verify_signature(&rs256, message, &signature)
+            .is_err());
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub async fn run(
         None => tokio::spawn(
             axum::serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                crate::front::MakeEntry::new(router, state.clone()),
             )
             .with_graceful_shutdown(stop_signal)
             .into_future(),
