@@ -198,6 +198,9 @@ pub struct RouteConfig {
     /// `upstream`'s origin ("http://host:port"), the label in metrics;
     /// kept here so requests need not serialise it each time.
     pub upstream_origin: String,
+    /// The `Host` header for `upstream` (its host, and its port unless the
+    /// scheme's default), made once rather than per request.
+    pub upstream_host: Option<http::HeaderValue>,
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
@@ -240,6 +243,17 @@ pub struct TenantRoles {
     pub roles: Vec<String>,
 }
 
+/// `Host` for requests to `url`: host, plus ":port" when the port is not
+/// the scheme's default (the url crate already drops a default port).
+pub fn host_header(url: &Url) -> Option<http::HeaderValue> {
+    let host = url.host_str()?;
+    let text = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    http::HeaderValue::from_str(&text).ok()
+}
+
 impl RouteConfig {
     /// `login_params` as the (name, value) pairs a login request takes.
     pub fn login_param_pairs(&self) -> Vec<(String, String)> {
@@ -255,6 +269,7 @@ impl RouteConfig {
             path_prefix: path_prefix.to_string(),
             host: None,
             upstream_origin: upstream.origin().ascii_serialization(),
+            upstream_host: host_header(&upstream),
             upstream,
             public: false,
             api: false,
@@ -265,5 +280,21 @@ impl RouteConfig {
             identity_jwt: false,
             pass_access_token: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod host_header_tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_keeps_only_a_port_that_is_not_the_default() {
+        let host = |text: &str| host_header(&Url::parse(text).unwrap()).unwrap();
+        assert_eq!(host("http://app.internal/"), "app.internal");
+        assert_eq!(host("http://app.internal:80/x"), "app.internal");
+        assert_eq!(host("https://app.internal:443"), "app.internal");
+        assert_eq!(host("http://127.0.0.1:9100"), "127.0.0.1:9100");
+        assert_eq!(host("https://app.internal:8443/base/"), "app.internal:8443");
+        assert_eq!(host("http://[::1]:9100"), "[::1]:9100");
     }
 }

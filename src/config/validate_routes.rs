@@ -132,6 +132,7 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
         path_prefix: raw.path_prefix.clone(),
         host: (!host.is_empty()).then_some(host),
         upstream_origin: upstream.origin().ascii_serialization(),
+        upstream_host: super::types::host_header(&upstream),
         upstream,
         public: raw.public,
         api: raw.api,

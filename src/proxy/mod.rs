@@ -124,7 +124,16 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     strip_cookies(&mut headers, |name| {
         app.sessions.cookies.is_portico_cookie(name)
     });
-    headers.remove(HOST);
+    // The upstream's own Host (hyper's client would otherwise work it out
+    // from the URI on every request).
+    match &route.upstream_host {
+        Some(upstream_host) => {
+            headers.insert(HOST, upstream_host.clone());
+        }
+        None => {
+            headers.remove(HOST);
+        }
+    }
     let client_ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |address| {
         address.ip()
     });
