@@ -110,27 +110,17 @@ impl Observation {
             return;
         };
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        match self.note.user() {
-            Some(sub) => tracing::info!(
-                target: "portico::access",
-                method = %self.method,
-                path = %path,
-                status = status.as_u16(),
-                latency_ms,
-                route = %route,
-                sub = %sub,
-                "request"
-            ),
-            None => tracing::info!(
-                target: "portico::access",
-                method = %self.method,
-                path = %path,
-                status = status.as_u16(),
-                latency_ms,
-                route = %route,
-                "request"
-            ),
-        }
+        // `sub` is left out of the line when nobody is signed in.
+        tracing::info!(
+            target: "portico::access",
+            method = %self.method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms,
+            route = %route,
+            sub = self.note.user(),
+            "request"
+        );
     }
 }
 
