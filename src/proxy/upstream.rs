@@ -9,20 +9,26 @@
 //! proxied request needs none of reqwest's conveniences, and skipping its
 //! URL parsing and header conversions is a measurable part of the hot path.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
-use http_body_util::BodyExt as _;
+use http_body::Body as _;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::ServiceExt as _;
 use url::Url;
 
 use super::headers::strip_hop_by_hop;
 use crate::error::error_chain;
+use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +41,78 @@ pub enum UpstreamError {
     Request(String),
 }
 
+/// How many idle connections are kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// Idle connections older than this are not reused.
+const IDLE_LIFETIME: Duration = Duration::from_secs(90);
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+type Connector = HttpsConnector<HttpConnector>;
+
+/// Kept-alive upstream connections, by upstream origin. A connection is
+/// handed back when its response body has been read to the end; one whose
+/// body was abandoned is closed instead.
+struct Pool {
+    idle: Mutex<HashMap<String, Vec<(Sender, Instant)>>>,
+    connector: Connector,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Sender, Instant)>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle connection to `origin` that can take a request now.
+    fn take_idle(&self, origin: &str) -> Option<Sender> {
+        let mut idle = self.lock();
+        let senders = idle.get_mut(origin)?;
+        while let Some((sender, since)) = senders.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_LIFETIME {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, origin: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        let senders = match idle.get_mut(origin) {
+            Some(senders) => senders,
+            None => idle.entry(origin.to_owned()).or_default(),
+        };
+        if senders.len() < MAX_IDLE_PER_UPSTREAM {
+            senders.push((sender, Instant::now()));
+        }
+    }
+
+    /// A new connection to `target`'s origin (TCP, and TLS for https).
+    async fn connect(&self, target: &Uri) -> Result<Sender, UpstreamError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(target.clone())
+            .await
+            .map_err(|error| UpstreamError::Unreachable(error_chain(error.as_ref())))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|error| UpstreamError::Unreachable(error_chain(&error)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error_chain(&error), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
 #[derive(Clone)]
 pub struct Upstreams {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<Pool>,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -48,69 +123,162 @@ impl Upstreams {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(Duration::from_secs(5)));
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(provider)
             .map_err(|error| UpstreamError::Request(error.to_string()))?
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Ok(Upstreams {
-            client,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(HashMap::new()),
+                connector,
+            }),
             timeout,
             metrics,
         })
     }
 
     /// Sends the request to `target` and streams the answer back.
-    /// `headers` must already be cleaned (identity, cookies, hop-by-hop);
-    /// `label` names the upstream in metrics (its origin, from the config).
+    /// `headers` must already be cleaned (identity, cookies, hop-by-hop) and
+    /// carry the upstream's `Host`; `origin` names the upstream (its origin,
+    /// from the config) for the pool and in metrics.
     pub async fn forward(
         &self,
         method: Method,
         target: Uri,
-        label: &str,
+        origin: &str,
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response, UpstreamError> {
         let mut request = Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = target;
+        // HTTP/1.1 to the origin server: the request target in origin-form.
+        *request.uri_mut() = target
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
         *request.headers_mut() = headers;
         let active = self.metrics.upstream_active();
-        let started = std::time::Instant::now();
-        let sent = tokio::time::timeout(self.timeout, self.client.request(request)).await;
-        let response = match sent {
-            Ok(Ok(response)) => response,
+        let started = Instant::now();
+        let sent = tokio::time::timeout(self.timeout, self.send(&target, origin, request)).await;
+        let (response, sender) = match sent {
+            Ok(Ok(answered)) => answered,
             Err(_) => {
-                self.metrics.upstream_failed(label, "timeout");
+                self.metrics.upstream_failed(origin, "timeout");
                 return Err(UpstreamError::Timeout(self.timeout));
             }
-            // The error names no URL, so the client's query stays out of it.
             Ok(Err(error)) => {
-                self.metrics.upstream_failed(label, "unreachable");
-                return Err(UpstreamError::Unreachable(error_chain(&error)));
+                self.metrics.upstream_failed(origin, "unreachable");
+                return Err(error);
             }
         };
-        self.metrics.upstream_answered(label, started.elapsed());
+        self.metrics.upstream_answered(origin, started.elapsed());
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        // The request stays active until its body has been streamed; a body
-        // that breaks off (the upstream reset mid-response) is counted.
-        let metrics = self.metrics.clone();
-        let label = label.to_owned();
-        let body = body.map_err(move |error| {
-            let _still_active = &active;
-            metrics.upstream_failed(&label, "body");
-            tracing::warn!(error = %error_chain(&error), "upstream response body broke off");
-            error
-        });
+        let body = PooledBody {
+            inner: body,
+            back: Some((self.pool.clone(), origin.to_owned(), sender)),
+            metrics: self.metrics.clone(),
+            _active: active,
+        };
         Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// Sends on an idle connection, or a new one; a request an idle
+    /// connection could not take (the upstream had just closed it) is sent
+    /// again on a new connection: it was never written.
+    async fn send(
+        &self,
+        target: &Uri,
+        origin: &str,
+        request: Request<Body>,
+    ) -> Result<(http::Response<Incoming>, Sender), UpstreamError> {
+        let unreachable = |error: hyper::Error| UpstreamError::Unreachable(error_chain(&error));
+        // An idle connection may still be finishing its last response (the
+        // body's end reached us first); one that fails to become ready was
+        // closed meanwhile, and a new connection is made instead.
+        let idle = match self.pool.take_idle(origin) {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        if let Some(mut sender) = idle {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut refused) => match refused.take_message() {
+                    Some(request) => {
+                        // Boxed: connecting is rare and its future large.
+                        let mut sender = Box::pin(self.pool.connect(target)).await?;
+                        let response = sender.send_request(request).await.map_err(unreachable)?;
+                        return Ok((response, sender));
+                    }
+                    None => return Err(unreachable(refused.into_error())),
+                },
+            }
+        }
+        let mut sender = Box::pin(self.pool.connect(target)).await?;
+        let response = sender.send_request(request).await.map_err(unreachable)?;
+        Ok((response, sender))
+    }
+}
+
+/// An upstream response body that hands its connection back to the pool
+/// once read to the end, keeps the request counted as active until then,
+/// and counts a body that breaks off.
+struct PooledBody {
+    inner: Incoming,
+    back: Option<(Arc<Pool>, String, Sender)>,
+    metrics: Metrics,
+    _active: ActiveGuard,
+}
+
+impl PooledBody {
+    fn finished(&mut self) {
+        if let Some((pool, origin, sender)) = self.back.take() {
+            pool.give_back(&origin, sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(context);
+        match &polled {
+            Poll::Ready(None) => this.finished(),
+            Poll::Ready(Some(Err(error))) => {
+                // The connection is broken: dropped, not handed back.
+                if let Some((_, origin, _)) = this.back.take() {
+                    this.metrics.upstream_failed(&origin, "body");
+                }
+                tracing::warn!(error = %error_chain(error), "upstream response body broke off");
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body nobody read (a HEAD answer, a 304) is still complete.
+        if self.inner.is_end_stream() {
+            self.finished();
+        }
     }
 }
 

@@ -270,6 +270,30 @@ async fn one_pooled_upstream_connection_serves_sequential_requests() {
     );
 }
 
+#[tokio::test]
+async fn streamed_and_empty_answers_hand_their_connection_back_too() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    // Warm: the pool holds a connection from here on.
+    assert_eq!(browser.get(&app.url("/stream")).await.status, StatusCode::OK);
+    let before = app.upstream.connections_accepted();
+    for _ in 0..10 {
+        let streamed = browser.get(&app.url("/stream")).await;
+        assert_eq!(streamed.status, StatusCode::OK);
+        assert!(!streamed.body.is_empty());
+        assert_eq!(
+            browser.get(&app.url("/status/204")).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        app.upstream.connections_accepted() - before,
+        0,
+        "every answer, streamed or empty, left its connection reusable"
+    );
+}
+
 /// Sends `request` as raw bytes and returns the raw answer.
 pub async fn raw_request(base: &str, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
