@@ -276,7 +276,10 @@ async fn streamed_and_empty_answers_hand_their_connection_back_too() {
     let browser = Browser::new();
     app.sign_in(&browser, "/").await;
     // Warm: the pool holds a connection from here on.
-    assert_eq!(browser.get(&app.url("/stream")).await.status, StatusCode::OK);
+    assert_eq!(
+        browser.get(&app.url("/stream")).await.status,
+        StatusCode::OK
+    );
     let before = app.upstream.connections_accepted();
     for _ in 0..10 {
         let streamed = browser.get(&app.url("/stream")).await;
