@@ -175,14 +175,10 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             }
         }
     }
-    // A request without a body is sent without one (and without a stray
-    // `Content-Length: 0`); one with a body keeps its length, or is chunked.
-    let body = if has_body {
-        body
-    } else {
-        headers.remove(CONTENT_LENGTH);
-        Body::empty()
-    };
+    // A request without a body is sent without one (a client's
+    // `Content-Length: 0`, as on an empty POST, goes along); one with a body
+    // keeps its length, or is chunked.
+    let body = if has_body { body } else { Body::empty() };
     let target = match target_uri(&route.upstream, &path_and_query) {
         Ok(target) => target,
         Err(error) => return error_response(&error.into(), request_id.as_str(), json),

@@ -271,6 +271,23 @@ async fn one_pooled_upstream_connection_serves_sequential_requests() {
 }
 
 #[tokio::test]
+async fn an_empty_post_reaches_the_upstream_with_its_zero_length() {
+    let app = TestApp::start().await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    let page = browser
+        .request(
+            reqwest::Method::POST,
+            &app.url("/headers"),
+            &[("Content-Length", "0")],
+            Some(("text/plain", String::new())),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["content-length"], "0");
+}
+
+#[tokio::test]
 async fn streamed_and_empty_answers_hand_their_connection_back_too() {
     let app = TestApp::start().await;
     let browser = Browser::new();
