@@ -97,15 +97,15 @@ fn ring_verifies(
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    let parameters = match alg {
+    let (parameters, alg_name) = match alg {
         CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256 => {
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256
+            (&ring::signature::RSA_PKCS1_2048_8192_SHA256, "RS256")
         }
         CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384 => {
-            &ring::signature::RSA_PKCS1_2048_8192_SHA384
+            (&ring::signature::RSA_PKCS1_2048_8192_SHA384, "RS384")
         }
         CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512 => {
-            &ring::signature::RSA_PKCS1_2048_8192_SHA512
+            (&ring::signature::RSA_PKCS1_2048_8192_SHA512, "RS512")
         }
         _ => return false,
     };
@@ -115,19 +115,14 @@ fn ring_verifies(
     let text = |name: &str| jwk.get(name).and_then(|value| value.as_str());
     // The key must be RSA and, when it says so, meant for signatures with
     // this very algorithm (as openidconnect also requires).
-    let alg_name = serde_json::to_value(alg).ok();
     if text("kty") != Some("RSA")
         || text("use").is_some_and(|key_use| key_use != "sig")
-        || text("alg").is_some_and(|key_alg| {
-            Some(key_alg) != alg_name.as_ref().and_then(|name| name.as_str())
-        })
+        || text("alg").is_some_and(|key_alg| key_alg != alg_name)
     {
         return false;
     }
     let component = |name: &str| {
-        jwk.get(name)
-            .and_then(|value| value.as_str())
-            .and_then(|text| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
+        text(name).and_then(|text| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
     };
     let (Some(n), Some(e)) = (component("n"), component("e")) else {
         return false;
