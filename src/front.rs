@@ -122,6 +122,12 @@ impl<'a> Service<axum::serve::IncomingStream<'a, tokio::net::TcpListener>> for M
         &mut self,
         stream: axum::serve::IncomingStream<'a, tokio::net::TcpListener>,
     ) -> Self::Future {
+        // Answers go out as soon as they are written, as nginx does
+        // (`tcp_nodelay on`): Nagle's algorithm would hold a response's
+        // last segment back while an earlier one is still unacknowledged.
+        if let Err(error) = stream.io().set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a client connection");
+        }
         std::future::ready(Ok(Entry {
             router: self.router.clone(),
             app: self.app.clone(),
