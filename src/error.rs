@@ -65,6 +65,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(UpstreamError::Invalid(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
             GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::TooLarge(Limit::Headers | Limit::Cookies) => {

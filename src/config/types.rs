@@ -197,7 +197,7 @@ pub struct RouteConfig {
     pub upstream: Url,
     /// `upstream`'s origin ("http://host:port"), the label in metrics;
     /// kept here so requests need not serialise it each time.
-    pub upstream_origin: String,
+    pub upstream_origin: std::sync::Arc<str>,
     /// The `Host` header for `upstream` (its host, and its port unless the
     /// scheme's default), made once rather than per request.
     pub upstream_host: Option<http::HeaderValue>,
@@ -268,7 +268,7 @@ impl RouteConfig {
         RouteConfig {
             path_prefix: path_prefix.to_string(),
             host: None,
-            upstream_origin: upstream.origin().ascii_serialization(),
+            upstream_origin: upstream.origin().ascii_serialization().into(),
             upstream_host: host_header(&upstream),
             upstream,
             public: false,

@@ -131,7 +131,7 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
     valid.then(|| RouteConfig {
         path_prefix: raw.path_prefix.clone(),
         host: (!host.is_empty()).then_some(host),
-        upstream_origin: upstream.origin().ascii_serialization(),
+        upstream_origin: upstream.origin().ascii_serialization().into(),
         upstream_host: super::types::host_header(&upstream),
         upstream,
         public: raw.public,

@@ -1,5 +1,6 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
+mod h1;
 mod headers;
 mod identify;
 mod routes;
@@ -13,13 +14,14 @@ use axum::response::Response;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue};
 
+pub use h1::WireError;
 pub use headers::{
     add_identity_headers, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity_headers,
     IDENTITY_HEADERS,
 };
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
-pub use upstream::{target_uri, UpstreamError, Upstreams};
+pub use upstream::{UpstreamError, Upstreams};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -179,13 +181,16 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     // `Content-Length: 0`, as on an empty POST, goes along); one with a body
     // keeps its length, or is chunked.
     let body = if has_body { body } else { Body::empty() };
-    let target = match target_uri(&route.upstream, &path_and_query) {
-        Ok(target) => target,
-        Err(error) => return error_response(&error.into(), request_id.as_str(), json),
-    };
     match app
         .upstreams
-        .forward(parts.method, target, &route.upstream_origin, headers, body)
+        .forward(
+            &parts.method,
+            &route.upstream,
+            &path_and_query,
+            &route.upstream_origin,
+            headers,
+            body,
+        )
         .await
     {
         Ok(response) => response,

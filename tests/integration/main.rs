@@ -24,3 +24,4 @@ mod sentinel;
 mod sessions;
 mod signals;
 mod tokens;
+mod upstream_wire;
