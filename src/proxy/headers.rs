@@ -76,15 +76,37 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 }
 
 /// Removes hop-by-hop headers, including any named by `Connection`.
+/// One pass over the names finds which are present (most requests carry
+/// none), so only those are looked up again to be removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // HOP_BY_HOP[0] is Connection.
+    let named: Vec<HeaderName> = if present & 1 == 1 {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !HOP_BY_HOP.contains(name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
 }
@@ -255,6 +277,26 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("accept"));
+
+        let mut only_upgrade = HeaderMap::new();
+        only_upgrade.insert("upgrade", HeaderValue::from_static("websocket"));
+        only_upgrade.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        only_upgrade.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut only_upgrade);
+        assert_eq!(only_upgrade.keys().collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut named_only = HeaderMap::new();
+        named_only.insert(CONNECTION, HeaderValue::from_static("X-Private"));
+        named_only.insert("x-private", HeaderValue::from_static("1"));
+        named_only.insert("x-public", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut named_only);
+        assert_eq!(named_only.keys().collect::<Vec<_>>(), ["x-public"]);
+
+        let mut none = HeaderMap::new();
+        none.insert("accept", HeaderValue::from_static("*/*"));
+        none.insert("cookie", HeaderValue::from_static("a=1"));
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 2);
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             .get(CONTENT_LENGTH)
             .is_some_and(|length| length != "0");
     let mut headers = std::mem::take(&mut parts.headers);
+    // Room for what portico adds (forwarding, request id, identity), so the
+    // map grows at most once.
+    headers.reserve(8);
     strip_hop_by_hop(&mut headers);
     strip_identity_headers(&mut headers);
     strip_cookies(&mut headers, |name| {
