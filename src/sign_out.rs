@@ -39,7 +39,13 @@ pub async fn sign_out_page(
         .unwrap_or_default();
     // Who is signing out, when the session can be read; the page works without it.
     let user = match app.sessions.load(request.headers()).await {
-        Ok(Some(active)) => Some(active.data.email.unwrap_or(active.data.sub)),
+        Ok(Some(active)) => Some(
+            active
+                .data
+                .email
+                .clone()
+                .unwrap_or_else(|| active.data.sub.clone()),
+        ),
         Ok(None) => None,
         Err(error) => {
             tracing::debug!(%error, "sign-out page could not read the session");

@@ -9,6 +9,7 @@
 //! briefly for the new record instead of refreshing again, so a rotating
 //! refresh token is never used twice.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError, TokenResponse};
@@ -263,7 +264,7 @@ async fn refresh_with_provider(
             .map(|token| token.to_string())
             .unwrap_or(tokens.id_token),
     };
-    let data = &mut current.data;
+    let data = Arc::make_mut(&mut current.data);
     data.sealed_tokens = sessions.seal_tokens(&new_tokens);
     data.access_token_expires_at = response
         .expires_in()

@@ -29,7 +29,7 @@ pub const IDENTITY_HEADERS: &[&str] = &[
 ];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the unofficial ones).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     PROXY_AUTHENTICATE,

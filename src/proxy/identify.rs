@@ -5,7 +5,10 @@
 //! bad token is a 401, never a fall-back to the session or a login redirect.
 
 use http::header::AUTHORIZATION;
+use std::sync::Arc;
+
 use http::HeaderMap;
+use tower_sessions::session::Id;
 
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
@@ -16,8 +19,14 @@ use crate::AppState;
 
 /// An authenticated caller.
 pub enum Principal {
-    Session { id: String, data: SessionData },
-    Bearer { token: String, data: SessionData },
+    Session {
+        id: Id,
+        data: Arc<SessionData>,
+    },
+    Bearer {
+        token: String,
+        data: Arc<SessionData>,
+    },
 }
 
 impl Principal {
@@ -78,7 +87,7 @@ pub async fn authenticate(
         return match verified {
             Ok(identity) => Ok(Some(Principal::Bearer {
                 token,
-                data: SessionData::for_bearer(identity),
+                data: Arc::new(SessionData::for_bearer(identity)),
             })),
             Err(rejection) => {
                 tracing::info!(reason = rejection.label(), "bearer token refused");
@@ -100,7 +109,7 @@ pub async fn authenticate(
     .await
     {
         Ok(active) => Ok(Some(Principal::Session {
-            id: active.id.to_string(),
+            id: active.id,
             data: active.data,
         })),
         Err(RefreshError::Ended(_)) => Ok(None),

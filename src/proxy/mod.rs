@@ -106,7 +106,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             Decision::StepUp | Decision::Deny(_) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "route rules refused the user");
                 let csrf = match principal {
-                    Principal::Session { id, .. } => app.sessions.keys.csrf_token(id),
+                    Principal::Session { id, .. } => app.sessions.keys.csrf_token(&id.to_string()),
                     Principal::Bearer { .. } => String::new(),
                 };
                 let user = data.email.as_deref().or(Some(data.sub.as_str()));

@@ -29,7 +29,7 @@ pub const ACK_WAIT: Duration = Duration::from_millis(500);
 const CAPACITY: usize = 100_000;
 
 pub struct LocalCache {
-    entries: Mutex<HashMap<String, (SessionData, Instant)>>,
+    entries: Mutex<HashMap<String, (Arc<SessionData>, Instant)>>,
     /// Sealed session-cookie value → the session id it seals. A value always
     /// opens to the same id (authenticated encryption), so this memo needs
     /// no invalidation; it only spares the decryption on every request.
@@ -50,19 +50,19 @@ impl LocalCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SessionData, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<SessionData>, Instant)>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn get(&self, id: &str, now: Instant) -> Option<SessionData> {
+    pub fn get(&self, id: &str, now: Instant) -> Option<Arc<SessionData>> {
         let entries = self.lock();
         let (data, stored) = entries.get(id)?;
         (now.saturating_duration_since(*stored) < ENTRY_LIFETIME).then(|| data.clone())
     }
 
-    pub fn put(&self, id: &str, data: &SessionData, now: Instant) {
+    pub fn put(&self, id: &str, data: Arc<SessionData>, now: Instant) {
         let mut entries = self.lock();
         if entries.len() >= CAPACITY {
             entries
@@ -71,7 +71,7 @@ impl LocalCache {
                 entries.clear();
             }
         }
-        entries.insert(id.to_string(), (data.clone(), now));
+        entries.insert(id.to_string(), (data, now));
     }
 
     /// The session id `sealed` opens to, opening it with `open` only the

@@ -127,7 +127,8 @@ impl From<tower_sessions::session::Error> for SessionError {
 /// A session found for the request.
 pub struct ActiveSession {
     pub id: Id,
-    pub data: SessionData,
+    /// Shared with the local cache: reading a cached session copies nothing.
+    pub data: Arc<SessionData>,
     /// The loaded tower-sessions handle: writing through it needs no re-read.
     handle: Session,
 }
@@ -211,7 +212,11 @@ impl Sessions {
     pub async fn reload(&self, id: Id) -> Result<Option<ActiveSession>, SessionError> {
         let handle = Session::new(Some(id), self.backend.clone(), None);
         let data = handle.get::<SessionData>(RECORD_KEY).await?;
-        Ok(data.map(|data| ActiveSession { id, data, handle }))
+        Ok(data.map(|data| ActiveSession {
+            id,
+            data: Arc::new(data),
+            handle,
+        }))
     }
 
     /// The session the request's cookie points to: one store read, or none
@@ -240,7 +245,7 @@ impl Sessions {
         }
         let loaded = self.reload(id).await?;
         if let Some(active) = &loaded {
-            cache.put(&key, &active.data, now);
+            cache.put(&key, active.data.clone(), now);
         }
         Ok(loaded)
     }
@@ -336,7 +341,7 @@ impl Sessions {
             let Some(mut current) = self.reload(active.id).await? else {
                 return Ok(());
             };
-            self.touch(&mut current.data, now);
+            self.touch(Arc::make_mut(&mut current.data), now);
             self.write(&current).await
         }
         .await;
@@ -350,7 +355,7 @@ impl Sessions {
         active
             .handle
             .set_expiry(Some(expiry_at(active.data.expires_at)));
-        active.handle.insert(RECORD_KEY, &active.data).await?;
+        active.handle.insert(RECORD_KEY, &*active.data).await?;
         active.handle.save().await?;
         self.invalidate(active.id).await;
         Ok(())
