@@ -203,14 +203,12 @@ pub async fn run(
     let mut main = match tls {
         // https: portico terminates TLS itself (`tls_cert`, `tls_key`).
         Some(acceptor) => tokio::spawn(crate::tls::serve(listener, acceptor, router, stop_signal)),
-        None => tokio::spawn(
-            axum::serve(
-                listener,
-                crate::front::MakeEntry::new(router, state.clone()),
-            )
-            .with_graceful_shutdown(stop_signal)
-            .into_future(),
-        ),
+        None => tokio::spawn(crate::front::serve_workers(
+            listener,
+            router,
+            state.clone(),
+            stop_signal,
+        )),
     };
     let ops = ops_listener.map(|listener| {
         tokio::spawn(axum::serve(listener, ops_router(state.clone())).into_future())
