@@ -270,6 +270,7 @@ async fn refresh_with_provider(
         .expires_in()
         .map(|lifetime| now_seconds + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4));
     if let Some(identity) = identity {
+        data.identity_headers.clear();
         data.email = identity.email;
         data.name = identity.name;
         data.preferred_username = identity.preferred_username;
@@ -311,6 +312,7 @@ mod tests {
             expires_at: 10_000,
             access_token_expires_at: access_expires,
             sealed_tokens: String::new(),
+            identity_headers: Default::default(),
         }
     }
 

@@ -144,28 +144,36 @@ pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
     }
 }
 
-/// Adds the identity headers for a signed-in user.
+/// Adds the identity headers for a signed-in user (built once per shared
+/// session record).
 pub fn add_identity_headers(headers: &mut HeaderMap, session: &SessionData) {
-    set(headers, X_FORWARDED_USER, Some(&session.sub));
-    set(headers, X_FORWARDED_EMAIL, session.email.as_deref());
+    let built = session
+        .identity_headers
+        .get_or_init(|| identity_headers(session));
+    for (name, value) in built {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+fn identity_headers(session: &SessionData) -> Vec<(HeaderName, HeaderValue)> {
+    let mut built = Vec::with_capacity(4);
+    let mut set = |name: HeaderName, value: Option<&str>| {
+        // Text that may hold any UTF-8; values that cannot be a header
+        // (control characters) are left out rather than sent mangled.
+        if let Some(Ok(value)) = value.map(|value| HeaderValue::from_bytes(value.as_bytes())) {
+            built.push((name, value));
+        }
+    };
+    set(X_FORWARDED_USER, Some(&session.sub));
+    set(X_FORWARDED_EMAIL, session.email.as_deref());
     if !session.roles.is_empty() {
-        set(headers, X_FORWARDED_GROUPS, Some(&session.roles.join(",")));
+        set(X_FORWARDED_GROUPS, Some(&session.roles.join(",")));
     }
     set(
-        headers,
         X_FORWARDED_PREFERRED_USERNAME,
         session.preferred_username.as_deref(),
     );
-}
-
-/// Sets a header from text that may hold any UTF-8; values that cannot be a
-/// header (control characters) are left out rather than sent mangled.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<&str>) {
-    if let Some(value) = value {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(name, value);
-        }
-    }
+    built
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host. From a trusted proxy the incoming
@@ -349,6 +357,7 @@ mod tests {
             expires_at: 0,
             access_token_expires_at: None,
             sealed_tokens: String::new(),
+            identity_headers: Default::default(),
         };
         let mut headers = HeaderMap::new();
         add_identity_headers(&mut headers, &session);
@@ -361,8 +370,17 @@ mod tests {
                 .as_bytes(),
             "José".as_bytes()
         );
-        session.sub = "alice".into();
-        add_identity_headers(&mut headers, &session);
+        // Built once per record: a copy that changes builds its own, and a
+        // change in place clears what was built (as a refresh does).
+        let mut copy = session.clone();
+        copy.sub = "alice".into();
+        add_identity_headers(&mut headers, &copy);
         assert_eq!(headers.get("x-forwarded-user").unwrap(), "alice");
+        session.sub = "bob".into();
+        session.identity_headers.clear();
+        let mut fresh = HeaderMap::new();
+        add_identity_headers(&mut fresh, &session);
+        assert_eq!(fresh.get("x-forwarded-user").unwrap(), "bob");
+        assert_eq!(fresh.get("x-forwarded-groups").unwrap(), "admin,ops");
     }
 }

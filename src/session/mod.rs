@@ -63,6 +63,49 @@ pub struct SessionData {
     pub access_token_expires_at: Option<i64>,
     /// `TokenSet` as JSON, sealed.
     pub sealed_tokens: String,
+    /// The identity headers built from this record, once per shared copy
+    /// (never stored; see [`HeaderMemo`]).
+    #[serde(skip)]
+    pub identity_headers: HeaderMemo,
+}
+
+/// Headers built from a record, kept with it so that a record shared by the
+/// local cache builds them once rather than on every request. A clone
+/// starts empty (a copy may be changed, and then builds its own), and code
+/// that changes identity fields in place calls [`HeaderMemo::clear`].
+#[derive(Default)]
+pub struct HeaderMemo(std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>);
+
+impl HeaderMemo {
+    pub fn get_or_init(
+        &self,
+        build: impl FnOnce() -> Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> &[(http::HeaderName, http::HeaderValue)] {
+        self.0.get_or_init(build)
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = std::sync::OnceLock::new();
+    }
+}
+
+impl Clone for HeaderMemo {
+    fn clone(&self) -> Self {
+        HeaderMemo::default()
+    }
+}
+
+/// Derived data: never part of what makes two records equal.
+impl PartialEq for HeaderMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for HeaderMemo {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("HeaderMemo")
+    }
 }
 
 /// The provider's tokens for a session. Never logged, never sent to a browser.
@@ -453,6 +496,7 @@ impl SessionData {
             expires_at: 0,
             access_token_expires_at: identity.access_token_expires_at,
             sealed_tokens: String::new(),
+            identity_headers: HeaderMemo::default(),
         }
     }
 }
@@ -504,6 +548,7 @@ mod tests {
             expires_at: expires,
             access_token_expires_at: None,
             sealed_tokens: String::new(),
+            identity_headers: HeaderMemo::default(),
         }
     }
 
