@@ -65,8 +65,12 @@ const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Idle connections older than this are not reused.
 const IDLE_LIFETIME: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Room made in a connection's read buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
+/// Room made in a connection's read buffer before reading a response head
+/// (most heads, and small bodies with them, fit); memory per connection
+/// matters with a thousand of them open.
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Room made before reading more of a body that did not come with its head.
+const BODY_CHUNK: usize = 16 * 1024;
 
 /// An upstream connection, plain or TLS.
 enum Stream {
@@ -141,10 +145,11 @@ struct Conn {
 }
 
 impl Conn {
-    /// Reads more into `buf`; `Ok(0)` at the upstream's close.
-    fn poll_fill(&mut self, context: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+    /// Reads more into `buf`, making room for `chunk` bytes when less than a
+    /// quarter of that is free; `Ok(0)` at the upstream's close.
+    fn poll_fill(&mut self, context: &mut Context<'_>, chunk: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < chunk / 4 {
+            self.buf.reserve(chunk);
         }
         pin!(self.stream.read_buf(&mut self.buf)).poll(context)
     }
@@ -207,6 +212,11 @@ impl Pool {
             return;
         }
         conn.reused = true;
+        if conn.buf.capacity() > HEAD_CHUNK {
+            // Grown for a large body: an idle connection keeps no more
+            // than a head needs.
+            conn.buf = BytesMut::new();
+        }
         let mut idle = self.lock();
         let conns = match idle.get_mut(&**origin) {
             Some(conns) => conns,
@@ -472,7 +482,7 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, Failure> {
                 return Ok(head);
             }
         }
-        let read = poll_fn(|context| conn.poll_fill(context)).await;
+        let read = poll_fn(|context| conn.poll_fill(context, HEAD_CHUNK)).await;
         match read {
             Ok(0) if !answered => return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into())),
             Ok(0) => {
@@ -544,7 +554,7 @@ impl http_body::Body for UpstreamBody {
                 Ok(Step::NeedMore) => {}
                 Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
             }
-            match ready!(conn.poll_fill(context)) {
+            match ready!(conn.poll_fill(context, BODY_CHUNK)) {
                 Ok(0) => match this.decoder.at_close() {
                     Ok(()) => {
                         this.conn = None;
