@@ -10,6 +10,8 @@
 //! The text is OpenMetrics (`application/openmetrics-text`), which
 //! Prometheus scrapes natively; counters carry the `_total` suffix.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +111,64 @@ struct Inner {
     jwks_fetches: Family<JwksLabels, Counter>,
     limit_rejections: Family<LimitLabels, Counter>,
     config_reloads: Family<OutcomeLabels, Counter>,
+    /// Tells this registry's entries in the per-thread handle cache apart
+    /// from another's (tests build many).
+    id: u64,
+}
+
+/// Handles to the per-request series most recently used on this thread.
+/// prometheus-client's families hash the labels and take a lock on every
+/// lookup; a request's series are found here by comparing a few short
+/// strings instead. A handle shares its series with the family, so what it
+/// counts is what the registry renders.
+struct HotSeries {
+    registry: u64,
+    /// The route, or for upstream series the upstream's origin.
+    label: Box<str>,
+    method: &'static str,
+    status_class: &'static str,
+    counter: Option<Counter>,
+    histogram: Histogram,
+}
+
+/// At most this many series are kept per thread (routes × methods × status
+/// classes in use at once; the oldest go first).
+const HOT_SERIES: usize = 32;
+
+thread_local! {
+    static HOT: RefCell<Vec<HotSeries>> = const { RefCell::new(Vec::new()) };
+}
+
+static REGISTRY_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `hit` on the cached handles for the key, or `miss` to make them
+/// (and caches what it made).
+fn with_hot_series(
+    key: (u64, &str, &'static str, &'static str),
+    hit: impl FnOnce(&HotSeries),
+    miss: impl FnOnce() -> HotSeries,
+) {
+    let (registry, label, method, status_class) = key;
+    HOT.with(|hot| {
+        let mut hot = hot.borrow_mut();
+        let found = hot.iter().position(|series| {
+            series.registry == registry
+                && series.method == method
+                && series.status_class == status_class
+                && &*series.label == label
+        });
+        match found {
+            Some(index) => hit(&hot[index]),
+            None => {
+                let series = miss();
+                hit(&series);
+                if hot.len() >= HOT_SERIES {
+                    hot.remove(0);
+                }
+                hot.push(series);
+            }
+        }
+    });
 }
 
 /// The gateway's metrics. Cheap to clone (one `Arc`); every part of portico
@@ -289,6 +349,7 @@ impl Metrics {
                 jwks_fetches,
                 limit_rejections,
                 config_reloads,
+                id: REGISTRY_IDS.fetch_add(1, Ordering::Relaxed),
             }),
         }
     }
@@ -313,31 +374,62 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let method = method_label(method);
-        self.inner
-            .requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+        let class = status_class(status);
+        with_hot_series(
+            (self.inner.id, route, method, class),
+            |series| {
+                if let Some(counter) = &series.counter {
+                    counter.inc();
+                }
+                series.histogram.observe(elapsed.as_secs_f64());
+            },
+            || HotSeries {
+                registry: self.inner.id,
+                label: route.into(),
                 method,
-                status_class: status_class(status),
-            })
-            .inc();
-        self.inner
-            .request_duration
-            .get_or_create(&RouteMethodLabels {
-                route: route.to_owned(),
-                method,
-            })
-            .observe(elapsed.as_secs_f64());
+                status_class: class,
+                counter: Some(
+                    self.inner
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            route: route.to_owned(),
+                            method,
+                            status_class: class,
+                        })
+                        .clone(),
+                ),
+                histogram: self
+                    .inner
+                    .request_duration
+                    .get_or_create(&RouteMethodLabels {
+                        route: route.to_owned(),
+                        method,
+                    })
+                    .clone(),
+            },
+        );
     }
 
     /// An upstream's response head arrived after `elapsed`.
     pub fn upstream_answered(&self, upstream: &str, elapsed: Duration) {
-        self.inner
-            .upstream_duration
-            .get_or_create(&UpstreamLabels {
-                upstream: upstream.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+        with_hot_series(
+            (self.inner.id, upstream, "", "upstream"),
+            |series| series.histogram.observe(elapsed.as_secs_f64()),
+            || HotSeries {
+                registry: self.inner.id,
+                label: upstream.into(),
+                method: "",
+                status_class: "upstream",
+                counter: None,
+                histogram: self
+                    .inner
+                    .upstream_duration
+                    .get_or_create(&UpstreamLabels {
+                        upstream: upstream.to_owned(),
+                    })
+                    .clone(),
+            },
+        );
     }
 
     pub fn upstream_failed(&self, upstream: &str, kind: &'static str) {
@@ -460,6 +552,59 @@ pub async fn timed<T, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_series_count_into_their_own_registry() {
+        let first = Metrics::new();
+        let second = Metrics::new();
+        let ok = http::StatusCode::OK;
+        let ms = Duration::from_millis(3);
+        for _ in 0..3 {
+            first.request("/app", &http::Method::GET, ok, ms);
+        }
+        second.request("/app", &http::Method::GET, ok, ms);
+        first.request("/app", &http::Method::GET, http::StatusCode::NOT_FOUND, ms);
+        first.upstream_answered("http://a:1", ms);
+        first.upstream_answered("http://a:1", ms);
+        // More series than the cache holds: the evicted ones keep counting.
+        for index in 0..(HOT_SERIES + 5) {
+            first.request(&format!("/r{index}"), &http::Method::GET, ok, ms);
+        }
+        first.request("/app", &http::Method::GET, ok, ms);
+        let text = first.render();
+        let line = |series: &str| {
+            text.lines()
+                .find(|line| line.starts_with(series))
+                .unwrap_or_else(|| panic!("no {series} in {text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            line("portico_http_requests_total{route=\"/app\",method=\"GET\",status_class=\"2xx\"}"),
+            "4"
+        );
+        assert_eq!(
+            line("portico_http_requests_total{route=\"/app\",method=\"GET\",status_class=\"4xx\"}"),
+            "1"
+        );
+        assert_eq!(
+            line("portico_http_request_duration_seconds_count{route=\"/app\",method=\"GET\"}"),
+            "5"
+        );
+        assert_eq!(
+            line("portico_upstream_duration_seconds_count{upstream=\"http://a:1\"}"),
+            "2"
+        );
+        let other = second.render();
+        assert!(
+            other.contains(
+                "portico_http_requests_total{route=\"/app\",method=\"GET\",status_class=\"2xx\"} 1"
+            ),
+            "{other}"
+        );
+    }
 
     #[test]
     fn rendered_text_has_every_family_and_the_version() {
