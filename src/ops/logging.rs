@@ -6,6 +6,8 @@
 //! `spans`. The level comes from `RUST_LOG` (default `info`).
 
 use tracing::Subscriber;
+use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::fmt::format::{self, FormatFields};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -45,7 +47,8 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => Box::new(builder.with_ansi(colours).finish()),
+        LogFormat::Text if colours => Box::new(builder.with_ansi(true).finish()),
+        LogFormat::Text => Box::new(builder.with_ansi(false).fmt_fields(plain_fields()).finish()),
         LogFormat::Json => Box::new(
             builder
                 .json()
@@ -55,6 +58,21 @@ where
                 .finish(),
         ),
     }
+}
+
+/// Fields as the default formatter writes them without colours (`name=value`,
+/// the message bare, separated by spaces), at a fraction of its cost: the
+/// default goes through its colour-styling code even with colours off, and
+/// every request's span has its fields formatted once.
+fn plain_fields() -> impl for<'writer> FormatFields<'writer> + 'static {
+    format::debug_fn(|writer, field, value| {
+        if field.name() == "message" {
+            write!(writer, "{value:?}")
+        } else {
+            write!(writer, "{field}={value:?}")
+        }
+    })
+    .delimited(" ")
 }
 
 /// Installs the process-wide subscriber writing to standard error.
