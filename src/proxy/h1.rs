@@ -9,6 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
+use super::headers::is_hop_by_hop;
+
 /// Most header lines a response head may have.
 const MAX_HEADERS: usize = 128;
 /// Largest response head (status line and headers) accepted.
@@ -135,94 +137,136 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
         } else {
             Version::HTTP_11
         };
-        // Values are slices of the head, which is kept (not copied).
+        // One pass over the names: what the framing needs is noted as it
+        // goes by, and hop-by-hop headers are left out of the map (nothing
+        // to remove later). Values are slices of the head, kept, not copied.
         let base = buf.as_ptr() as usize;
+        let mut wire = WireHeaders::default();
         let mut spans = Vec::with_capacity(response.headers.len());
         for header in response.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| WireError::Head(format!("header name {:?}", header.name)))?;
+            if name == CONNECTION {
+                wire.connection(header.value);
+                continue;
+            }
+            if name == TRANSFER_ENCODING {
+                wire.transfer_encoding(header.value);
+                continue;
+            }
+            if name == CONTENT_LENGTH {
+                wire.content_length(header.value);
+            } else if is_hop_by_hop(&name) {
+                continue;
+            }
             let start = header.value.as_ptr() as usize - base;
             spans.push((name, start, start + header.value.len()));
         }
         let head = buf.split_to(length).freeze();
         let mut headers = HeaderMap::with_capacity(spans.len());
         for (name, start, end) in spans {
+            // Transfer-Encoding overrides Content-Length, which then goes:
+            // the client gets the decoded body framed as hyper chooses.
+            if wire.chunked.is_some() && name == CONTENT_LENGTH {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| WireError::Head(format!("value of {name}")))?;
             headers.append(name, value);
         }
-        let (framing, mut keep_alive) = framing(status, method, &mut headers)?;
-        keep_alive &= version == Version::HTTP_11 && !has_token(&headers, CONNECTION, "close");
+        for name in &wire.named {
+            headers.remove(name);
+        }
+        let (framing, keep_alive) = wire.framing(status, method)?;
         return Ok(Some(Head {
             status,
             headers,
             framing,
-            keep_alive,
+            keep_alive: keep_alive && version == Version::HTTP_11 && !wire.close,
         }));
     }
 }
 
-/// RFC 9112 §6.3, and whether the framing leaves the connection usable.
-fn framing(
-    status: StatusCode,
-    method: &Method,
-    headers: &mut HeaderMap,
-) -> Result<(Framing, bool), WireError> {
-    if method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, true));
-    }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        // Transfer-Encoding overrides Content-Length, which must then go:
-        // the client gets the decoded body with framing of hyper's choice.
-        let had_length = headers.remove(CONTENT_LENGTH).is_some();
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-            .rfind(|coding| !coding.trim_ascii().is_empty())
-            .map(<[u8]>::trim_ascii);
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => {
-                (Framing::Chunked, !had_length)
-            }
-            _ => (Framing::UntilClose, false),
-        });
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|byte| *byte == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
-                return Err(WireError::ContentLength);
-            }
-            let parsed: u64 = std::str::from_utf8(part)
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .ok_or(WireError::ContentLength)?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(WireError::ContentLength);
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(match length {
-        Some(0) => (Framing::Empty, true),
-        Some(length) => (Framing::Length(length), true),
-        None => (Framing::UntilClose, false),
-    })
+/// What a response head says about its own framing and connection.
+#[derive(Default)]
+struct WireHeaders {
+    /// `Connection: close`.
+    close: bool,
+    /// Other headers `Connection` names (hop-by-hop too).
+    named: Vec<HeaderName>,
+    /// Transfer-Encoding was sent: whether its last coding is chunked.
+    chunked: Option<bool>,
+    /// Content-Length, when one was sent and every value agrees.
+    length: Option<u64>,
+    /// A Content-Length was sent that is invalid or disagrees.
+    bad_length: bool,
 }
 
-/// Whether a comma-separated header holds `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
+impl WireHeaders {
+    fn connection(&mut self, value: &[u8]) {
+        for token in value.split(|byte| *byte == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    self.named.push(name);
+                }
+            }
+        }
+    }
+
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        let last = value
             .split(|byte| *byte == b',')
-            .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty());
+        match last {
+            Some(coding) => self.chunked = Some(coding.eq_ignore_ascii_case(b"chunked")),
+            None => {
+                self.chunked.get_or_insert(false);
+            }
+        }
+    }
+
+    fn content_length(&mut self, value: &[u8]) {
+        for part in value.split(|byte| *byte == b',').map(<[u8]>::trim_ascii) {
+            let parsed =
+                (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+                    .flatten();
+            match (parsed, self.length) {
+                (Some(parsed), None) if !self.bad_length => self.length = Some(parsed),
+                (Some(parsed), Some(seen)) if parsed == seen => {}
+                _ => self.bad_length = true,
+            }
+        }
+    }
+
+    /// RFC 9112 §6.3, and whether the framing leaves the connection usable.
+    fn framing(&self, status: StatusCode, method: &Method) -> Result<(Framing, bool), WireError> {
+        if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((Framing::Empty, true));
+        }
+        if let Some(chunked) = self.chunked {
+            let had_length = self.length.is_some() || self.bad_length;
+            return Ok(if chunked {
+                (Framing::Chunked, !had_length)
+            } else {
+                (Framing::UntilClose, false)
+            });
+        }
+        if self.bad_length {
+            return Err(WireError::ContentLength);
+        }
+        Ok(match self.length {
+            Some(0) => (Framing::Empty, true),
+            Some(length) => (Framing::Length(length), true),
+            None => (Framing::UntilClose, false),
+        })
+    }
 }
 
 /// Where a body decoder stands.
@@ -541,6 +585,23 @@ mod tests {
             !both.keep_alive,
             "a response framed both ways ends its connection"
         );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+             X-Hop: 1\r\nUpgrade: h2c\r\nTrailer: X-T\r\nProxy-Authenticate: Basic\r\n\
+             X-End: 2\r\nContent-Length: 2\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let mut names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-end"]);
+        assert!(head.keep_alive);
+        assert_eq!(head.framing, Framing::Length(2));
     }
 
     #[test]

@@ -75,6 +75,11 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is a hop-by-hop header (named by `Connection` or not).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including any named by `Connection`.
 /// One pass over the names finds which are present (most requests carry
 /// none), so only those are looked up again to be removed.

@@ -32,7 +32,6 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::h1::{self, Decoder, Head, Step, WireError};
-use super::headers::strip_hop_by_hop;
 use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
 
@@ -358,8 +357,8 @@ impl Upstreams {
             }
         };
         self.metrics.upstream_answered(origin, started.elapsed());
-        let mut headers = answer.headers;
-        strip_hop_by_hop(&mut headers);
+        // The head came without hop-by-hop headers (h1 leaves them out).
+        let headers = answer.headers;
         let decoder = Decoder::new(answer.framing);
         let body = if decoder == Decoder::Done {
             if answer.keep_alive {

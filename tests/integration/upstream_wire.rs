@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::{sample, scrape};
+use crate::support::process::content_length_of;
 use crate::support::{Browser, TestApp};
 
 /// What the scripted upstream does with one request.
@@ -70,14 +71,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>)
     loop {
         if let Some(end) = pending.windows(4).position(|window| window == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
+            let length = content_length_of(&head);
             if pending.len() >= end + 4 + length {
                 let whole: Vec<u8> = pending.drain(..end + 4 + length).collect();
                 return Some(String::from_utf8_lossy(&whole).into_owned());
@@ -90,6 +84,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>)
     }
 }
 
+/// A public route to `upstream` ("{upstream}" is the harness's echo upstream).
 async fn public_app(upstream: &str) -> TestApp {
     TestApp::builder()
         .route(&format!(
@@ -165,10 +160,7 @@ async fn interim_answers_are_skipped_and_request_bodies_arrive_framed() {
 #[tokio::test]
 async fn a_streamed_request_body_goes_upstream_chunked() {
     // The echo upstream (hyper) decodes what portico frames.
-    let app = TestApp::builder()
-        .route("path_prefix = \"/\"\nupstream = \"{upstream}\"\npublic = true")
-        .build()
-        .await;
+    let app = public_app("{upstream}").await;
     let parts: Vec<Result<bytes::Bytes, std::io::Error>> = (0..40)
         .map(|index| Ok(bytes::Bytes::from(format!("part {index:02};"))))
         .collect();

@@ -189,14 +189,7 @@ pub async fn request_on(
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
             continue;
         };
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let length = content_length_of(head);
         if body.len() >= length {
             let status = head
                 .split_whitespace()
@@ -214,4 +207,15 @@ impl Drop for PorticoProcess {
             let _ = std::fs::remove_dir_all(directory);
         }
     }
+}
+
+/// The Content-Length a raw message head declares (0 when none).
+pub fn content_length_of(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
