@@ -13,7 +13,7 @@ pub mod devop;
 mod endpoints;
 pub mod error;
 pub mod forward_auth;
-pub mod front;
+mod front;
 pub mod identity;
 pub mod limits;
 pub mod oidc;

@@ -116,7 +116,7 @@ async fn dev_op(
         Ok(provider) => {
             if let Some(path) = write_access_token {
                 if let Err(error) = std::fs::write(&path, provider.access_token(&auto_approve)) {
-                    eprintln!("portico dev-op: cannot write {}: {error}", path.display());
+                    tracing::error!(path = %path.display(), %error, "cannot write the access token");
                     return ExitCode::FAILURE;
                 }
             }

@@ -53,13 +53,13 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or_else(|| path.to_string(), |value| value.as_str().to_string());
+        .map_or(path, |value| value.as_str());
 
     // Only needed when a sign-in starts: computed then, not per request.
     let login_params = || route.login_param_pairs();
     let return_to = || {
         app.return_policy
-            .check(&path_and_query)
+            .check(path_and_query)
             .unwrap_or_else(|| app.return_policy.default_target())
     };
     let principal = if route.public {
@@ -189,7 +189,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
         .forward(
             &parts.method,
             &route.upstream,
-            &path_and_query,
+            path_and_query,
             &route.upstream_origin,
             headers,
             body,
@@ -232,7 +232,6 @@ fn request_host(parts: &http::request::Parts) -> Option<String> {
         .headers
         .get(HOST)
         .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|authority| authority.to_string()))
-        .map(|host| host.to_ascii_lowercase())
+        .or_else(|| parts.uri.authority().map(|authority| authority.as_str()))
+        .map(str::to_ascii_lowercase)
 }

@@ -148,9 +148,8 @@ fn removal(mut cookie: Cookie<'static>) -> Cookie<'static> {
     cookie
 }
 
-/// (name, value) of each cookie the request carries, over every Cookie header.
-/// Malformed pairs are skipped.
-/// The request's cookies as borrowed (name, value) pairs.
+/// (name, value) of each cookie the request carries, over every Cookie
+/// header, borrowed from it. Malformed pairs are skipped.
 fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> + '_ {
     headers
         .get_all(COOKIE)
@@ -164,6 +163,7 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> + '_ 
         })
 }
 
+/// [`cookie_pairs`], owned.
 pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
     cookie_pairs(headers).map(|(name, value)| (name.to_string(), value.to_string()))
 }

@@ -73,13 +73,7 @@ async fn backchannel_logout_on_one_replica_clears_every_cache() {
         sid: Some(sid),
         ..Default::default()
     });
-    let answer = Browser::new()
-        .post_form(
-            &app.url("/oauth2/backchannel_logout"),
-            &[("logout_token", &token)],
-            &[],
-        )
-        .await;
+    let answer = app.backchannel_logout(&token).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
         browser.get(&replica.url("/next")).await.status,

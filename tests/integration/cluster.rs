@@ -146,13 +146,7 @@ async fn sessions_work_on_a_three_node_redis_cluster() {
         sub: Some("alice".into()),
         ..Default::default()
     });
-    let answer = Browser::new()
-        .post_form(
-            &app.url("/oauth2/backchannel_logout"),
-            &[("logout_token", &token)],
-            &[],
-        )
-        .await;
+    let answer = app.backchannel_logout(&token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(
         browsers[0].1.get(&app.url("/x")).await.status,

@@ -118,16 +118,6 @@ async fn provider_down_during_refresh_keeps_a_valid_token_then_answers_503() {
     );
 }
 
-async fn backchannel(app: &TestApp, token: &str) -> crate::support::Page {
-    Browser::new()
-        .post_form(
-            &app.url("/oauth2/backchannel_logout"),
-            &[("logout_token", token)],
-            &[],
-        )
-        .await
-}
-
 #[tokio::test]
 async fn backchannel_logout_by_sid_ends_that_session_on_every_replica() {
     let app = TestApp::start().await;
@@ -143,7 +133,7 @@ async fn backchannel_logout_by_sid_ends_that_session_on_every_replica() {
         sid: Some(first_sid),
         ..Default::default()
     });
-    let answer = backchannel(&app, &token).await;
+    let answer = app.backchannel_logout(&token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(
         first.get(&replica.url("/x")).await.status,
@@ -167,7 +157,7 @@ async fn backchannel_logout_by_sub_ends_every_session_of_the_user() {
         sub: Some("alice".into()),
         ..Default::default()
     });
-    assert_eq!(backchannel(&app, &token).await.status, StatusCode::OK);
+    assert_eq!(app.backchannel_logout(&token).await.status, StatusCode::OK);
     for browser in &browsers {
         assert_eq!(browser.get(&app.url("/x")).await.status, StatusCode::FOUND);
     }
@@ -197,7 +187,7 @@ async fn malformed_logout_tokens_are_refused_and_end_nothing() {
             sub: Some("alice".into()),
             defect: Some(defect.clone()),
         });
-        let answer = backchannel(&app, &token).await;
+        let answer = app.backchannel_logout(&token).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{defect:?}");
         assert_eq!(answer.json()["error"], "invalid_request", "{defect:?}");
         assert_eq!(
@@ -206,9 +196,9 @@ async fn malformed_logout_tokens_are_refused_and_end_nothing() {
             "{defect:?}"
         );
     }
-    let missing = backchannel(&app, "").await;
+    let missing = app.backchannel_logout("").await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    let garbage = backchannel(&app, "not.a.jwt").await;
+    let garbage = app.backchannel_logout("not.a.jwt").await;
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
 }
 
@@ -219,8 +209,8 @@ async fn a_replayed_logout_token_is_refused() {
         sub: Some("nobody".into()),
         ..Default::default()
     });
-    assert_eq!(backchannel(&app, &token).await.status, StatusCode::OK);
-    let replay = backchannel(&app, &token).await;
+    assert_eq!(app.backchannel_logout(&token).await.status, StatusCode::OK);
+    let replay = app.backchannel_logout(&token).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert!(replay.body.contains("already used"), "{}", replay.body);
 }

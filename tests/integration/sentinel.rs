@@ -169,13 +169,7 @@ async fn sessions_work_through_redis_sentinel() {
         sub: Some("alice".into()),
         ..Default::default()
     });
-    let answer = Browser::new()
-        .post_form(
-            &app.url("/oauth2/backchannel_logout"),
-            &[("logout_token", &token)],
-            &[],
-        )
-        .await;
+    let answer = app.backchannel_logout(&token).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(session_records(&master, "alice"), 0);
     assert_eq!(

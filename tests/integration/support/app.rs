@@ -92,6 +92,17 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// Posts `token` to the back-channel logout endpoint, as an OP does.
+    pub async fn backchannel_logout(&self, token: &str) -> super::browser::Page {
+        Browser::new()
+            .post_form(
+                &self.url("/oauth2/backchannel_logout"),
+                &[("logout_token", token)],
+                &[],
+            )
+            .await
+    }
+
     /// Signs `browser` in by opening `path` (auto-approve at the OP) and
     /// returns the final page.
     pub async fn sign_in(&self, browser: &Browser, path: &str) -> super::browser::Page {
