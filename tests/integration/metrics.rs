@@ -20,6 +20,11 @@ pub async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample `series` (name with labels, exactly as exposed).
+/// The series name of `upstream`'s failures of `kind`.
+pub fn upstream_errors(upstream: &str, kind: &str) -> String {
+    format!("portico_upstream_errors_total{{upstream=\"{upstream}\",kind=\"{kind}\"}}")
+}
+
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))

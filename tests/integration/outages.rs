@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use portico::devop::Misbehavior;
 use reqwest::StatusCode;
 
-use crate::metrics::{sample, scrape};
+use crate::metrics::{sample, scrape, upstream_errors};
 use crate::support::{Browser, RedisServer, TestApp};
 
 /// Polls `app`'s metrics until `series` reaches at least `at_least`.
@@ -285,12 +285,7 @@ async fn upstream_resetting_before_answering_gets_a_502_and_recovers() {
     assert!(page.body.contains("could not be reached"), "{}", page.body);
     let text = scrape(&app).await;
     assert_eq!(
-        sample(
-            &text,
-            &format!(
-                "portico_upstream_errors_total{{upstream=\"{upstream}\",kind=\"unreachable\"}}"
-            )
-        ),
+        sample(&text, &upstream_errors(&upstream, "unreachable")),
         Some(1.0),
         "{text}"
     );
@@ -316,12 +311,7 @@ async fn upstream_breaking_off_mid_response_cuts_the_client_off_and_is_counted()
         "a truncated body must fail"
     );
     let upstream = app.upstream.url();
-    wait_for_metric(
-        &app,
-        &format!("portico_upstream_errors_total{{upstream=\"{upstream}\",kind=\"body\"}}"),
-        1.0,
-    )
-    .await;
+    wait_for_metric(&app, &upstream_errors(&upstream, "body"), 1.0).await;
     let text = scrape(&app).await;
     assert_eq!(sample(&text, "portico_upstream_active_requests"), Some(0.0));
     let page = Browser::new().get(&app.url("/fine")).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::metrics::{sample, scrape};
+use crate::metrics::{sample, scrape, upstream_errors};
 use crate::support::process::content_length_of;
 use crate::support::{Browser, TestApp};
 
@@ -199,12 +199,7 @@ async fn a_kept_connection_the_upstream_closed_is_replaced_for_a_repeatable_requ
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
     let text = scrape(&app).await;
     assert_eq!(
-        sample(
-            &text,
-            &format!(
-                "portico_upstream_errors_total{{upstream=\"{upstream}\",kind=\"unreachable\"}}"
-            )
-        ),
+        sample(&text, &upstream_errors(&upstream, "unreachable")),
         None,
         "a replaced connection is no failure: {text}"
     );
@@ -242,10 +237,7 @@ async fn malformed_upstream_answers_get_a_502_and_are_counted() {
     }
     let text = scrape(&app).await;
     assert_eq!(
-        sample(
-            &text,
-            &format!("portico_upstream_errors_total{{upstream=\"{upstream}\",kind=\"invalid\"}}")
-        ),
+        sample(&text, &upstream_errors(&upstream, "invalid")),
         Some(3.0),
         "{text}"
     );
