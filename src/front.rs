@@ -132,6 +132,7 @@ pub async fn serve_workers(
         std::thread::Builder::new()
             .name(format!("portico-worker-{index}"))
             .spawn(move || {
+                WORKER.set(Some(index));
                 runtime.block_on(worker.run(incoming));
                 let _ = done.send(());
             })?;
@@ -181,9 +182,28 @@ pub async fn serve_workers(
     Ok(())
 }
 
+thread_local! {
+    /// The index of the per-core worker this thread runs, if it runs one.
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Which per-core worker the calling thread is (`None` off the workers: the
+/// main runtime, tests). State kept per worker, such as idle upstream
+/// connections, which belong to the worker whose reactor they are registered
+/// with, is looked up by it.
+pub(crate) fn current_worker() -> Option<usize> {
+    WORKER.get()
+}
+
+/// Makes the calling thread count as worker `index` (tests of per-worker state).
+#[cfg(test)]
+pub(crate) fn pretend_worker(index: Option<usize>) {
+    WORKER.set(index);
+}
+
 /// One worker per core (`TOKIO_WORKER_THREADS` overrides, as it does for
 /// the main runtime).
-fn worker_count() -> usize {
+pub(crate) fn worker_count() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|value| value.parse().ok())

@@ -175,20 +175,29 @@ impl From<WireError> for Failure {
     }
 }
 
-/// Kept-alive upstream connections, by upstream origin. A connection goes
-/// back when its response body has been read to the end and the upstream
-/// allows another request on it; any other is closed.
 /// Idle connections by origin, each with the moment it went idle.
 type Idle = HashMap<Arc<str>, Vec<(Conn, Instant)>>;
 
+/// Kept-alive upstream connections, by upstream origin. A connection goes
+/// back when its response body has been read to the end and the upstream
+/// allows another request on it; any other is closed.
+///
+/// Each per-core worker has a shard of its own (and everything off the
+/// workers shares one more). A socket is registered with the reactor of the
+/// runtime that opened it, and that reactor delivers its readiness: a
+/// connection opened by one worker and reused by another made every answer on
+/// it a cross-thread wake-up (an eventfd write, half of all requests with two
+/// workers), and it would stop working once its own worker's runtime ended.
 struct Pool {
-    idle: Mutex<Idle>,
+    shards: Box<[Mutex<Idle>]>,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl Pool {
+    /// The calling worker's shard.
     fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle
+        let shard = crate::front::current_worker().map_or(0, |index| index + 1);
+        self.shards[shard % self.shards.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -309,7 +318,9 @@ impl Upstreams {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstreams {
             pool: Arc::new(Pool {
-                idle: Mutex::new(HashMap::new()),
+                shards: (0..=crate::front::worker_count())
+                    .map(|_| Mutex::new(HashMap::new()))
+                    .collect(),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             }),
             timeout,
@@ -586,5 +597,65 @@ impl Drop for UpstreamBody {
         if self.decoder.remaining() == Some(0) {
             self.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::pretend_worker;
+
+    fn pool() -> Pool {
+        let upstreams = Upstreams::new(Duration::from_secs(1), Metrics::new()).expect("upstreams");
+        Arc::into_inner(upstreams.pool).expect("the only handle")
+    }
+
+    async fn open_conn(listener: &tokio::net::TcpListener) -> Conn {
+        let address = listener.local_addr().expect("address");
+        let stream = TcpStream::connect(address).await.expect("connect");
+        Conn {
+            stream: Stream::Plain(stream),
+            buf: BytesMut::new(),
+            reused: false,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_stay_with_the_worker_that_opened_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let pool = pool();
+        let origin: Arc<str> = Arc::from("http://127.0.0.1:1");
+
+        pretend_worker(Some(0));
+        pool.give_back(&origin, open_conn(&listener).await);
+        pretend_worker(Some(1));
+        assert!(
+            pool.take_idle(&origin).is_none(),
+            "worker 1 must not reuse a connection registered with worker 0's reactor"
+        );
+        pretend_worker(None);
+        assert!(
+            pool.take_idle(&origin).is_none(),
+            "nor may the main runtime"
+        );
+        pretend_worker(Some(0));
+        let conn = pool
+            .take_idle(&origin)
+            .expect("worker 0 gets its own connection back");
+        assert!(
+            conn.reused,
+            "a connection taken from the pool is marked reused"
+        );
+
+        // Off the workers, connections are pooled (and reused) too.
+        pretend_worker(None);
+        pool.give_back(&origin, open_conn(&listener).await);
+        assert!(pool.take_idle(&origin).is_some());
+        assert!(
+            pool.take_idle(&origin).is_none(),
+            "each idle connection is handed out once"
+        );
     }
 }
