@@ -12,6 +12,7 @@ pub mod demo;
 pub mod devop;
 mod endpoints;
 pub mod error;
+mod fasthash;
 pub mod forward_auth;
 mod front;
 pub mod identity;

@@ -13,7 +13,6 @@
 //! that was a fifth of a proxied request's instructions. Here the task that
 //! serves the client writes the upstream request and reads the answer itself.
 
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
@@ -32,6 +31,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::h1::{self, Decoder, Head, Step, WireError};
+use crate::fasthash::FastMap;
 use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
 
@@ -176,7 +176,7 @@ impl From<WireError> for Failure {
 }
 
 /// Idle connections by origin, each with the moment it went idle.
-type Idle = HashMap<Arc<str>, Vec<(Conn, Instant)>>;
+type Idle = FastMap<Arc<str>, Vec<(Conn, Instant)>>;
 
 /// Kept-alive upstream connections, by upstream origin. A connection goes
 /// back when its response body has been read to the end and the upstream
@@ -319,7 +319,7 @@ impl Upstreams {
         Ok(Upstreams {
             pool: Arc::new(Pool {
                 shards: (0..=crate::front::worker_count())
-                    .map(|_| Mutex::new(HashMap::new()))
+                    .map(|_| Mutex::new(FastMap::default()))
                     .collect(),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             }),

@@ -10,7 +10,6 @@
 //! `ENTRY_LIFETIME`, which bounds staleness if a replica's subscription is
 //! down. Reads under a lock (refresh, idle extension) bypass the cache.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,10 @@ use fred::prelude::{
     PubsubInterface, ReconnectPolicy,
 };
 use rand::RngCore;
+use tower_sessions::session::Id;
 
 use super::SessionData;
+use crate::fasthash::FastMap;
 
 /// How long an entry may be served without news from Redis.
 pub const ENTRY_LIFETIME: Duration = Duration::from_secs(10);
@@ -28,12 +29,21 @@ pub const ENTRY_LIFETIME: Duration = Duration::from_secs(10);
 pub const ACK_WAIT: Duration = Duration::from_millis(500);
 const CAPACITY: usize = 100_000;
 
+/// What a sealed session cookie opened to: the id as text (the cache key)
+/// and parsed.
+#[derive(Clone)]
+pub struct OpenedCookie {
+    pub text: Arc<str>,
+    pub id: Id,
+}
+
 pub struct LocalCache {
-    entries: Mutex<HashMap<String, (Arc<SessionData>, Instant)>>,
-    /// Sealed session-cookie value → the session id it seals. A value always
-    /// opens to the same id (authenticated encryption), so this memo needs
-    /// no invalidation; it only spares the decryption on every request.
-    opened: Mutex<HashMap<String, String>>,
+    entries: Mutex<FastMap<String, (Arc<SessionData>, Instant)>>,
+    /// Sealed session-cookie value → the session id it seals, as text and
+    /// parsed. A value always opens to the same id (authenticated
+    /// encryption), so this memo needs no invalidation; it only spares the
+    /// decryption on every request.
+    opened: Mutex<FastMap<String, OpenedCookie>>,
     channel: String,
     ack_prefix: String,
     pool: Pool,
@@ -42,15 +52,15 @@ pub struct LocalCache {
 impl LocalCache {
     pub fn new(pool: Pool, key_prefix: &str) -> Arc<Self> {
         Arc::new(LocalCache {
-            entries: Mutex::new(HashMap::new()),
-            opened: Mutex::new(HashMap::new()),
+            entries: Mutex::new(FastMap::default()),
+            opened: Mutex::new(FastMap::default()),
             channel: format!("{key_prefix}invalidate"),
             ack_prefix: format!("{key_prefix}ack:"),
             pool,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<SessionData>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, (Arc<SessionData>, Instant)>> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -79,8 +89,8 @@ impl LocalCache {
     pub fn open_cookie(
         &self,
         sealed: &str,
-        open: impl FnOnce(&str) -> Option<String>,
-    ) -> Option<String> {
+        open: impl FnOnce(&str) -> Option<OpenedCookie>,
+    ) -> Option<OpenedCookie> {
         let known = self
             .opened
             .lock()

@@ -22,7 +22,7 @@ use tower_sessions::{Expiry, Session};
 pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError};
-pub use local_cache::{LocalCache, ENTRY_LIFETIME};
+pub use local_cache::{LocalCache, OpenedCookie, ENTRY_LIFETIME};
 pub use store::{redis_pool, SessionBackend, StoreSetupError, TimedStore, REDIS_COMMAND_TIMEOUT};
 
 use crate::config::{SessionConfig, StoreKind};
@@ -172,8 +172,9 @@ pub struct ActiveSession {
     pub id: Id,
     /// Shared with the local cache: reading a cached session copies nothing.
     pub data: Arc<SessionData>,
-    /// The loaded tower-sessions handle: writing through it needs no re-read.
-    handle: Session,
+    /// The loaded tower-sessions handle: writing through it needs no
+    /// re-read. `None` for a record served from the local cache.
+    handle: Option<Session>,
 }
 
 /// The session service: store, cookie rules, keys and lifetimes.
@@ -258,7 +259,7 @@ impl Sessions {
         Ok(data.map(|data| ActiveSession {
             id,
             data: Arc::new(data),
-            handle,
+            handle: Some(handle),
         }))
     }
 
@@ -271,24 +272,35 @@ impl Sessions {
                 None => Ok(None),
             };
         };
-        let Some((key, id)) = self
+        let Some(opened) = self
             .cookies
             .session_cookie_values(headers)
-            .filter_map(|sealed| {
-                cache.open_cookie(sealed, |sealed| self.cookies.open_session_value(sealed))
+            .find_map(|sealed| {
+                cache.open_cookie(sealed, |sealed| {
+                    let text = self.cookies.open_session_value(sealed)?;
+                    let id = text.parse::<Id>().ok()?;
+                    Some(OpenedCookie {
+                        text: Arc::from(text),
+                        id,
+                    })
+                })
             })
-            .find_map(|text| text.parse::<Id>().ok().map(|id| (text, id)))
         else {
             return Ok(None);
         };
+        let id = opened.id;
         let now = std::time::Instant::now();
-        if let Some(data) = cache.get(&key, now) {
-            let handle = Session::new(Some(id), self.backend.clone(), None);
-            return Ok(Some(ActiveSession { id, data, handle }));
+        if let Some(data) = cache.get(&opened.text, now) {
+            // No tower-sessions handle: a write (rare) makes one then.
+            return Ok(Some(ActiveSession {
+                id,
+                data,
+                handle: None,
+            }));
         }
         let loaded = self.reload(id).await?;
         if let Some(active) = &loaded {
-            cache.put(&key, active.data.clone(), now);
+            cache.put(&opened.text, active.data.clone(), now);
         }
         Ok(loaded)
     }
@@ -395,11 +407,17 @@ impl Sessions {
     /// Rewrites the record as it is now (same id, expiry from `expires_at`):
     /// one write, no re-read.
     pub async fn write(&self, active: &ActiveSession) -> Result<(), SessionError> {
-        active
-            .handle
-            .set_expiry(Some(expiry_at(active.data.expires_at)));
-        active.handle.insert(RECORD_KEY, &*active.data).await?;
-        active.handle.save().await?;
+        let unloaded;
+        let handle = match &active.handle {
+            Some(handle) => handle,
+            None => {
+                unloaded = Session::new(Some(active.id), self.backend.clone(), None);
+                &unloaded
+            }
+        };
+        handle.set_expiry(Some(expiry_at(active.data.expires_at)));
+        handle.insert(RECORD_KEY, &*active.data).await?;
+        handle.save().await?;
         self.invalidate(active.id).await;
         Ok(())
     }
