@@ -25,28 +25,43 @@ use tower::{Service, ServiceExt as _};
 use tracing::Instrument;
 
 use crate::ops::access::Observation;
+use crate::request_id::RequestMeta;
 use crate::{limits, proxy, request_id, AppState};
 
 /// The middleware form, around the router's own endpoints.
 pub async fn front(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    guarded(&app, request, |request| next.run(request)).await
+    let peer = request_id::peer_of(&request).map(|address| address.ip());
+    guarded(&app, request, peer, |mut request, meta| {
+        request.extensions_mut().insert(meta.id);
+        request.extensions_mut().insert(meta.note);
+        next.run(request)
+    })
+    .await
 }
 
 /// Request id, span, limits, then `inner`, then metrics and the access line.
-async fn guarded<F, Fut>(app: &AppState, mut request: Request, inner: F) -> Response
+async fn guarded<F, Fut>(
+    app: &AppState,
+    request: Request,
+    peer: Option<std::net::IpAddr>,
+    inner: F,
+) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(Request, RequestMeta) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let id = request_id::choose(app, &request);
-    request.extensions_mut().insert(id.clone());
-    let observation = Observation::begin(&mut request);
+    let id = request_id::choose(app, request.headers(), peer);
+    let observation = Observation::begin(&request);
+    let meta = RequestMeta {
+        id: id.clone(),
+        note: observation.note().clone(),
+    };
     // At ERROR level so the span (and its request id) stays on every line
     // whatever level RUST_LOG lets through: with `warn`, an info span would
     // be filtered out and warnings would lose the request id.
     let span = tracing::error_span!("request", request_id = %id.as_str());
     let mut response = async {
-        let response = limits::enforce(app, request, inner).await;
+        let response = limits::enforce(app, request, &id, |request| inner(request, meta)).await;
         observation.finish(app, &response);
         response
     }
@@ -81,18 +96,23 @@ impl Service<Request> for Entry {
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        request.extensions_mut().insert(ConnectInfo(self.peer));
         if for_the_router(request.uri().path()) {
+            request.extensions_mut().insert(ConnectInfo(self.peer));
             let router = self.router.clone();
             return Box::pin(async move { router.oneshot(request).await });
         }
+        // Proxied: the peer and the request's meta are handed over directly,
+        // not through extensions.
         let app = self.app.clone();
+        let peer = self.peer;
         Box::pin(async move {
-            let gateway_app = app.clone();
-            Ok(guarded(&app, request, move |request| {
-                proxy::gateway(State(gateway_app), request)
-            })
-            .await)
+            let proxy_app = app.clone();
+            Ok(
+                guarded(&app, request, Some(peer.ip()), move |request, meta| {
+                    proxy::proxied(proxy_app, request, Some(peer), meta)
+                })
+                .await,
+            )
         })
     }
 }

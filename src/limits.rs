@@ -129,7 +129,12 @@ fn counted(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
 }
 
 /// Refuses a request over a limit; passes the rest on to `next`.
-pub async fn enforce<F, Fut>(app: &AppState, request: Request, next: F) -> Response
+pub async fn enforce<F, Fut>(
+    app: &AppState,
+    request: Request,
+    request_id: &crate::request_id::RequestId,
+    next: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -137,7 +142,7 @@ where
     let limits = app.config.server.limits;
     let refuse = |request: &Request, error: GatewayError| {
         let json = wants_json(request.headers(), false);
-        error_response(&error, crate::request_id::of(request).as_str(), json)
+        error_response(&error, request_id.as_str(), json)
     };
     if !plain_framing(request.headers()) {
         app.metrics.limit_rejected("framing");
@@ -158,7 +163,6 @@ where
         return next(request).await;
     }
     let json = wants_json(request.headers(), false);
-    let request_id = crate::request_id::of(&request);
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = counted(body, limits.max_body_bytes, exceeded.clone());

@@ -23,6 +23,30 @@ impl RequestId {
     }
 }
 
+/// What the front learnt about a request before handing it on: its id and
+/// the note its handler fills in for the access log. The router's handlers
+/// find both in the request's extensions; the proxy is handed them directly
+/// (extensions cost a boxed insert each, on every proxied request).
+#[derive(Clone)]
+pub struct RequestMeta {
+    pub id: RequestId,
+    pub note: crate::ops::AccessNote,
+}
+
+impl RequestMeta {
+    /// From `request`'s extensions (a request the router served).
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        RequestMeta {
+            id: of(request),
+            note: request
+                .extensions()
+                .get::<crate::ops::AccessNote>()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The id of `request`, or "-" if the middleware did not run.
 pub fn of<B>(request: &http::Request<B>) -> RequestId {
     request
@@ -64,10 +88,12 @@ fn acceptable(value: &str) -> bool {
 
 /// The id for `request`: the incoming `X-Request-Id` from a trusted proxy
 /// when it is acceptable, a new one otherwise.
-pub fn choose<B>(app: &AppState, request: &http::Request<B>) -> RequestId {
-    let peer = peer_of(request).map(|address| address.ip());
-    let incoming = request
-        .headers()
+pub fn choose(
+    app: &AppState,
+    headers: &http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> RequestId {
+    let incoming = headers
         .get(&HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|value| acceptable(value));

@@ -31,9 +31,33 @@ pub struct AccessNote {
 struct NoteInner {
     route: OnceLock<String>,
     user: OnceLock<String>,
+    /// The access log is on: only then is the user kept.
+    logged: bool,
 }
 
 impl AccessNote {
+    /// Records the route prefix that matched (a configured `path_prefix`).
+    pub fn set_route(&self, prefix: &str) {
+        let _ = self.inner.route.set(prefix.to_owned());
+    }
+
+    /// Records the signed-in user's `sub` (for the access line, so only
+    /// when that is written).
+    pub fn set_user(&self, sub: &str) {
+        if self.inner.logged {
+            let _ = self.inner.user.set(sub.to_owned());
+        }
+    }
+
+    fn new(logged: bool) -> Self {
+        AccessNote {
+            inner: Arc::new(NoteInner {
+                logged,
+                ..NoteInner::default()
+            }),
+        }
+    }
+
     pub fn route(&self) -> Option<&str> {
         self.inner.route.get().map(String::as_str)
     }
@@ -46,14 +70,14 @@ impl AccessNote {
 /// Records the route prefix that matched (a configured `path_prefix`).
 pub fn note_route(extensions: &http::Extensions, prefix: &str) {
     if let Some(note) = extensions.get::<AccessNote>() {
-        let _ = note.inner.route.set(prefix.to_owned());
+        note.set_route(prefix);
     }
 }
 
 /// Records the signed-in user's `sub`.
 pub fn note_user(extensions: &http::Extensions, sub: &str) {
     if let Some(note) = extensions.get::<AccessNote>() {
-        let _ = note.inner.user.set(sub.to_owned());
+        note.set_user(sub);
     }
 }
 
@@ -86,11 +110,10 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Starts observing `request` (and gives it the note handlers fill in).
-    pub fn begin(request: &mut Request) -> Self {
+    /// Starts observing `request`; handlers fill in [`Observation::note`].
+    pub fn begin(request: &Request) -> Self {
         let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO);
-        let note = AccessNote::default();
-        request.extensions_mut().insert(note.clone());
+        let note = AccessNote::new(logged);
         Observation {
             started: Instant::now(),
             method: request.method().clone(),
@@ -98,6 +121,12 @@ impl Observation {
             matched: request.extensions().get::<MatchedPath>().cloned(),
             note,
         }
+    }
+
+    /// The note for the request's handler (in its extensions, or handed
+    /// over directly).
+    pub fn note(&self) -> &AccessNote {
+        &self.note
     }
 
     /// Counts the request and writes its access log line.
@@ -140,7 +169,7 @@ mod tests {
     #[test]
     fn the_noted_route_wins_over_the_matched_path() {
         let mut extensions = http::Extensions::new();
-        let note = AccessNote::default();
+        let note = AccessNote::new(true);
         extensions.insert(note.clone());
         assert_eq!(route_label(&note, None), "unmatched");
         assert_eq!(route_label(&note, Some("/healthz")), "/healthz");
@@ -148,5 +177,18 @@ mod tests {
         note_user(&extensions, "alice");
         assert_eq!(route_label(&note, Some("/healthz")), "/app");
         assert_eq!(note.user(), Some("alice"));
+    }
+
+    #[test]
+    fn the_user_is_kept_only_for_an_access_line() {
+        let quiet = AccessNote::new(false);
+        quiet.set_route("/app");
+        quiet.set_user("alice");
+        assert_eq!(
+            quiet.route(),
+            Some("/app"),
+            "metrics need the route either way"
+        );
+        assert_eq!(quiet.user(), None);
     }
 }

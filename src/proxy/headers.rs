@@ -199,12 +199,18 @@ pub fn set_forwarded(
         None
     };
     let chain = chain.unwrap_or_else(|| ip_text(client_ip));
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    // From the String itself: no copy.
+    if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let keep_proto = from_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO);
     if !keep_proto {
-        if let Ok(value) = HeaderValue::from_str(proto) {
+        let value = match proto {
+            "https" => Ok(HeaderValue::from_static("https")),
+            "http" => Ok(HeaderValue::from_static("http")),
+            other => HeaderValue::from_str(other),
+        };
+        if let Ok(value) = value {
             headers.insert(X_FORWARDED_PROTO, value);
         }
     }

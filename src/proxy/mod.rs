@@ -6,6 +6,7 @@ mod identify;
 mod routes;
 mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -26,13 +27,29 @@ pub use upstream::{UpstreamError, Upstreams};
 use crate::authz::Decision;
 use crate::error::GatewayError;
 use crate::pages::{error_response, forbidden, is_navigation, wants_json};
-use crate::request_id;
+use crate::request_id::{self, RequestMeta};
 use crate::{authz, endpoints, AppState};
 
-/// Every request that is not one of portico's own endpoints.
+/// Every request that is not one of portico's own endpoints, as the
+/// router's fallback (the id, note and peer come from its extensions).
 pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    let request_id = request_id::of(&request);
+    let meta = RequestMeta::of(&request);
     let peer = request_id::peer_of(&request);
+    proxied(app, request, peer, meta).await
+}
+
+/// Every request that is not one of portico's own endpoints: route, caller,
+/// rules, upstream.
+pub async fn proxied(
+    app: Arc<AppState>,
+    request: Request,
+    peer: Option<std::net::SocketAddr>,
+    meta: RequestMeta,
+) -> Response {
+    let RequestMeta {
+        id: request_id,
+        note,
+    } = meta;
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path();
     if has_dot_segments(path) {
@@ -43,12 +60,14 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
             json,
         );
     }
-    let host = request_host(&parts);
+    // A handle on the client's Host (no copy), which the upstream's replaces.
+    let host_header = parts.headers.get(HOST).cloned();
+    let host = request_host(host_header.as_ref(), &parts.uri);
     let Some(route) = app.routes.find(host.as_deref(), path) else {
         let json = wants_json(&parts.headers, false);
         return error_response(&GatewayError::NoRoute, request_id.as_str(), json);
     };
-    crate::ops::note_route(&parts.extensions, &route.path_prefix);
+    note.set_route(&route.path_prefix);
     let json = wants_json(&parts.headers, route.api);
     let path_and_query = parts
         .uri
@@ -86,7 +105,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
     };
     if let Some(principal) = &principal {
         let data = principal.data();
-        crate::ops::note_user(&parts.extensions, &data.sub);
+        note.set_user(&data.sub);
         match authz::decide(&route, data) {
             Decision::Allow => {}
             Decision::StepUp if step_up_allowed(&app, principal, json) => {
@@ -226,12 +245,15 @@ fn step_up_allowed(app: &AppState, principal: &Principal, json: bool) -> bool {
 }
 
 /// The Host the client asked for, lower-case (HTTP/1 Host header or the
-/// HTTP/2 authority).
-fn request_host(parts: &http::request::Parts) -> Option<String> {
-    parts
-        .headers
-        .get(HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|authority| authority.as_str()))
-        .map(str::to_ascii_lowercase)
+/// HTTP/2 authority); borrowed when it already is, as it nearly always is.
+fn request_host<'a>(host: Option<&'a HeaderValue>, uri: &'a http::Uri) -> Option<Cow<'a, str>> {
+    host.and_then(|value| value.to_str().ok())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()))
+        .map(|host| {
+            if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(host)
+            }
+        })
 }
