@@ -38,11 +38,11 @@ pub enum WireError {
 /// upstream's base path and the request's path and query), then `headers` as
 /// given (cleaned of hop-by-hop headers, carrying the upstream's `Host`), and
 /// `Transfer-Encoding: chunked` for a body of unknown length.
-pub fn write_request_head(
+pub fn write_request_head<'h>(
     out: &mut Vec<u8>,
     method: &Method,
     target: (&str, &str),
-    headers: &HeaderMap,
+    headers: impl IntoIterator<Item = (&'h HeaderName, &'h HeaderValue)>,
     chunked: bool,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());

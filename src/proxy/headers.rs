@@ -63,101 +63,216 @@ fn is_identity_header(name: &str) -> bool {
     })
 }
 
-/// Removes client-sent identity headers in every spelling.
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str()))
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(&name);
-    }
-}
-
 /// Whether `name` is a hop-by-hop header (named by `Connection` or not).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// Removes hop-by-hop headers, including any named by `Connection`.
-/// One pass over the names finds which are present (most requests carry
-/// none), so only those are looked up again to be removed.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present |= 1 << index;
+/// `Cookie`, as a place a reference can point to.
+static COOKIE_NAME: HeaderName = COOKIE;
+
+/// What becomes of the client's Cookie header.
+enum CookieRewrite {
+    /// Sent as it came (none of portico's cookies, at most one line).
+    Unchanged,
+    /// Replaced by this one line, or by none.
+    Replaced(Option<HeaderValue>),
+}
+
+/// The request's headers as they go upstream: the client's, less what stops
+/// at portico, plus what portico sets. Nothing is edited in the client's
+/// map: the head is written from the client's headers that pass and then
+/// portico's own. (Editing the map grew it on every request, and hashed
+/// every added and removed name.)
+///
+/// Stopped at portico: hop-by-hop headers and the ones `Connection` names,
+/// identity headers in every spelling (`_` for `-` too: some servers read
+/// `X_Forwarded_User` as `X-Forwarded-User`), portico's own cookies, and
+/// any header portico sets or removes itself.
+pub struct UpstreamHeaders<'a> {
+    client: &'a HeaderMap,
+    /// Names the client's `Connection` header lists (rarely any).
+    connection_named: Vec<HeaderName>,
+    cookie: CookieRewrite,
+    /// Set (`Some`) or removed (`None`) by portico, replacing the client's.
+    set: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The signed-in user's identity headers (built once per session record).
+    identity: &'a [(HeaderName, HeaderValue)],
+}
+
+impl<'a> UpstreamHeaders<'a> {
+    /// The client's `headers`, with the cookies `is_ours` names taken out.
+    pub fn new(client: &'a HeaderMap, is_ours: impl Fn(&str) -> bool) -> Self {
+        let connection_named = if client.contains_key(CONNECTION) {
+            client
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|text| text.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+                .filter(|name| !HOP_BY_HOP.contains(name))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        UpstreamHeaders {
+            client,
+            connection_named,
+            cookie: cookie_rewrite(client, is_ours),
+            set: Vec::with_capacity(8),
+            identity: &[],
         }
     }
-    if present == 0 {
-        return;
+
+    /// Sends `value` as `name`, in place of any the client sent.
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.set.push((name, Some(value)));
     }
-    // HOP_BY_HOP[0] is Connection.
-    let named: Vec<HeaderName> = if present & 1 == 1 {
-        headers
-            .get_all(CONNECTION)
+
+    /// Sends no `name`, whatever the client sent.
+    pub fn remove(&mut self, name: HeaderName) {
+        self.set.push((name, None));
+    }
+
+    /// Adds the identity headers for a signed-in user (built once per
+    /// shared session record).
+    pub fn identity(&mut self, session: &'a SessionData) {
+        self.identity = session
+            .identity_headers
+            .get_or_init(|| identity_headers(session));
+    }
+
+    /// Sets X-Forwarded-For/-Proto/-Host. From a trusted proxy the incoming
+    /// chain is kept and extended (and an incoming proto and host kept);
+    /// from anyone else they are replaced.
+    pub fn forwarded(
+        &mut self,
+        client_ip: std::net::IpAddr,
+        proto: &str,
+        host: Option<&str>,
+        from_trusted_proxy: bool,
+    ) {
+        let chain = if from_trusted_proxy {
+            self.client_value(&X_FORWARDED_FOR)
+                .and_then(|value| value.to_str().ok())
+                .map(|existing| format!("{existing}, {client_ip}"))
+        } else {
+            None
+        };
+        let chain = chain.unwrap_or_else(|| ip_text(client_ip));
+        // From the String itself: no copy.
+        match HeaderValue::try_from(chain) {
+            Ok(value) => self.set(X_FORWARDED_FOR, value),
+            Err(_) => self.remove(X_FORWARDED_FOR),
+        }
+        let keep_proto = from_trusted_proxy && self.client_value(&X_FORWARDED_PROTO).is_some();
+        if !keep_proto {
+            let value = match proto {
+                "https" => Ok(HeaderValue::from_static("https")),
+                "http" => Ok(HeaderValue::from_static("http")),
+                other => HeaderValue::from_str(other),
+            };
+            match value {
+                Ok(value) => self.set(X_FORWARDED_PROTO, value),
+                Err(_) => self.remove(X_FORWARDED_PROTO),
+            }
+        }
+        let keep_host = from_trusted_proxy && self.client_value(&X_FORWARDED_HOST).is_some();
+        if !keep_host {
+            match host.and_then(|host| HeaderValue::from_str(host).ok()) {
+                Some(value) => self.set(X_FORWARDED_HOST, value),
+                None => self.remove(X_FORWARDED_HOST),
+            }
+        }
+    }
+
+    /// Whether a Content-Length goes upstream (the client's, if it sent one).
+    pub fn has_content_length(&self) -> bool {
+        self.client_value(&http::header::CONTENT_LENGTH).is_some()
+    }
+
+    /// The client's first `name`, unless `Connection` named it.
+    fn client_value(&self, name: &HeaderName) -> Option<&'a HeaderValue> {
+        if self.connection_named.contains(name) {
+            return None;
+        }
+        self.client.get(name)
+    }
+
+    /// Whether the client's `name` goes upstream as it came.
+    fn passes(&self, name: &HeaderName) -> bool {
+        if HOP_BY_HOP.contains(name) || self.connection_named.contains(name) {
+            return false;
+        }
+        if name == COOKIE {
+            return matches!(self.cookie, CookieRewrite::Unchanged);
+        }
+        !is_identity_header(name.as_str()) && !self.set.iter().any(|(set, _)| set == name)
+    }
+
+    /// Every header that goes upstream, in the order written.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+        let cookie = match &self.cookie {
+            CookieRewrite::Replaced(Some(value)) => Some((&COOKIE_NAME, value)),
+            _ => None,
+        };
+        self.client
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|text| text.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !HOP_BY_HOP.contains(name))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for (index, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << index) != 0 {
-            headers.remove(name);
-        }
+            .filter(|(name, _)| self.passes(name))
+            .chain(cookie)
+            .chain(
+                self.set
+                    .iter()
+                    .filter_map(|(name, value)| value.as_ref().map(|value| (name, value))),
+            )
+            .chain(self.identity.iter().map(|(name, value)| (name, value)))
     }
-    for name in &named {
-        headers.remove(name);
+
+    /// The value of `name` that goes upstream, if any (the first).
+    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.iter()
+            .find(|(candidate, _)| candidate.as_str() == name)
+            .map(|(_, value)| value)
     }
 }
 
-/// Rewrites the Cookie header(s) without the cookies `is_ours` names.
-pub fn strip_cookies(headers: &mut HeaderMap, is_ours: impl Fn(&str) -> bool) {
+/// The client's Cookie lines without the cookies `is_ours` names: unchanged
+/// when none is portico's and there is one line at most; otherwise joined
+/// into one line of what is left (or none).
+fn cookie_rewrite(client: &HeaderMap, is_ours: impl Fn(&str) -> bool) -> CookieRewrite {
+    let mut lines = 0;
     let mut kept = String::new();
     let mut dropped = false;
-    for pair in headers
+    for text in client
         .get_all(COOKIE)
         .iter()
+        .inspect(|_| lines += 1)
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|text| text.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
     {
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-        if is_ours(name) {
-            dropped = true;
-            continue;
-        }
-        if !kept.is_empty() {
-            kept.push_str("; ");
-        }
-        kept.push_str(pair);
-    }
-    if !dropped && headers.get_all(COOKIE).iter().count() <= 1 {
-        return;
-    }
-    headers.remove(COOKIE);
-    if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept) {
-            headers.insert(COOKIE, value);
+        for pair in text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+        {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+            if is_ours(name) {
+                dropped = true;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
         }
     }
-}
-
-/// Adds the identity headers for a signed-in user (built once per shared
-/// session record).
-pub fn add_identity_headers(headers: &mut HeaderMap, session: &SessionData) {
-    let built = session
-        .identity_headers
-        .get_or_init(|| identity_headers(session));
-    for (name, value) in built {
-        headers.insert(name.clone(), value.clone());
+    if !dropped && lines <= 1 {
+        return CookieRewrite::Unchanged;
     }
+    CookieRewrite::Replaced(
+        (!kept.is_empty())
+            .then(|| HeaderValue::try_from(kept).ok())
+            .flatten(),
+    )
 }
 
 fn identity_headers(session: &SessionData) -> Vec<(HeaderName, HeaderValue)> {
@@ -179,52 +294,6 @@ fn identity_headers(session: &SessionData) -> Vec<(HeaderName, HeaderValue)> {
         session.preferred_username.as_deref(),
     );
     built
-}
-
-/// Sets X-Forwarded-For/-Proto/-Host. From a trusted proxy the incoming
-/// chain is kept and extended; from anyone else it is replaced.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: std::net::IpAddr,
-    proto: &str,
-    host: Option<&str>,
-    from_trusted_proxy: bool,
-) {
-    let chain = if from_trusted_proxy {
-        headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|value| value.to_str().ok())
-            .map(|existing| format!("{existing}, {client_ip}"))
-    } else {
-        None
-    };
-    let chain = chain.unwrap_or_else(|| ip_text(client_ip));
-    // From the String itself: no copy.
-    if let Ok(value) = HeaderValue::try_from(chain) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    let keep_proto = from_trusted_proxy && headers.contains_key(&X_FORWARDED_PROTO);
-    if !keep_proto {
-        let value = match proto {
-            "https" => Ok(HeaderValue::from_static("https")),
-            "http" => Ok(HeaderValue::from_static("http")),
-            other => HeaderValue::from_str(other),
-        };
-        if let Ok(value) = value {
-            headers.insert(X_FORWARDED_PROTO, value);
-        }
-    }
-    let keep_host = from_trusted_proxy && headers.contains_key(&X_FORWARDED_HOST);
-    if !keep_host {
-        match host.and_then(|host| HeaderValue::from_str(host).ok()) {
-            Some(value) => {
-                headers.insert(X_FORWARDED_HOST, value);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
-    }
 }
 
 /// An address as text; IPv4 (the usual case) without the formatting
@@ -270,83 +339,127 @@ mod tests {
         }
     }
 
+    fn names(headers: &UpstreamHeaders<'_>) -> Vec<String> {
+        headers.iter().map(|(name, _)| name.to_string()).collect()
+    }
+
     #[test]
     fn identity_headers_are_stripped_in_every_spelling() {
-        let mut headers = HeaderMap::new();
-        headers.insert("X-Forwarded-User", HeaderValue::from_static("mallory"));
-        headers.insert("x_forwarded_email", HeaderValue::from_static("m@evil"));
-        headers.insert("X_FORWARDED_GROUPS", HeaderValue::from_static("admin"));
-        headers.insert("x-portico-identity", HeaderValue::from_static("forged"));
-        headers.insert("x-other", HeaderValue::from_static("kept"));
-        strip_identity_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("x-other"));
+        let mut client = HeaderMap::new();
+        client.insert("X-Forwarded-User", HeaderValue::from_static("mallory"));
+        client.insert("x_forwarded_email", HeaderValue::from_static("m@evil"));
+        client.insert("X_FORWARDED_GROUPS", HeaderValue::from_static("admin"));
+        client.insert("x-portico-identity", HeaderValue::from_static("forged"));
+        client.insert("x-other", HeaderValue::from_static("kept"));
+        let headers = UpstreamHeaders::new(&client, |_| false);
+        assert_eq!(names(&headers), ["x-other"]);
     }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
+        let mut client = HeaderMap::new();
+        client.insert(
             CONNECTION,
             HeaderValue::from_static("keep-alive, x-secret-hop"),
         );
-        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
-        headers.insert("te", HeaderValue::from_static("trailers"));
-        headers.insert("accept", HeaderValue::from_static("*/*"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert!(headers.contains_key("accept"));
+        client.insert("x-secret-hop", HeaderValue::from_static("1"));
+        client.insert("te", HeaderValue::from_static("trailers"));
+        client.insert("accept", HeaderValue::from_static("*/*"));
+        assert_eq!(names(&UpstreamHeaders::new(&client, |_| false)), ["accept"]);
 
         let mut only_upgrade = HeaderMap::new();
         only_upgrade.insert("upgrade", HeaderValue::from_static("websocket"));
         only_upgrade.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
         only_upgrade.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut only_upgrade);
-        assert_eq!(only_upgrade.keys().collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(
+            names(&UpstreamHeaders::new(&only_upgrade, |_| false)),
+            ["x-kept"]
+        );
 
         let mut named_only = HeaderMap::new();
         named_only.insert(CONNECTION, HeaderValue::from_static("X-Private"));
         named_only.insert("x-private", HeaderValue::from_static("1"));
         named_only.insert("x-public", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut named_only);
-        assert_eq!(named_only.keys().collect::<Vec<_>>(), ["x-public"]);
+        assert_eq!(
+            names(&UpstreamHeaders::new(&named_only, |_| false)),
+            ["x-public"]
+        );
 
         let mut none = HeaderMap::new();
         none.insert("accept", HeaderValue::from_static("*/*"));
         none.insert("cookie", HeaderValue::from_static("a=1"));
-        strip_hop_by_hop(&mut none);
-        assert_eq!(none.len(), 2);
+        let passed = UpstreamHeaders::new(&none, |_| false);
+        assert_eq!(names(&passed), ["accept", "cookie"]);
+        assert_eq!(passed.get("cookie").unwrap(), "a=1");
     }
 
     #[test]
     fn only_portico_cookies_are_removed() {
-        let mut headers = HeaderMap::new();
-        headers.append(COOKIE, HeaderValue::from_static("a=1; portico_session=xyz"));
-        headers.append(
+        let mut client = HeaderMap::new();
+        client.append(COOKIE, HeaderValue::from_static("a=1; portico_session=xyz"));
+        client.append(
             COOKIE,
             HeaderValue::from_static("portico_session_login_abc=q; b=2"),
         );
-        strip_cookies(&mut headers, |name| name.starts_with("portico_session"));
-        assert_eq!(headers.get(COOKIE).unwrap(), "a=1; b=2");
+        let headers = UpstreamHeaders::new(&client, |name| name.starts_with("portico_session"));
+        assert_eq!(names(&headers), ["cookie"]);
+        assert_eq!(headers.get("cookie").unwrap(), "a=1; b=2");
         let mut only_ours = HeaderMap::new();
         only_ours.insert(COOKIE, HeaderValue::from_static("portico_session=1"));
-        strip_cookies(&mut only_ours, |name| name == "portico_session");
-        assert!(only_ours.get(COOKIE).is_none());
+        let headers = UpstreamHeaders::new(&only_ours, |name| name == "portico_session");
+        assert!(headers.get("cookie").is_none());
+        // Two lines of the client's own cookies go as one.
+        let mut two_lines = HeaderMap::new();
+        two_lines.append(COOKIE, HeaderValue::from_static("a=1"));
+        two_lines.append(COOKIE, HeaderValue::from_static("b=2"));
+        let headers = UpstreamHeaders::new(&two_lines, |_| false);
+        assert_eq!(names(&headers), ["cookie"]);
+        assert_eq!(headers.get("cookie").unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn what_portico_sets_or_removes_replaces_the_clients() {
+        let mut client = HeaderMap::new();
+        client.insert("host", HeaderValue::from_static("public.example"));
+        client.insert("x-request-id", HeaderValue::from_static("client-chosen"));
+        client.insert("accept", HeaderValue::from_static("*/*"));
+        let mut headers = UpstreamHeaders::new(&client, |_| false);
+        headers.set(
+            http::header::HOST,
+            HeaderValue::from_static("upstream.internal"),
+        );
+        headers.remove(HeaderName::from_static("x-request-id"));
+        assert_eq!(names(&headers), ["accept", "host"]);
+        assert_eq!(headers.get("host").unwrap(), "upstream.internal");
     }
 
     #[test]
     fn forwarded_chain_is_only_extended_for_trusted_proxies() {
         let ip: std::net::IpAddr = "10.0.0.9".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut headers, ip, "https", Some("app.example"), false);
+        let mut client = HeaderMap::new();
+        client.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        client.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        client.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        let mut headers = UpstreamHeaders::new(&client, |_| false);
+        headers.forwarded(ip, "https", Some("app.example"), false);
         assert_eq!(headers.get("x-forwarded-for").unwrap(), "10.0.0.9");
-        let mut trusted = HeaderMap::new();
-        trusted.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut trusted, ip, "https", Some("app.example"), true);
+        assert_eq!(headers.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(headers.get("x-forwarded-host").unwrap(), "app.example");
+        assert_eq!(names(&headers).len(), 3, "the client's copies are gone");
+
+        let mut trusted = UpstreamHeaders::new(&client, |_| false);
+        trusted.forwarded(ip, "https", Some("app.example"), true);
         assert_eq!(trusted.get("x-forwarded-for").unwrap(), "1.2.3.4, 10.0.0.9");
-        assert_eq!(trusted.get("x-forwarded-proto").unwrap(), "https");
-        assert_eq!(trusted.get("x-forwarded-host").unwrap(), "app.example");
+        assert_eq!(trusted.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(trusted.get("x-forwarded-host").unwrap(), "evil.example");
+        assert_eq!(names(&trusted).len(), 3);
+
+        let no_chain = HeaderMap::new();
+        let mut fresh = UpstreamHeaders::new(&no_chain, |_| false);
+        fresh.forwarded(ip, "https", None, true);
+        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "10.0.0.9");
+        assert_eq!(fresh.get("x-forwarded-proto").unwrap(), "https");
+        assert!(fresh.get("x-forwarded-host").is_none());
     }
 
     #[test]
@@ -370,8 +483,9 @@ mod tests {
             sealed_tokens: String::new(),
             identity_headers: Default::default(),
         };
-        let mut headers = HeaderMap::new();
-        add_identity_headers(&mut headers, &session);
+        let client = HeaderMap::new();
+        let mut headers = UpstreamHeaders::new(&client, |_| false);
+        headers.identity(&session);
         assert!(headers.get("x-forwarded-user").is_none());
         assert_eq!(headers.get("x-forwarded-groups").unwrap(), "admin,ops");
         assert_eq!(
@@ -385,12 +499,13 @@ mod tests {
         // change in place clears what was built (as a refresh does).
         let mut copy = session.clone();
         copy.sub = "alice".into();
-        add_identity_headers(&mut headers, &copy);
+        let mut headers = UpstreamHeaders::new(&client, |_| false);
+        headers.identity(&copy);
         assert_eq!(headers.get("x-forwarded-user").unwrap(), "alice");
         session.sub = "bob".into();
         session.identity_headers.clear();
-        let mut fresh = HeaderMap::new();
-        add_identity_headers(&mut fresh, &session);
+        let mut fresh = UpstreamHeaders::new(&client, |_| false);
+        fresh.identity(&session);
         assert_eq!(fresh.get("x-forwarded-user").unwrap(), "bob");
         assert_eq!(fresh.get("x-forwarded-groups").unwrap(), "admin,ops");
     }

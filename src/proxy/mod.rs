@@ -16,10 +16,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue};
 
 pub use h1::WireError;
-pub use headers::{
-    add_identity_headers, set_forwarded, strip_cookies, strip_hop_by_hop, strip_identity_headers,
-    IDENTITY_HEADERS,
-};
+pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
 pub use upstream::{UpstreamError, Upstreams};
@@ -50,7 +47,7 @@ pub async fn proxied(
         id: request_id,
         note,
     } = meta;
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     if has_dot_segments(path) {
         let json = wants_json(&parts.headers, false);
@@ -60,9 +57,7 @@ pub async fn proxied(
             json,
         );
     }
-    // A handle on the client's Host (no copy), which the upstream's replaces.
-    let host_header = parts.headers.get(HOST).cloned();
-    let host = request_host(host_header.as_ref(), &parts.uri);
+    let host = request_host(parts.headers.get(HOST), &parts.uri);
     let Some(route) = app.routes.find(host.as_deref(), path) else {
         let json = wants_json(&parts.headers, false);
         return error_response(&GatewayError::NoRoute, request_id.as_str(), json);
@@ -139,40 +134,29 @@ pub async fn proxied(
             .headers
             .get(CONTENT_LENGTH)
             .is_some_and(|length| length != "0");
-    let mut headers = std::mem::take(&mut parts.headers);
-    // Room for what portico adds (forwarding, request id, identity), so the
-    // map grows at most once.
-    headers.reserve(8);
-    strip_hop_by_hop(&mut headers);
-    strip_identity_headers(&mut headers);
-    strip_cookies(&mut headers, |name| {
+    let mut headers = UpstreamHeaders::new(&parts.headers, |name| {
         app.sessions.cookies.is_portico_cookie(name)
     });
-    // The upstream's own Host (hyper's client would otherwise work it out
-    // from the URI on every request).
+    // The upstream's own Host.
     match &route.upstream_host {
-        Some(upstream_host) => {
-            headers.insert(HOST, upstream_host.clone());
-        }
-        None => {
-            headers.remove(HOST);
-        }
+        Some(upstream_host) => headers.set(HOST, upstream_host.clone()),
+        None => headers.remove(HOST),
     }
     let client_ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |address| {
         address.ip()
     });
-    set_forwarded(
-        &mut headers,
+    headers.forwarded(
         client_ip,
         app.config.server.public_url.scheme(),
         host.as_deref(),
         app.is_trusted_proxy(peer.map(|address| address.ip())),
     );
-    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
-        headers.insert(request_id::HEADER, value);
+    match HeaderValue::from_str(request_id.as_str()) {
+        Ok(value) => headers.set(request_id::HEADER, value),
+        Err(_) => headers.remove(request_id::HEADER),
     }
     if let Some(principal) = &principal {
-        add_identity_headers(&mut headers, principal.data());
+        headers.identity(principal.data());
         if route.identity_jwt {
             let signer = match Box::pin(app.identity_signer()).await {
                 Ok(signer) => signer,
@@ -188,13 +172,13 @@ pub async fn proxied(
             let audience = route.upstream.origin().ascii_serialization();
             let token = signer.token_for(&caller, &audience, principal.data(), app.now_seconds());
             if let Ok(value) = HeaderValue::from_str(&token) {
-                headers.insert(HeaderName::from_static("x-portico-identity"), value);
+                headers.set(HeaderName::from_static("x-portico-identity"), value);
             }
         }
         if route.pass_access_token {
             if let Some(token) = principal.access_token(&app) {
                 if let Ok(value) = HeaderValue::from_str(&token) {
-                    headers.insert(HeaderName::from_static("x-forwarded-access-token"), value);
+                    headers.set(HeaderName::from_static("x-forwarded-access-token"), value);
                 }
             }
         }
@@ -210,7 +194,7 @@ pub async fn proxied(
             &route.upstream,
             path_and_query,
             &route.upstream_origin,
-            headers,
+            &headers,
             body,
         )
         .await

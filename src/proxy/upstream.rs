@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, Method};
+use http::Method;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use url::Url;
 
 use super::h1::{self, Decoder, Head, Step, WireError};
+use super::headers::UpstreamHeaders;
 use crate::fasthash::FastMap;
 use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
@@ -338,14 +338,20 @@ impl Upstreams {
         upstream: &Url,
         path_and_query: &str,
         origin: &Arc<str>,
-        headers: HeaderMap,
+        headers: &UpstreamHeaders<'_>,
         body: Body,
     ) -> Result<Response, UpstreamError> {
         // A body of known length goes as it is; any other body is chunked.
-        let chunked = !body.is_end_stream() && !headers.contains_key(CONTENT_LENGTH);
+        let chunked = !body.is_end_stream() && !headers.has_content_length();
         let mut head = Vec::with_capacity(512);
         let base = upstream.path().trim_end_matches('/');
-        h1::write_request_head(&mut head, method, (base, path_and_query), &headers, chunked);
+        h1::write_request_head(
+            &mut head,
+            method,
+            (base, path_and_query),
+            headers.iter(),
+            chunked,
+        );
         let outgoing = Outgoing {
             method,
             head,
