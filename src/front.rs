@@ -61,7 +61,13 @@ where
     // be filtered out and warnings would lose the request id.
     let span = tracing::error_span!("request", request_id = %id.as_str());
     let mut response = async {
-        let response = limits::enforce(app, request, &id, |request| inner(request, meta)).await;
+        let response = match limits::admit(app, request, &id) {
+            limits::Admission::Through(request, watched) => {
+                let response = inner(request, meta).await;
+                limits::judge(app, watched, response, &id)
+            }
+            limits::Admission::Refused(refusal) => refusal,
+        };
         observation.finish(app, &response);
         response
     }

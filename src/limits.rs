@@ -128,17 +128,30 @@ fn counted(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
     }))
 }
 
-/// Refuses a request over a limit; passes the rest on to `next`.
-pub async fn enforce<F, Fut>(
+/// A request let through whose chunked body is counted as it streams.
+pub struct Watched {
+    exceeded: Arc<AtomicBool>,
+    json: bool,
+}
+
+/// What [`admit`] decided.
+pub enum Admission {
+    /// Let through (a chunked body counted as it streams, when watched).
+    Through(Request, Option<Watched>),
+    /// Over a limit: the answer.
+    Refused(Response),
+}
+
+/// Refuses a request over a limit; lets the rest through, a chunked body
+/// counted as it streams. The caller hands the answer to [`judge`]
+/// afterwards. (Two plain calls rather than one async
+/// wrapper: a wrapper future around the handler's moved the handler's whole
+/// state once more on every request.)
+pub fn admit(
     app: &AppState,
     request: Request,
     request_id: &crate::request_id::RequestId,
-    next: F,
-) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: std::future::Future<Output = Response>,
-{
+) -> Admission {
     let limits = app.config.server.limits;
     let refuse = |request: &Request, error: GatewayError| {
         let json = wants_json(request.headers(), false);
@@ -147,39 +160,55 @@ where
     if !plain_framing(request.headers()) {
         app.metrics.limit_rejected("framing");
         tracing::info!("refused a request with stacked or repeated Transfer-Encoding");
-        return refuse(
+        return Admission::Refused(refuse(
             &request,
             GatewayError::BadRequest("the Transfer-Encoding must be chunked, once"),
-        );
+        ));
     }
     if let Some(limit) = check_head(&request, &limits) {
         app.metrics.limit_rejected(limit.label());
         tracing::info!(limit = limit.label(), "refused a request over a size limit");
-        return refuse(&request, GatewayError::TooLarge(limit));
+        return Admission::Refused(refuse(&request, GatewayError::TooLarge(limit)));
     }
     // A declared length is checked above and hyper holds the body to it;
     // only a chunked body has to be counted as it streams.
     if !request.headers().contains_key(TRANSFER_ENCODING) {
-        return next(request).await;
+        return Admission::Through(request, None);
     }
     let json = wants_json(request.headers(), false);
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = counted(body, limits.max_body_bytes, exceeded.clone());
-    let response = next(Request::from_parts(parts, body)).await;
-    if exceeded.load(Ordering::SeqCst) {
-        app.metrics.limit_rejected(Limit::Body.label());
-        tracing::info!(
-            limit = Limit::Body.label(),
-            "a streamed body went over the limit"
-        );
-        return error_response(
-            &GatewayError::TooLarge(Limit::Body),
-            request_id.as_str(),
-            json,
-        );
+    Admission::Through(
+        Request::from_parts(parts, body),
+        Some(Watched { exceeded, json }),
+    )
+}
+
+/// The answer to a request [`admit`] let through: a 413 instead if its
+/// streamed body went over the limit.
+pub fn judge(
+    app: &AppState,
+    watched: Option<Watched>,
+    response: Response,
+    request_id: &crate::request_id::RequestId,
+) -> Response {
+    let Some(watched) = watched else {
+        return response;
+    };
+    if !watched.exceeded.load(Ordering::SeqCst) {
+        return response;
     }
-    response
+    app.metrics.limit_rejected(Limit::Body.label());
+    tracing::info!(
+        limit = Limit::Body.label(),
+        "a streamed body went over the limit"
+    );
+    error_response(
+        &GatewayError::TooLarge(Limit::Body),
+        request_id.as_str(),
+        watched.json,
+    )
 }
 
 #[cfg(test)]
