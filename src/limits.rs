@@ -144,9 +144,9 @@ pub enum Admission {
 
 /// Refuses a request over a limit; lets the rest through, a chunked body
 /// counted as it streams. The caller hands the answer to [`judge`]
-/// afterwards. (Two plain calls rather than one async
-/// wrapper: a wrapper future around the handler's moved the handler's whole
-/// state once more on every request.)
+/// afterwards. (Two plain calls rather than one async wrapper: a wrapper
+/// future around the handler's moved the handler's whole state once more on
+/// every request.)
 pub fn admit(
     app: &AppState,
     request: Request,

@@ -3,8 +3,9 @@
 //! The middleware runs inside the request-id span, so the line carries the
 //! request id in every log format. Handlers tell it what only they know —
 //! the route prefix that matched and who is signed in — through an
-//! [`AccessNote`] in the request's extensions; the middleware never parses
-//! cookies or reads the store itself.
+//! [`AccessNote`]: the proxy is handed it, the router's handlers find it in
+//! the request's extensions. The middleware never parses cookies or reads
+//! the store itself.
 //!
 //! The line: target `portico::access`, level info, fields `method`, `path`
 //! (never the query: it may carry codes or tokens), `status`, `latency_ms`,
@@ -64,20 +65,6 @@ impl AccessNote {
 
     pub fn user(&self) -> Option<&str> {
         self.inner.user.get().map(String::as_str)
-    }
-}
-
-/// Records the route prefix that matched (a configured `path_prefix`).
-pub fn note_route(extensions: &http::Extensions, prefix: &str) {
-    if let Some(note) = extensions.get::<AccessNote>() {
-        note.set_route(prefix);
-    }
-}
-
-/// Records the signed-in user's `sub`.
-pub fn note_user(extensions: &http::Extensions, sub: &str) {
-    if let Some(note) = extensions.get::<AccessNote>() {
-        note.set_user(sub);
     }
 }
 
@@ -168,13 +155,12 @@ mod tests {
 
     #[test]
     fn the_noted_route_wins_over_the_matched_path() {
-        let mut extensions = http::Extensions::new();
         let note = AccessNote::new(true);
-        extensions.insert(note.clone());
+        let handed = note.clone();
         assert_eq!(route_label(&note, None), "unmatched");
         assert_eq!(route_label(&note, Some("/healthz")), "/healthz");
-        note_route(&extensions, "/app");
-        note_user(&extensions, "alice");
+        handed.set_route("/app");
+        handed.set_user("alice");
         assert_eq!(route_label(&note, Some("/healthz")), "/app");
         assert_eq!(note.user(), Some("alice"));
     }

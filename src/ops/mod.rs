@@ -19,7 +19,7 @@ use axum::Json;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 
-pub use access::{note_route, note_user, AccessNote};
+pub use access::AccessNote;
 pub use lifecycle::{reload_routes, Draining, ReloadError, RouteHandle};
 pub use metrics::Metrics;
 
