@@ -100,8 +100,15 @@ pub enum Framing {
 }
 
 /// Parses a final response head from the front of `buf`, removing it.
-/// `Ok(None)`: more bytes are needed. Interim (1xx) responses are skipped.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+/// `Ok(None)`: more bytes are needed. Interim (1xx) responses are skipped,
+/// except a 101 to a request that asked to switch protocols (`upgrade`):
+/// that is the final head, with no body, and what follows it on the
+/// connection is the new protocol. A 101 nobody asked for is an error.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    upgrade: bool,
+) -> Result<Option<Head>, WireError> {
     loop {
         let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
             [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -125,10 +132,11 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
         let code = response.code.unwrap_or(0);
         let status =
             StatusCode::from_u16(code).map_err(|_| WireError::Head(format!("status {code}")))?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && !upgrade {
             return Err(WireError::Upgrade);
         }
-        if status.is_informational() {
+        if status.is_informational() && !switching {
             buf.advance(length);
             continue;
         }
@@ -177,7 +185,11 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
         for name in &wire.named {
             headers.remove(name);
         }
-        let (framing, keep_alive) = wire.framing(status, method)?;
+        let (framing, keep_alive) = if switching {
+            (Framing::Empty, false)
+        } else {
+            wire.framing(status, method)?
+        };
         return Ok(Some(Head {
             status,
             headers,
@@ -434,7 +446,7 @@ mod tests {
     use http::header::HOST;
 
     fn parse(text: &str, method: &Method) -> Result<Option<Head>, WireError> {
-        parse_head(&mut BytesMut::from(text), method)
+        parse_head(&mut BytesMut::from(text), method, false)
     }
 
     /// Feeds `wire` one byte at a time and collects the body.
@@ -492,7 +504,7 @@ mod tests {
         let mut buf = BytesMut::new();
         for (index, byte) in wire.iter().enumerate() {
             buf.extend_from_slice(&[*byte]);
-            match parse_head(&mut buf, &Method::GET).unwrap() {
+            match parse_head(&mut buf, &Method::GET, false).unwrap() {
                 None => assert!(index < wire.len() - 6, "complete at {index}"),
                 Some(head) => {
                     assert_eq!(index, wire.len() - 6);
@@ -513,7 +525,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
         );
-        let head = parse_head(&mut buf, &Method::POST).unwrap().unwrap();
+        let head = parse_head(&mut buf, &Method::POST, false).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::CREATED);
         assert_eq!(head.framing, Framing::Empty);
         assert!(buf.is_empty());
@@ -525,6 +537,34 @@ mod tests {
             .unwrap_err(),
             WireError::Upgrade
         );
+    }
+
+    #[test]
+    fn an_asked_for_101_is_the_final_head_and_leaves_what_follows() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Accept: abc=\r\n\r\n\x81\x02hi"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(!head.keep_alive);
+        assert_eq!(head.headers.get("sec-websocket-accept").unwrap(), "abc=");
+        assert!(
+            head.headers.get("upgrade").is_none(),
+            "hop-by-hop, left out"
+        );
+        assert_eq!(
+            &buf[..],
+            b"\x81\x02hi",
+            "the new protocol's first bytes stay"
+        );
+        // A 100 before it is still skipped.
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let head = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
     }
 
     #[test]

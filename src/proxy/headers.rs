@@ -98,6 +98,8 @@ pub struct UpstreamHeaders<'a> {
     set: Vec<(HeaderName, Option<HeaderValue>)>,
     /// The signed-in user's identity headers (built once per session record).
     identity: &'a [(HeaderName, HeaderValue)],
+    /// A websocket handshake: asks the upstream to switch protocols.
+    websocket: bool,
 }
 
 impl<'a> UpstreamHeaders<'a> {
@@ -121,7 +123,22 @@ impl<'a> UpstreamHeaders<'a> {
             cookie: cookie_rewrite(client, is_ours),
             set: Vec::with_capacity(8),
             identity: &[],
+            websocket: false,
         }
+    }
+
+    /// Makes the request a websocket handshake upstream (`Connection:
+    /// upgrade`, `Upgrade: websocket`; the client's, like every hop-by-hop
+    /// header, stop here).
+    pub fn websocket(&mut self) {
+        self.set(CONNECTION, HeaderValue::from_static("upgrade"));
+        self.set(UPGRADE, HeaderValue::from_static("websocket"));
+        self.websocket = true;
+    }
+
+    /// Whether the request asks the upstream to switch to a websocket.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket
     }
 
     /// Sends `value` as `name`, in place of any the client sent.

@@ -12,14 +12,15 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
+use tracing::Instrument as _;
 
 pub use h1::WireError;
 pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
-pub use upstream::{UpstreamError, Upstreams};
+pub use upstream::{Tunnel, UpstreamError, Upstreams};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -39,7 +40,7 @@ pub async fn gateway(State(app): State<Arc<AppState>>, request: Request) -> Resp
 /// rules, upstream.
 pub async fn proxied(
     app: Arc<AppState>,
-    request: Request,
+    mut request: Request,
     peer: Option<std::net::SocketAddr>,
     meta: RequestMeta,
 ) -> Response {
@@ -47,6 +48,9 @@ pub async fn proxied(
         id: request_id,
         note,
     } = meta;
+    // A websocket handshake: the client's connection is handed over once
+    // the upstream agrees (101).
+    let on_upgrade = wants_websocket(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     if has_dot_segments(path) {
@@ -81,9 +85,9 @@ pub async fn proxied(
     } else {
         match authenticate(&app, &parts.headers, Some(&route), &request_id).await {
             Ok(Some(principal)) => Some(principal),
-            // Only a page navigation starts a sign-in: an image or a fetch
-            // gets 401 and sets no login cookie of its own.
-            Ok(None) if json || !is_navigation(&parts.headers) => {
+            // Only a page navigation starts a sign-in: an image, a fetch or
+            // a websocket handshake gets 401 and sets no login cookie.
+            Ok(None) if json || on_upgrade.is_some() || !is_navigation(&parts.headers) => {
                 return error_response(&GatewayError::NotSignedIn, request_id.as_str(), json)
             }
             Ok(None) => {
@@ -183,6 +187,9 @@ pub async fn proxied(
             }
         }
     }
+    if on_upgrade.is_some() {
+        headers.websocket();
+    }
     // A request without a body is sent without one (a client's
     // `Content-Length: 0`, as on an empty POST, goes along); one with a body
     // keeps its length, or is chunked.
@@ -199,11 +206,52 @@ pub async fn proxied(
         )
         .await
     {
-        Ok(response) => response,
+        Ok((mut response, tunnel)) => {
+            if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
+                let answer = response.headers_mut();
+                answer.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                answer.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                tokio::spawn(splice(on_upgrade, tunnel).in_current_span());
+            }
+            response
+        }
         Err(error) => {
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
             error_response(&error.into(), request_id.as_str(), json)
         }
+    }
+}
+
+/// A websocket handshake (RFC 6455 §4.1): GET, `Connection: upgrade`,
+/// `Upgrade: websocket`. Other upgrades (h2c, say) are not passed on: their
+/// `Upgrade` header stops at portico like any hop-by-hop header.
+fn wants_websocket(request: &Request) -> bool {
+    let headers = request.headers();
+    // Upgrade first: nearly every request has none, and that is one lookup.
+    headers
+        .get(UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
+        && request.method() == http::Method::GET
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Once hyper has sent the 101 and handed over the client's connection,
+/// passes bytes between it and the upstream until both sides are done.
+async fn splice(on_upgrade: hyper::upgrade::OnUpgrade, tunnel: Tunnel) {
+    match on_upgrade.await {
+        Ok(upgraded) => {
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
+            if let Err(error) = tunnel.splice(&mut client).await {
+                tracing::debug!(%error, "a websocket connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "the client's connection was not handed over"),
     }
 }
 

@@ -296,6 +296,33 @@ struct Outgoing<'a> {
     head: Vec<u8>,
     body: Body,
     chunked: bool,
+    /// The request asks to switch protocols (a websocket handshake).
+    upgrade: bool,
+}
+
+/// An upstream connection that switched protocols (a websocket): from here
+/// on, bytes pass both ways as they come.
+pub struct Tunnel {
+    stream: Stream,
+    /// What the upstream sent right after its 101, already read.
+    early: BytesMut,
+}
+
+impl Tunnel {
+    /// Passes bytes between `client` and the upstream until both directions
+    /// have ended (or one fails).
+    pub async fn splice<C>(mut self, client: &mut C) -> io::Result<()>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.early.is_empty() {
+            client.write_all(&self.early).await?;
+            client.flush().await?;
+        }
+        tokio::io::copy_bidirectional(client, &mut self.stream)
+            .await
+            .map(|_| ())
+    }
 }
 
 #[derive(Clone)]
@@ -329,7 +356,9 @@ impl Upstreams {
     }
 
     /// Sends the request for `path_and_query` to `upstream` (under its base
-    /// path) and streams the answer back. `headers` must already be cleaned
+    /// path) and streams the answer back. For a websocket handshake
+    /// ([`UpstreamHeaders::websocket`]) an upstream's 101 comes back with the
+    /// connection as a [`Tunnel`]. `headers` must already be cleaned
     /// (identity, cookies, hop-by-hop) and carry the upstream's `Host`;
     /// `origin` names the upstream for the pool and in metrics.
     pub async fn forward(
@@ -340,7 +369,7 @@ impl Upstreams {
         origin: &Arc<str>,
         headers: &UpstreamHeaders<'_>,
         body: Body,
-    ) -> Result<Response, UpstreamError> {
+    ) -> Result<(Response, Option<Tunnel>), UpstreamError> {
         // A body of known length goes as it is; any other body is chunked.
         let chunked = !body.is_end_stream() && !headers.has_content_length();
         let mut head = Vec::with_capacity(512);
@@ -357,6 +386,7 @@ impl Upstreams {
             head,
             body,
             chunked,
+            upgrade: headers.is_websocket(),
         };
         let active = self.metrics.upstream_active();
         let started = Instant::now();
@@ -376,6 +406,17 @@ impl Upstreams {
         self.metrics.upstream_answered(origin, started.elapsed());
         // The head came without hop-by-hop headers (h1 leaves them out).
         let headers = answer.headers;
+        if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // Only ever to a request that asked (h1 refuses any other 101).
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = headers;
+            let tunnel = Tunnel {
+                stream: conn.stream,
+                early: conn.buf,
+            };
+            return Ok((response, Some(tunnel)));
+        }
         let decoder = Decoder::new(answer.framing);
         let body = if decoder == Decoder::Done {
             if answer.keep_alive {
@@ -396,7 +437,7 @@ impl Upstreams {
         let mut response = Response::new(body);
         *response.status_mut() = answer.status;
         *response.headers_mut() = headers;
-        Ok(response)
+        Ok((response, None))
     }
 
     /// Sends on an idle connection, or a new one. A request without a body
@@ -443,7 +484,7 @@ async fn send(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<Head, Fail
         if let Err(error) = send_body(conn, outgoing).await {
             // The upstream may have answered early (a 413, say) and
             // closed; that answer is worth more than the write error.
-            return match read_head(conn, outgoing.method).await {
+            return match read_head(conn, outgoing.method, outgoing.upgrade).await {
                 Ok(mut head) => {
                     head.keep_alive = false;
                     Ok(head)
@@ -453,7 +494,7 @@ async fn send(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<Head, Fail
         }
     }
     conn.stream.flush().await.map_err(Failure::Closed)?;
-    read_head(conn, outgoing.method).await
+    read_head(conn, outgoing.method, outgoing.upgrade).await
 }
 
 async fn send_body(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<(), UpstreamError> {
@@ -489,12 +530,12 @@ async fn send_body(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<(), U
     Ok(())
 }
 
-async fn read_head(conn: &mut Conn, method: &Method) -> Result<Head, Failure> {
+async fn read_head(conn: &mut Conn, method: &Method, upgrade: bool) -> Result<Head, Failure> {
     let mut answered = false;
     loop {
         if !conn.buf.is_empty() {
             answered = true;
-            if let Some(head) = h1::parse_head(&mut conn.buf, method)? {
+            if let Some(head) = h1::parse_head(&mut conn.buf, method, upgrade)? {
                 return Ok(head);
             }
         }

@@ -25,3 +25,4 @@ mod sessions;
 mod signals;
 mod tokens;
 mod upstream_wire;
+mod websocket;
