@@ -21,7 +21,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tower::{Service, ServiceExt as _};
-
 use tracing::Instrument;
 
 use crate::ops::access::Observation;

@@ -68,6 +68,16 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
+/// The tokens of `headers`' `Connection` lines, trimmed (any letter case).
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(str::trim)
+}
+
 /// `Cookie`, as a place a reference can point to.
 static COOKIE_NAME: HeaderName = COOKIE;
 
@@ -106,12 +116,8 @@ impl<'a> UpstreamHeaders<'a> {
     /// The client's `headers`, with the cookies `is_ours` names taken out.
     pub fn new(client: &'a HeaderMap, is_ours: impl Fn(&str) -> bool) -> Self {
         let connection_named = if client.contains_key(CONNECTION) {
-            client
-                .get_all(CONNECTION)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|text| text.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            connection_tokens(client)
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
                 .filter(|name| !HOP_BY_HOP.contains(name))
                 .collect()
         } else {
@@ -246,6 +252,7 @@ impl<'a> UpstreamHeaders<'a> {
     }
 
     /// The value of `name` that goes upstream, if any (the first).
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
         self.iter()
             .find(|(candidate, _)| candidate.as_str() == name)

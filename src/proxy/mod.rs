@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use tracing::Instrument as _;
 
@@ -20,7 +20,8 @@ pub use h1::WireError;
 pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
-pub use upstream::{Tunnel, UpstreamError, Upstreams};
+use upstream::Tunnel;
+pub use upstream::{UpstreamError, Upstreams};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -146,14 +147,12 @@ pub async fn proxied(
         Some(upstream_host) => headers.set(HOST, upstream_host.clone()),
         None => headers.remove(HOST),
     }
-    let client_ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |address| {
-        address.ip()
-    });
+    let peer_ip = peer.map(|address| address.ip());
     headers.forwarded(
-        client_ip,
+        peer_ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
         app.config.server.public_url.scheme(),
         host.as_deref(),
-        app.is_trusted_proxy(peer.map(|address| address.ip())),
+        app.is_trusted_proxy(peer_ip),
     );
     match HeaderValue::from_str(request_id.as_str()) {
         Ok(value) => headers.set(request_id::HEADER, value),
@@ -206,11 +205,8 @@ pub async fn proxied(
         )
         .await
     {
-        Ok((mut response, tunnel)) => {
+        Ok((response, tunnel)) => {
             if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
-                let answer = response.headers_mut();
-                answer.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-                answer.insert(UPGRADE, HeaderValue::from_static("websocket"));
                 tokio::spawn(splice(on_upgrade, tunnel).in_current_span());
             }
             response
@@ -233,12 +229,7 @@ fn wants_websocket(request: &Request) -> bool {
         .and_then(|value| value.to_str().ok())
         .is_some_and(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
         && request.method() == http::Method::GET
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|text| text.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        && headers::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Once hyper has sent the 101 and handed over the client's connection,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http::Method;
+use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -407,10 +407,17 @@ impl Upstreams {
         // The head came without hop-by-hop headers (h1 leaves them out).
         let headers = answer.headers;
         if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            // Only ever to a request that asked (h1 refuses any other 101).
+            // Only ever to a websocket handshake (h1 refuses any other 101),
+            // which the client's own hop gets as the upstream's did.
             let mut response = Response::new(Body::empty());
             *response.status_mut() = answer.status;
             *response.headers_mut() = headers;
+            let answer = response.headers_mut();
+            answer.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            answer.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
             let tunnel = Tunnel {
                 stream: conn.stream,
                 early: conn.buf,

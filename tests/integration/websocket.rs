@@ -76,11 +76,17 @@ fn handshake(host: &str, upgrade: &str, cookie: Option<&str>) -> String {
     )
 }
 
-fn address_of(app: &TestApp) -> String {
-    app.url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string()
+/// A raw connection to `app` that has sent [`handshake`]; the answer's head
+/// is left to read.
+async fn send_handshake(app: &TestApp, upgrade: &str, cookie: Option<&str>) -> TcpStream {
+    let address = app.url("");
+    let address = address.trim_start_matches("http://").trim_end_matches('/');
+    let mut client = TcpStream::connect(address).await.unwrap();
+    client
+        .write_all(handshake(address, upgrade, cookie).as_bytes())
+        .await
+        .unwrap();
+    client
 }
 
 /// The next head the upstream read that is a handshake.
@@ -104,13 +110,8 @@ async fn a_signed_in_websocket_is_passed_through_both_ways() {
     app.sign_in(&browser, "/").await;
     let session = browser.cookie("portico_session").unwrap();
 
-    let address = address_of(&app);
-    let mut client = TcpStream::connect(&address).await.unwrap();
     let cookie = format!("portico_session={session}; theme=dark");
-    client
-        .write_all(handshake(&address, "websocket", Some(&cookie)).as_bytes())
-        .await
-        .unwrap();
+    let mut client = send_handshake(&app, "websocket", Some(&cookie)).await;
     let answer = read_head(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
     let lower = answer.to_ascii_lowercase();
@@ -168,12 +169,7 @@ async fn a_handshake_without_a_session_never_reaches_the_upstream() {
         .route(&format!("path_prefix = \"/\"\nupstream = \"{upstream}\""))
         .build()
         .await;
-    let address = address_of(&app);
-    let mut client = TcpStream::connect(&address).await.unwrap();
-    client
-        .write_all(handshake(&address, "websocket", None).as_bytes())
-        .await
-        .unwrap();
+    let mut client = send_handshake(&app, "websocket", None).await;
     let answer = read_head(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
     assert!(heads.try_recv().is_err(), "the upstream was asked");
@@ -188,12 +184,7 @@ async fn other_upgrades_are_not_passed_on() {
         ))
         .build()
         .await;
-    let address = address_of(&app);
-    let mut client = TcpStream::connect(&address).await.unwrap();
-    client
-        .write_all(handshake(&address, "h2c", None).as_bytes())
-        .await
-        .unwrap();
+    let mut client = send_handshake(&app, "h2c", None).await;
     let answer = read_head(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let head = heads.recv().await.unwrap().to_ascii_lowercase();
