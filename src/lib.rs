@@ -23,6 +23,7 @@ pub mod pages;
 pub mod proxy;
 pub mod redirect;
 pub mod request_id;
+pub mod request_path;
 pub mod session;
 mod sign_out;
 pub mod tls;
