@@ -1,5 +1,6 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
+mod caching;
 mod h1;
 mod headers;
 mod identify;
@@ -209,9 +210,16 @@ pub async fn proxied(
         )
         .await
     {
-        Ok((response, tunnel)) => {
+        Ok((mut response, tunnel)) => {
             if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
                 tokio::spawn(splice(on_upgrade, tunnel).in_current_span());
+            }
+            if route.cache_control_private
+                && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                if let Some(principal) = &principal {
+                    caching::keep_private(response.headers_mut(), varies_on(principal, &route));
+                }
             }
             response
         }
@@ -219,6 +227,15 @@ pub async fn proxied(
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
             error_response(&error.into(), request_id.as_str(), json)
         }
+    }
+}
+
+/// The request headers that decided a protected answer, for `Vary`.
+fn varies_on(principal: &Principal, route: &crate::config::RouteConfig) -> &'static [&'static str] {
+    match principal {
+        Principal::Session { .. } => &["Cookie"],
+        Principal::Bearer { .. } if route.token_cookie.is_some() => &["Authorization", "Cookie"],
+        Principal::Bearer { .. } => &["Authorization"],
     }
 }
 
