@@ -35,6 +35,7 @@ pub(crate) fn redirect(location: &str, cookies: Vec<cookie::Cookie<'static>>) ->
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::page_security::harden(&mut response);
     response
 }
 

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod limits;
 pub mod oidc;
 pub mod ops;
+mod page_security;
 pub mod pages;
 pub mod proxy;
 pub mod redirect;
@@ -225,6 +226,14 @@ fn router(state: Arc<AppState>) -> Router {
         router
     };
     router
+        // portico's own answers (not the proxied ones of the fallback) get
+        // the framing and sniffing headers, whatever made them.
+        .route_layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                page_security::harden(&mut response);
+                response
+            },
+        ))
         .fallback(proxy::gateway)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
