@@ -547,3 +547,54 @@ async fn pages_carry_hsts_when_the_public_url_is_https() {
     assert_eq!(answer.status, 200);
     assert!(answer.header("strict-transport-security").is_none());
 }
+
+#[tokio::test]
+async fn in_chromium_portico_pages_keep_their_styles_and_refuse_to_be_framed() {
+    let test = "in_chromium_portico_pages_keep_their_styles_and_refuse_to_be_framed";
+    let Some(chromium) = crate::support::Chromium::launch(test).await else {
+        return;
+    };
+    let app = TestApp::builder()
+        .op_on_localhost()
+        .route("path_prefix = \"/\"\nupstream = \"{upstream}\"")
+        .route("path_prefix = \"/admin\"\nupstream = \"{upstream}\"\nrequire_roles = [\"admin\"]")
+        .auto_approve(Some("bob"))
+        .build()
+        .await;
+    let tab = chromium.new_tab().await;
+    let denied = tab.open(&app.url("/admin/users")).await;
+    assert!(denied.shows("Access denied"), "{}", denied.text);
+    // The inline <style> ran under the policy (its hash is allowed).
+    let radius = tab
+        .eval("getComputedStyle(document.querySelector('main')).borderTopLeftRadius")
+        .await;
+    assert_eq!(radius, "14px");
+    // From an app page on the same origin, portico's sign-out page cannot be
+    // framed, while an app page can (the check can tell them apart).
+    tab.open(&app.url("/app-page")).await;
+    let framed = |path: &str| {
+        format!(
+            "new Promise((resolve) => {{
+                const frame = document.createElement('iframe');
+                frame.src = '{path}';
+                frame.onload = () => {{
+                    try {{ resolve(frame.contentDocument ? frame.contentDocument.body.innerText : 'blocked'); }}
+                    catch (error) {{ resolve('blocked'); }}
+                }};
+                document.body.appendChild(frame);
+                setTimeout(() => resolve('timeout'), 5000);
+            }})"
+        )
+    };
+    let app_frame = tab.eval(&framed("/another-app-page")).await;
+    assert!(
+        app_frame.as_str().unwrap().contains("another-app-page"),
+        "{app_frame}"
+    );
+    let sign_out_frame = tab.eval(&framed("/oauth2/sign_out")).await;
+    assert!(
+        !sign_out_frame.as_str().unwrap().contains("Sign out"),
+        "the sign-out page was framed: {sign_out_frame}"
+    );
+    chromium.close().await;
+}
