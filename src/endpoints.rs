@@ -105,8 +105,8 @@ pub async fn start(
     });
     let mut params: Vec<(String, String)> = app
         .routes
-        .find(host.as_deref(), return_to.path())
-        .map(|route| route.login_param_pairs())
+        .resolve(host.as_deref(), return_to.path())
+        .map(|(_, route)| route.login_param_pairs())
         .unwrap_or_default();
     if app.sessions.cookie_session_id(request.headers()).is_some()
         && !params.iter().any(|(name, _)| name == "prompt")
