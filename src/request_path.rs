@@ -253,12 +253,45 @@ fn hex_pair_at(bytes: &[u8], at: usize) -> bool {
     matches!(bytes.get(at..at + 2), Some([high, low]) if hex_value(*high).is_some() && hex_value(*low).is_some())
 }
 
+/// Bytes that are canonical as they stand wherever they are: printable
+/// ASCII but for `%` (an escape to judge), `;` and `\\` (forms a route must
+/// opt in to), space and DEL.
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut byte = 0x21;
+    while byte < 0x7F {
+        plain[byte] = !matches!(byte as u8, b'%' | b';' | b'\\');
+        byte += 1;
+    }
+    plain
+};
+
+/// The quick look nearly every request gets: plain bytes, no `//`, and no
+/// segment starting with `.` (which might be a dot segment).
+fn is_plainly_canonical(bytes: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if !PLAIN[usize::from(byte)] || (previous == b'/' && (byte == b'/' || byte == b'.')) {
+            return false;
+        }
+        previous = byte;
+    }
+    true
+}
+
 /// The canonical form of `path` (the path of a request target, without its
 /// query), or why it has none.
 pub fn canonicalize(path: &str) -> Result<CanonicalPath<'_>, PathRefusal> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathRefusal::NotAbsolute);
+    }
+    if is_plainly_canonical(bytes) {
+        return Ok(CanonicalPath {
+            path: Cow::Borrowed(path),
+            encoded_slashes: false,
+            path_parameters: false,
+        });
     }
     let mut output = Output::new(path);
     let mut encoded_slashes = false;

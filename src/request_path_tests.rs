@@ -35,6 +35,30 @@ fn canonical_paths_are_borrowed_not_copied() {
 }
 
 #[test]
+fn the_quick_look_sends_anything_unusual_to_the_full_reading() {
+    for path in ["/app/x", "/a-b_c~d/e.f", "/users/@me:self!", "/"] {
+        assert!(is_plainly_canonical(path.as_bytes()), "{path}");
+    }
+    for path in [
+        "//a",
+        "/a//b",
+        "/.",
+        "/a/..",
+        "/.well-known",
+        "/a%61",
+        "/a;b",
+        "/a\\b",
+        "/a b",
+        "/café",
+        "/a\u{7f}",
+    ] {
+        assert!(!is_plainly_canonical(path.as_bytes()), "{path}");
+    }
+    // The full reading still passes what only looked unusual.
+    assert_eq!(canonical("/.well-known/x"), "/.well-known/x");
+}
+
+#[test]
 fn encoded_unreserved_characters_are_decoded() {
     assert_eq!(canonical("/%61dmin/x"), "/admin/x");
     assert_eq!(canonical("/adm%69n/x"), "/admin/x");
@@ -246,6 +270,15 @@ fn path_strategy() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    #[test]
+    fn the_quick_look_never_passes_what_the_full_reading_would_change(path in path_strategy()) {
+        if is_plainly_canonical(path.as_bytes()) {
+            let full = canonicalize(&path).expect("plain paths are canonical");
+            prop_assert_eq!(&full.path, &path);
+            prop_assert!(!full.needs_opt_in());
+        }
+    }
+
     #[test]
     fn canonicalizing_is_idempotent_and_its_output_is_clean(path in path_strategy()) {
         if let Ok(first) = canonicalize(&path) {
