@@ -12,6 +12,8 @@ mod cache;
 mod cli;
 mod cluster;
 mod descope;
+mod ext_authz;
+mod forward_auth_redirect;
 mod lifecycle;
 mod limits;
 mod login;
