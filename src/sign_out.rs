@@ -238,7 +238,10 @@ pub async fn backchannel_logout(
         ))
     ) && app
         .provider
-        .refresh_jwks_for_unknown_kid(std::time::Instant::now())
+        .refresh_jwks_for_client_token(
+            oidc::unverified_kid(&token).as_deref(),
+            std::time::Instant::now(),
+        )
         .await
     {
         if let Some(provider) = app.provider.get() {
