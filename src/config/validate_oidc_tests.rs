@@ -213,10 +213,7 @@ fn claims_must_be_named_and_jwks_refresh_positive() {
 
 #[test]
 fn bearer_audiences_are_kept_and_may_not_name_the_client() {
-    let text = minimal_with(
-        "[oidc]",
-        "bearer_audiences = [\"https://api.example.com\"]",
-    );
+    let text = minimal_with("[oidc]", "bearer_audiences = [\"https://api.example.com\"]");
     let config = parse(&text, &no_environment()).expect("valid");
     assert_eq!(config.oidc.bearer_audiences, ["https://api.example.com"]);
     let client_id = config.oidc.client_id.clone();

@@ -121,7 +121,7 @@ impl BearerVerifier {
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, TokenRejection> {
         let issuer = unverified_issuer(token)?;
         let allowed = parse_algorithms(&self.settings.allowed_algs);
-        let (verified, audiences, scoped) = if issuer == self.settings.issuer {
+        let (verified, audiences, parties, scoped) = if issuer == self.settings.issuer {
             let provider = self
                 .provider
                 .get()
@@ -132,10 +132,7 @@ impl BearerVerifier {
                 .is_err_and(|error| *error == TokenRejection::UnknownKey)
                 && self
                     .provider
-                    .refresh_jwks_for_client_token(
-                        unverified_kid(token).as_deref(),
-                        Instant::now(),
-                    )
+                    .refresh_jwks_for_client_token(unverified_kid(token).as_deref(), Instant::now())
                     .await
             {
                 if let Some(provider) = self.provider.get() {
@@ -147,6 +144,14 @@ impl BearerVerifier {
                 &self.settings.extra_audiences,
                 &self.settings.bearer_audiences,
             );
+            // azp names the client the token was issued to: portico's own
+            // client may hold a token for an API audience.
+            let mut parties = bearer_audiences(
+                &self.settings.client_id,
+                &self.settings.extra_audiences,
+                &[],
+            );
+            parties.extend(audiences.iter().cloned());
             match (
                 verified,
                 self.extra.iter().find(|keys| keys.issuer == issuer),
@@ -155,13 +160,15 @@ impl BearerVerifier {
                 (Err(TokenRejection::UnknownKey), Some(keys)) => (
                     self.verify_extra(keys, token, &allowed).await?,
                     keys.audiences.clone(),
+                    keys.audiences.clone(),
                     keys.scoped_subjects,
                 ),
-                (verified, _) => (verified?, audiences, false),
+                (verified, _) => (verified?, audiences, parties, false),
             }
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,
+                keys.audiences.clone(),
                 keys.audiences.clone(),
                 keys.scoped_subjects,
             )
@@ -172,7 +179,7 @@ impl BearerVerifier {
         };
         check_access_token_kind(&verified.header, &verified.claims)?;
         let claims = verified.claims;
-        check_claims(&claims, &audiences, self.settings.clock_skew, now)?;
+        check_claims(&claims, &audiences, &parties, self.settings.clock_skew, now)?;
         let mut identity = identity_from_json(&claims, &self.settings);
         identity.access_token_expires_at = claims.get("exp").and_then(|exp| exp.as_i64());
         if identity.sub.is_empty() {
@@ -244,10 +251,13 @@ fn unverified_issuer(token: &str) -> Result<String, TokenRejection> {
         .ok_or_else(|| TokenRejection::Issuer("no iss".into()))
 }
 
-/// Audience, azp and time checks on verified claims.
+/// Audience, azp and time checks on verified claims. `azp`, when present,
+/// must be one of `accepted_parties` (the clients allowed to hold such a
+/// token).
 pub fn check_claims(
     claims: &serde_json::Map<String, serde_json::Value>,
     accepted_audiences: &[String],
+    accepted_parties: &[String],
     clock_skew: std::time::Duration,
     now: SystemTime,
 ) -> Result<(), TokenRejection> {
@@ -266,7 +276,7 @@ pub fn check_claims(
         return Err(TokenRejection::Audience(audiences.join(" ")));
     }
     if let Some(party) = claims.get("azp").and_then(|azp| azp.as_str()) {
-        if !accepted_audiences.iter().any(|accepted| accepted == party) {
+        if !accepted_parties.iter().any(|accepted| accepted == party) {
             return Err(TokenRejection::AuthorizedParty(party.to_string()));
         }
     }
@@ -312,6 +322,7 @@ mod tests {
         assert!(check_claims(
             &claims(json!({"aud": ["x", "api"], "exp": 2000})),
             &accepted,
+            &accepted,
             skew,
             at(1000)
         )
@@ -319,6 +330,7 @@ mod tests {
         assert!(matches!(
             check_claims(
                 &claims(json!({"aud": "x", "exp": 2000})),
+                &accepted,
                 &accepted,
                 skew,
                 at(1000)
@@ -328,6 +340,7 @@ mod tests {
         assert!(matches!(
             check_claims(
                 &claims(json!({"aud": "api", "azp": "other", "exp": 2000})),
+                &accepted,
                 &accepted,
                 skew,
                 at(1000)
@@ -357,6 +370,7 @@ mod tests {
         assert!(check_claims(
             &token(json!({"aud": "api", "exp": 1000})),
             &accepted,
+            &accepted,
             skew,
             at(1020)
         )
@@ -364,6 +378,7 @@ mod tests {
         assert!(matches!(
             check_claims(
                 &token(json!({"aud": "api", "exp": 1000})),
+                &accepted,
                 &accepted,
                 skew,
                 at(1030)
@@ -374,13 +389,20 @@ mod tests {
             check_claims(
                 &token(json!({"aud": "api", "exp": 5000, "nbf": 2000})),
                 &accepted,
+                &accepted,
                 skew,
                 at(1000)
             ),
             Err(TokenRejection::IssuedInFuture(_))
         ));
         assert!(matches!(
-            check_claims(&token(json!({"aud": "api"})), &accepted, skew, at(1000)),
+            check_claims(
+                &token(json!({"aud": "api"})),
+                &accepted,
+                &accepted,
+                skew,
+                at(1000)
+            ),
             Err(TokenRejection::Malformed(_))
         ));
     }

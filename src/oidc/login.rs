@@ -210,7 +210,10 @@ pub async fn finish_login(
             // The provider has rotated its keys (this token came in its own
             // authenticated answer): refetch at once and retry once.
             let kid = super::jws::unverified_kid(&id_token.to_string());
-            if handle.refresh_jwks_for_provider_answer(kid.as_deref()).await {
+            if handle
+                .refresh_jwks_for_provider_answer(kid.as_deref())
+                .await
+            {
                 let provider = handle
                     .get()
                     .ok_or(LoginError::InvalidIdToken(TokenRejection::UnknownKey))?;

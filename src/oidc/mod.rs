@@ -23,8 +23,10 @@ pub use login::{
 };
 pub use logout::{validate_logout_token, LogoutRequest, LogoutTokenError, LOGOUT_TOKEN_MAX_AGE};
 pub use provider::{Provider, ProviderError, ProviderHandle};
-pub use refetch::{GLOBAL_INTERVAL as JWKS_CLIENT_REFETCH_INTERVAL, PER_KID_INTERVAL as JWKS_PER_KID_INTERVAL};
-pub use token_kind::{bearer_audiences, check_access_token_kind};
+pub use refetch::{
+    GLOBAL_INTERVAL as JWKS_CLIENT_REFETCH_INTERVAL, PER_KID_INTERVAL as JWKS_PER_KID_INTERVAL,
+};
 pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
+pub use token_kind::{bearer_audiences, check_access_token_kind};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};

@@ -123,7 +123,10 @@ mod tests {
         let limiter = RefetchLimiter::default();
         let start = Instant::now();
         for step in 0..(REMEMBERED_KIDS as u64 * 2) {
-            limiter.allow(Some(&format!("k{step}")), start + GLOBAL_INTERVAL * step as u32);
+            limiter.allow(
+                Some(&format!("k{step}")),
+                start + GLOBAL_INTERVAL * step as u32,
+            );
         }
         let remembered = limiter.memory.lock().unwrap().kids.len();
         assert!(remembered <= REMEMBERED_KIDS, "{remembered}");

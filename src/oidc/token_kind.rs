@@ -53,7 +53,10 @@ pub fn check_access_token_kind(
         }
         Some(_) => return Err(TokenRejection::Malformed("typ is not a string".into())),
     }
-    if let Some(claim) = FOREIGN_CLAIMS.iter().find(|name| claims.contains_key(**name)) {
+    if let Some(claim) = FOREIGN_CLAIMS
+        .iter()
+        .find(|name| claims.contains_key(**name))
+    {
         return Err(TokenRejection::NotAnAccessToken(format!(
             "carries {claim}, a claim of ID or logout tokens"
         )));
@@ -138,7 +141,10 @@ mod tests {
         for claim in ["nonce", "at_hash", "c_hash", "events"] {
             let mut claims = map(ACCESS());
             claims.insert(claim.into(), json!("x"));
-            for header in [json!({"alg": "RS256", "typ": "JWT"}), json!({"alg": "RS256"})] {
+            for header in [
+                json!({"alg": "RS256", "typ": "JWT"}),
+                json!({"alg": "RS256"}),
+            ] {
                 let refused = check_access_token_kind(&map(header), &claims);
                 assert!(
                     matches!(&refused, Err(TokenRejection::NotAnAccessToken(text)) if text.contains(claim)),
