@@ -187,6 +187,9 @@ pub struct SessionConfig {
     pub cookie_secret: Secret<Vec<u8>>,
     pub cookie_secure: bool,
     pub cookie_domain: Option<String>,
+    /// Cookie names carry `__Host-` (derived: https public URL, Secure, no
+    /// `cookie_domain`; not a key).
+    pub cookie_host_prefix: bool,
     pub ttl: Duration,
     pub idle_timeout: Duration,
     pub refresh_before: Duration,

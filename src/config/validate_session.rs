@@ -94,6 +94,11 @@ pub(crate) fn session(
         cookie_name: raw.cookie_name.clone(),
         cookie_secret: Secret::new(cookie_secret?),
         cookie_secure: cookie_secure?,
+        cookie_host_prefix: crate::session::host_prefix_applies(
+            public_url.is_some_and(|url| url.scheme() == "https"),
+            cookie_secure?,
+            cookie_domain.as_ref()?.as_deref(),
+        ),
         cookie_domain: cookie_domain?,
         ttl: ttl?,
         idle_timeout: idle_timeout?,

@@ -549,7 +549,7 @@ async fn identity_jwt_is_signed_by_portico_and_verifies_with_the_published_jwks(
         .await;
     assert_eq!(replica_jwks.json(), jwks_page.json());
     // The key is stored sealed: Redis holds no usable key material in the clear.
-    let reply = redis.command(&["GET", "portico:identity-key"]);
+    let reply = redis.command(&["GET", "portico:identity-key-v2"]);
     let stored = reply.lines().nth(1).expect("the key is stored").to_string();
     assert!(
         portico::identity::IdentitySigner::from_base64(&stored, "https://x").is_err(),
