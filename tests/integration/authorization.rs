@@ -333,7 +333,11 @@ async fn tokens_of_an_extra_issuer_are_verified_with_its_own_keys_and_audiences(
     };
     let page = bearer(&app, "/jobs", &token("machine-api")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert_eq!(page.json()["headers"]["x-forwarded-user"], "batch-job");
+    // Scoped by its issuer: never confused with a provider user "batch-job".
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-user"],
+        format!("{}#batch-job", other.issuer())
+    );
     assert_eq!(
         bearer(&app, "/jobs", &token(CLIENT_ID)).await.status,
         StatusCode::UNAUTHORIZED
