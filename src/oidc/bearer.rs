@@ -65,6 +65,10 @@ pub struct BearerVerifier {
     provider: Arc<ProviderHandle>,
     settings: OidcConfig,
     extra: Vec<IssuerKeys>,
+    /// Audiences a provider's bearer token must carry one of.
+    provider_audiences: Vec<String>,
+    /// Clients an `azp` in a provider's bearer token may name.
+    provider_parties: Vec<String>,
 }
 
 /// The subject portico names for `sub` from `issuer`: `sub` itself for the
@@ -110,10 +114,22 @@ impl BearerVerifier {
                 ));
             }
         }
+        let provider_audiences = bearer_audiences(
+            &settings.client_id,
+            &settings.extra_audiences,
+            &settings.bearer_audiences,
+        );
+        // azp names the client the token was issued to: portico's own
+        // client may hold a token for an API audience.
+        let mut provider_parties =
+            bearer_audiences(&settings.client_id, &settings.extra_audiences, &[]);
+        provider_parties.extend(provider_audiences.iter().cloned());
         BearerVerifier {
             provider,
             settings: settings.clone(),
             extra,
+            provider_audiences,
+            provider_parties,
         }
     }
 
@@ -139,19 +155,6 @@ impl BearerVerifier {
                     verified = verify_jws(token, &provider.jwks(), &allowed);
                 }
             }
-            let audiences = bearer_audiences(
-                &self.settings.client_id,
-                &self.settings.extra_audiences,
-                &self.settings.bearer_audiences,
-            );
-            // azp names the client the token was issued to: portico's own
-            // client may hold a token for an API audience.
-            let mut parties = bearer_audiences(
-                &self.settings.client_id,
-                &self.settings.extra_audiences,
-                &[],
-            );
-            parties.extend(audiences.iter().cloned());
             match (
                 verified,
                 self.extra.iter().find(|keys| keys.issuer == issuer),
@@ -159,17 +162,22 @@ impl BearerVerifier {
                 // Same issuer, other keys (Descope session tokens).
                 (Err(TokenRejection::UnknownKey), Some(keys)) => (
                     self.verify_extra(keys, token, &allowed).await?,
-                    keys.audiences.clone(),
-                    keys.audiences.clone(),
+                    keys.audiences.as_slice(),
+                    keys.audiences.as_slice(),
                     keys.scoped_subjects,
                 ),
-                (verified, _) => (verified?, audiences, parties, false),
+                (verified, _) => (
+                    verified?,
+                    self.provider_audiences.as_slice(),
+                    self.provider_parties.as_slice(),
+                    false,
+                ),
             }
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,
-                keys.audiences.clone(),
-                keys.audiences.clone(),
+                keys.audiences.as_slice(),
+                keys.audiences.as_slice(),
                 keys.scoped_subjects,
             )
         } else {
@@ -179,7 +187,7 @@ impl BearerVerifier {
         };
         check_access_token_kind(&verified.header, &verified.claims)?;
         let claims = verified.claims;
-        check_claims(&claims, &audiences, &parties, self.settings.clock_skew, now)?;
+        check_claims(&claims, audiences, parties, self.settings.clock_skew, now)?;
         let mut identity = identity_from_json(&claims, &self.settings);
         identity.access_token_expires_at = claims.get("exp").and_then(|exp| exp.as_i64());
         if identity.sub.is_empty() {
