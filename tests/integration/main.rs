@@ -27,4 +27,5 @@ mod suspicions;
 mod token_kinds;
 mod tokens;
 mod upstream_wire;
+mod walkarounds;
 mod websocket;

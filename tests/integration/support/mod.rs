@@ -5,6 +5,7 @@ pub mod app;
 pub mod browser;
 pub mod cdp;
 pub mod chromium;
+pub mod lenient_upstream;
 pub mod nginx;
 pub mod process;
 pub mod redis;
