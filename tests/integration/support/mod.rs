@@ -7,6 +7,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod nginx;
 pub mod process;
+pub mod redirect_corpus;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};
