@@ -324,6 +324,8 @@ async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
 
 #[tokio::test]
 async fn sessions_can_live_in_redis_over_tls() {
+    crate::support::programs::require("redis-server", "redis-server");
+    crate::support::programs::require("openssl", "openssl");
     let directory = std::env::temp_dir().join(format!("portico-rediss-{}", std::process::id()));
     let (cert, key) = crate::support::self_signed_certificate(&directory);
     let redis_port = crate::support::redis::free_port();
