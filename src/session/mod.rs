@@ -23,7 +23,10 @@ pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError};
 pub use local_cache::{LocalCache, OpenedCookie, ENTRY_LIFETIME};
-pub use store::{redis_pool, SessionBackend, StoreSetupError, TimedStore, REDIS_COMMAND_TIMEOUT};
+pub use store::{
+    redis_pool, warn_if_redis_is_silent, SessionBackend, StoreSetupError, TimedStore,
+    REDIS_COMMAND_TIMEOUT,
+};
 
 use crate::config::{SessionConfig, StoreKind};
 use crate::ops::Metrics;
