@@ -197,7 +197,7 @@ fn serving_without_a_config_says_how_to_start() {
 }
 
 /// Kills the demo when the test ends, pass or fail.
-pub(crate) struct Child(std::process::Child);
+pub(crate) struct Child(pub(crate) std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -244,7 +244,7 @@ pub(crate) fn demo_port() -> u16 {
 
 /// Signs in through a running demo on `port` as a person would (the login
 /// form, username alice) and returns the echo upstream's page.
-async fn sign_in_through_the_demo(port: u16) -> crate::support::Page {
+pub(crate) async fn sign_in_through_the_demo(port: u16) -> crate::support::Page {
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::new();
     let mut login_page = None;
