@@ -388,3 +388,74 @@ async fn sessions_can_live_in_redis_over_tls() {
     assert!(count >= 1, "the session is stored in the TLS Redis");
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[test]
+fn help_says_what_each_form_does() {
+    let output = portico().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for form in [
+        "portico --config PATH            serve",
+        "portico check --config PATH",
+        "portico demo",
+        "portico health [--url URL]",
+    ] {
+        assert!(help.contains(form), "{form:?} missing from:\n{help}");
+    }
+    assert!(help.contains("With no command, portico serves"), "{help}");
+}
+
+#[test]
+fn the_demo_refuses_a_config_file_and_says_what_to_run_instead() {
+    let output = portico()
+        .args(["demo", "--config", "mine.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.contains("built-in configuration"), "{errors}");
+    assert!(errors.contains("portico --config PATH"), "{errors}");
+    assert!(errors.contains("--public-url"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_redis_that_does_not_answer_at_start_is_a_warning_with_the_password_masked() {
+    use tokio::io::AsyncBufReadExt;
+    let closed = crate::support::redis::free_port();
+    let port = demo_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("PORTICO_CONFIG")
+        .env(
+            "REDIS_URL",
+            format!("redis://:s3cr3t-pw@127.0.0.1:{closed}/0"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let warning = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Redis does not answer") {
+                return Some(line);
+            }
+            seen.push(line);
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no warning about Redis; stderr:\n{}", seen.join("\n")));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(&format!("redis://:***@127.0.0.1:{closed}/0")),
+        "{warning}"
+    );
+    assert!(!warning.contains("s3cr3t-pw"), "{warning}");
+    let _ = child.kill().await;
+}
