@@ -95,7 +95,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
         rest = rest.strip_prefix("and ").unwrap_or(rest).trim_start();
     }
-    if total_micros % 1_000 != 0 {
+    if !total_micros.is_multiple_of(1_000) {
         return Err("it is finer than a millisecond".to_owned());
     }
     let total_millis = u64::try_from(total_micros / 1_000).map_err(|_| TOO_LARGE.to_owned())?;
@@ -122,7 +122,7 @@ fn scaled(number: &str, unit_micros: u128) -> Result<u128, String> {
         .checked_mul(unit_micros)
         .ok_or_else(|| TOO_LARGE.to_owned())?;
     let fraction_part = digits(fraction)? * unit_micros;
-    if fraction_part % scale != 0 {
+    if !fraction_part.is_multiple_of(scale) {
         return Err("it is finer than a millisecond".to_owned());
     }
     whole_part
