@@ -459,3 +459,29 @@ async fn a_redis_that_does_not_answer_at_start_is_a_warning_with_the_password_ma
     assert!(!warning.contains("s3cr3t-pw"), "{warning}");
     let _ = child.kill().await;
 }
+
+#[test]
+fn health_asks_the_listen_address_of_the_config_when_given_no_url() {
+    let closed = crate::support::redis::free_port();
+    let path = write_config(
+        "health",
+        &format!(
+            "[server]\nlisten = \"0.0.0.0:{closed}\"\npublic_url = \"https://app.example.com\"\n\
+             [oidc]\nissuer = \"https://op.example.com\"\nclient_id = \"c\"\n\
+             [session]\ncookie_secret = \"{SECRET}\"\n[[routes]]\nupstream = \"http://127.0.0.1:9100\"\n"
+        ),
+    );
+    let output = portico()
+        .args(["health", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    // 0.0.0.0 is asked on loopback.
+    assert!(
+        errors.contains(&format!("http://127.0.0.1:{closed}/readyz")),
+        "{errors}"
+    );
+}
