@@ -167,6 +167,10 @@ pub async fn build_parts(
 ) -> Result<(Arc<AppState>, Router), BuildError> {
     let state = Arc::new(app_state(config, clock)?);
     state.provider.spawn_background();
+    session::warn_if_redis_is_silent(
+        state.sessions.backend(),
+        config::shown_secret_url(state.config.session.redis_url.expose()),
+    );
     Ok((state.clone(), router(state)))
 }
 

@@ -11,6 +11,7 @@ mod browser;
 mod cache;
 mod cli;
 mod cluster;
+mod compose;
 mod descope;
 mod lifecycle;
 mod limits;
