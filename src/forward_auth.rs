@@ -189,7 +189,7 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
             for (suffix, value) in identity {
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(format!("x-auth-request-{suffix}").as_bytes()),
-                    HeaderValue::from_str(&value),
+                    HeaderValue::from_bytes(value.as_bytes()),
                 ) {
                     answer.insert(name, value);
                 }

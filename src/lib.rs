@@ -92,13 +92,25 @@ impl AppState {
                             .sessions
                             .coordination()
                             .get_or_init(
-                                "identity-key",
-                                &self.sessions.keys.seal(proposed.as_bytes()),
+                                // "-v2": sealed with its own key since 0.2
+                                // (domain separation); the old entry, sealed
+                                // with the token key, is left unread.
+                                "identity-key-v2",
+                                &self
+                                    .sessions
+                                    .keys
+                                    .seal(session::SealPurpose::IdentityKey, proposed.as_bytes()),
                             )
                             .await?;
-                        let opened = self.sessions.keys.open(&sealed).map_err(|error| {
-                            session::SessionError::Corrupt(format!("stored identity key: {error}"))
-                        })?;
+                        let opened = self
+                            .sessions
+                            .keys
+                            .open(session::SealPurpose::IdentityKey, &sealed)
+                            .map_err(|error| {
+                                session::SessionError::Corrupt(format!(
+                                    "stored identity key: {error}"
+                                ))
+                            })?;
                         String::from_utf8(opened).map_err(|error| {
                             session::SessionError::Corrupt(format!("stored identity key: {error}"))
                         })?
@@ -156,6 +168,10 @@ pub async fn build_parts(
 ) -> Result<(Arc<AppState>, Router), BuildError> {
     let state = Arc::new(app_state(config, clock)?);
     state.provider.spawn_background();
+    session::warn_if_redis_is_silent(
+        state.sessions.backend(),
+        config::shown_secret_url(state.config.session.redis_url.expose()),
+    );
     Ok((state.clone(), router(state)))
 }
 

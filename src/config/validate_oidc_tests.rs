@@ -82,6 +82,12 @@ fn descope_project_id_is_required_and_alphanumeric() {
     let error = problem_for(&descope("project_id = \"P2-abc\""), "oidc.project_id");
     assert_eq!(error.problem, "may only contain letters and digits");
     let error = problem_for(
+        &descope("project_id = \"P2YourProjectIdHere\""),
+        "oidc.project_id",
+    );
+    assert_eq!(error.problem, "is a placeholder, not a real project id");
+    assert!(error.fix.contains("Project settings"), "{}", error.fix);
+    let error = problem_for(
         &descope("project_id = \"P2abc\"\nbase_url = \"http://auth.example.com\""),
         "oidc.base_url",
     );
@@ -209,4 +215,18 @@ fn claims_must_be_named_and_jwks_refresh_positive() {
         keys,
         ["oidc.jwks_refresh", "oidc.roles_claim", "oidc.groups_claim"]
     );
+}
+
+#[test]
+fn bearer_audiences_are_kept_and_may_not_name_the_client() {
+    let text = minimal_with("[oidc]", "bearer_audiences = [\"https://api.example.com\"]");
+    let config = parse(&text, &no_environment()).expect("valid");
+    assert_eq!(config.oidc.bearer_audiences, ["https://api.example.com"]);
+    let client_id = config.oidc.client_id.clone();
+    let text = minimal_with(
+        "[oidc]",
+        &format!("bearer_audiences = [\"api\", \"{client_id}\"]"),
+    );
+    let problem = problem_for(&text, "oidc.bearer_audiences[1]");
+    assert!(problem.to_string().contains("ID token"), "{problem}");
 }

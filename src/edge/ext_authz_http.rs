@@ -92,7 +92,7 @@ pub async fn check(State(app): State<Arc<AppState>>, request: Request) -> Respon
             for (name, value) in &set {
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
+                    HeaderValue::from_bytes(value.as_bytes()),
                 ) {
                     answer.insert(name, value);
                 }

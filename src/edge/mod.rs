@@ -74,7 +74,7 @@ pub async fn judge(
         identity.push(("email", email.clone()));
     }
     if !data.roles.is_empty() {
-        identity.push(("groups", data.roles.join(",")));
+        identity.push(("groups", crate::identity::header_list(&data.roles)));
     }
     if let Some(name) = &data.preferred_username {
         identity.push(("preferred-username", name.clone()));
@@ -86,7 +86,7 @@ pub async fn judge(
     }
     // Values that cannot be a header (control characters) are left out
     // rather than sent mangled.
-    identity.retain(|(_, value)| http::HeaderValue::from_str(value).is_ok());
+    identity.retain(|(_, value)| http::HeaderValue::from_bytes(value.as_bytes()).is_ok());
     Verdict::Allow { identity }
 }
 
