@@ -26,9 +26,10 @@ use crate::request_id;
 use crate::AppState;
 
 /// Headers that say which request forward-auth is to judge.
-const ORIGINAL_REQUEST_HEADERS: [&str; 4] = [
+const ORIGINAL_REQUEST_HEADERS: [&str; 5] = [
     "x-forwarded-uri",
     "x-original-uri",
+    "x-original-url",
     "x-forwarded-host",
     "x-forwarded-proto",
 ];
@@ -81,8 +82,17 @@ fn original_target(headers: &HeaderMap, trusted: bool) -> Result<Original, Unjud
             .get(name)
             .map(|value| value.to_str().map(str::to_string))
     };
+    // ingress-nginx sends the whole URL as X-Original-URL (and no
+    // X-Forwarded-Uri); its scheme and host count unless sent on their own.
+    let whole_url = match text("x-original-url") {
+        None => None,
+        Some(Ok(url)) => Some(split_url(&url).ok_or(Unjudgeable::NotAPath)?),
+        Some(Err(_)) => return Err(Unjudgeable::NotAPath),
+    };
     let uri = match text("x-forwarded-uri").or_else(|| text("x-original-uri")) {
-        None => "/".to_string(),
+        None => whole_url
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |(_, _, uri)| uri.clone()),
         Some(Ok(uri)) => uri,
         Some(Err(_)) => return Err(Unjudgeable::NotAPath),
     };
@@ -91,12 +101,12 @@ fn original_target(headers: &HeaderMap, trusted: bool) -> Result<Original, Unjud
         return Err(Unjudgeable::NotAPath);
     }
     let host = match text("x-forwarded-host") {
-        None => None,
+        None => whole_url.as_ref().map(|(_, host, _)| host.clone()),
         Some(Ok(host)) => Some(host.to_ascii_lowercase()),
         Some(Err(_)) => return Err(Unjudgeable::NotAPath),
     };
     let proto = match text("x-forwarded-proto") {
-        None => None,
+        None => whole_url.as_ref().map(|(scheme, _, _)| scheme.clone()),
         Some(Ok(proto)) => Some(proto),
         Some(Err(_)) => return Err(Unjudgeable::NotAPath),
     };
@@ -107,6 +117,22 @@ fn original_target(headers: &HeaderMap, trusted: bool) -> Result<Original, Unjud
         uri,
         proto,
     })
+}
+
+/// An absolute http(s) URL as (scheme, host[:port] lower-case, path and
+/// query as sent). None when it is not one.
+fn split_url(text: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(split);
+    if authority.is_empty() || authority.contains('@') || !target.starts_with('/') {
+        return None;
+    }
+    Some((scheme, authority.to_ascii_lowercase(), target.to_string()))
 }
 
 /// How forward-auth answers a caller without a session.
@@ -307,6 +333,38 @@ mod tests {
             (judged.path.as_str(), judged.uri.as_str()),
             ("/api", "/api")
         );
+    }
+
+    #[test]
+    fn ingress_nginx_s_whole_original_url_names_scheme_host_and_path() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-original-url",
+            HeaderValue::from_static("https://App.Example:8443/admin/x?y=1"),
+        );
+        assert_eq!(
+            original_target(&headers, true),
+            Ok(Original {
+                host: Some("app.example:8443".to_string()),
+                path: "/admin/x".to_string(),
+                uri: "/admin/x?y=1".to_string(),
+                proto: Some("https".to_string()),
+            })
+        );
+        for bad in [
+            "/admin",
+            "ftp://a/b",
+            "https://user@a/b",
+            "https://a",
+            "https:///b",
+        ] {
+            headers.insert("x-original-url", HeaderValue::from_static(bad));
+            assert_eq!(
+                original_target(&headers, true),
+                Err(Unjudgeable::NotAPath),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
