@@ -34,6 +34,15 @@ const ORIGINAL_REQUEST_HEADERS: [&str; 5] = [
     "x-forwarded-proto",
 ];
 
+/// The `X-Auth-Request-*` headers of an allow, by suffix.
+const ANSWER_IDENTITY: [&str; 5] = [
+    "user",
+    "email",
+    "groups",
+    "preferred-username",
+    "access-token",
+];
+
 /// Why forward-auth cannot judge a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unjudgeable {
@@ -212,7 +221,15 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
         Verdict::Allow { identity } => {
             let mut response = StatusCode::OK.into_response();
             let answer = response.headers_mut();
-            for (suffix, value) in identity {
+            // Every identity header, empty when there is nothing to say: a
+            // proxy that copies them (Caddy's copy_headers, Traefik's
+            // authResponseHeaders) then overwrites a client's copy instead
+            // of keeping it or sending a placeholder.
+            for suffix in ANSWER_IDENTITY {
+                let value = identity
+                    .iter()
+                    .find(|(name, _)| *name == suffix)
+                    .map_or("", |(_, value)| value.as_str());
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(format!("x-auth-request-{suffix}").as_bytes()),
                     HeaderValue::from_bytes(value.as_bytes()),

@@ -150,13 +150,13 @@ async fn caddy_forward_auth_takes_a_deep_link_through_the_sign_in_and_back() {
         .await;
     let portico = app.base.trim_start_matches("http://").to_string();
     let upstream = app.upstream.url().trim_start_matches("http://").to_string();
-    // The Caddyfile of issue 21, with `?mode=redirect`.
+    // The Caddyfile of issue 21, with `?mode=redirect` (and the groups).
     let site = format!(
         "\thandle /oauth2/* {{\n\t\treverse_proxy {portico}\n\t}}\n\
          \thandle {{\n\
          \t\tforward_auth {portico} {{\n\
          \t\t\turi /oauth2/auth?mode=redirect\n\
-         \t\t\tcopy_headers X-Auth-Request-User X-Auth-Request-Email\n\
+         \t\t\tcopy_headers X-Auth-Request-User X-Auth-Request-Email X-Auth-Request-Groups\n\
          \t\t}}\n\
          \t\treverse_proxy {upstream}\n\
          \t}}"
@@ -235,8 +235,23 @@ async fn caddy_forward_auth_takes_a_deep_link_through_the_sign_in_and_back() {
         .pop()
         .unwrap();
     assert_eq!(landing.status, StatusCode::OK);
-    let echo = bob.get_with(&caddy.url("/home"), &FETCH).await.json();
+    // bob has no roles, so portico sends no X-Auth-Request-Groups: his own
+    // copy must not reach the application either.
+    let forged: Vec<_> = FETCH
+        .iter()
+        .copied()
+        .chain([("x-auth-request-groups", "admin")])
+        .collect();
+    let echo = bob.get_with(&caddy.url("/home"), &forged).await.json();
     assert_eq!(echo["headers"]["x-auth-request-user"], "bob");
+    // portico answers an empty X-Auth-Request-Groups, which Caddy copies
+    // over the client's (without it Caddy 2.6 sends its placeholder text).
+    let groups = echo["headers"].get("x-auth-request-groups");
+    assert!(
+        groups.is_none_or(|groups| groups == ""),
+        "{}",
+        echo["headers"]
+    );
     let refused = bob.get_with(&caddy.url("/admin/panel"), &NAVIGATION).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
