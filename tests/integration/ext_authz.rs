@@ -349,3 +349,32 @@ async fn envoy_grpc_check_refuses_callers_that_are_not_trusted_proxies() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn the_served_binary_answers_grpc_checks_on_ext_authz_grpc_listen() {
+    let grpc_port = crate::support::redis::free_port();
+    let portico = crate::support::process::PorticoProcess::start(
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{upstream}\"\n",
+        &format!(
+            "trusted_proxies = [\"127.0.0.1/32\"]\next_authz_grpc_listen = \"127.0.0.1:{grpc_port}\""
+        ),
+    )
+    .await;
+    let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}: {}", portico.logs()));
+    let response = client
+        .check(check_request(
+            "GET",
+            "/reports",
+            &[("sec-fetch-mode", "cors")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status.as_ref().unwrap().code, 16);
+    assert_eq!(
+        denied_response(&response).status.as_ref().unwrap().code,
+        401
+    );
+}
