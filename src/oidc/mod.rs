@@ -20,7 +20,9 @@ pub use login::{
     LoginStart, LoginState, MAX_CONCURRENT_LOGINS,
 };
 pub use logout::{validate_logout_token, LogoutRequest, LogoutTokenError, LOGOUT_TOKEN_MAX_AGE};
-pub use provider::{Provider, ProviderError, ProviderHandle, JWKS_ON_DEMAND_INTERVAL};
+pub use provider::{
+    switch_account_prompt, Provider, ProviderError, ProviderHandle, JWKS_ON_DEMAND_INTERVAL,
+};
 pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};
