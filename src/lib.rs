@@ -227,6 +227,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/oauth2/setup", get(ops::setup::setup))
         .route(pages::STYLESHEET_PATH, get(pages_stylesheet))
+        .route("/oauth2/", any(endpoints::unknown_endpoint))
         .route("/oauth2/{*rest}", any(endpoints::unknown_endpoint))
         .route(
             "/.well-known/portico/{*rest}",

@@ -127,7 +127,7 @@ mod tests {
             "data:image/svg+xml;base64,PHN2Zz4=",
             "logo.svg",
             "https://cdn.example.com/a logo.svg",
-            "https:///nohost",
+            "https://",
         ] {
             assert!(logo_problem(bad).is_some(), "{bad}");
         }

@@ -85,6 +85,15 @@ async fn every_status_portico_answers_itself_is_a_page_for_browsers_and_json_for
         Case {
             title: "Page not found",
             ..case(
+                "the bare /oauth2/ prefix",
+                "/oauth2/",
+                StatusCode::NOT_FOUND,
+                "not_found",
+            )
+        },
+        Case {
+            title: "Page not found",
+            ..case(
                 "unknown endpoint under /.well-known/portico/",
                 "/.well-known/portico/other.json",
                 StatusCode::NOT_FOUND,
