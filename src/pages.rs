@@ -339,6 +339,80 @@ mod tests {
         );
     }
 
+    async fn body_of(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_name_the_app_the_request_was_answered_for() {
+        let acme = Arc::new(Branding {
+            app_name: "Acme <Reports>".to_owned(),
+            logo_url: Some("https://cdn.example.com/acme.svg".to_owned()),
+        });
+        let page = with_branding(acme, async {
+            error_response(&GatewayError::UnknownEndpoint, "req-9", false)
+        })
+        .await;
+        assert_eq!(page.status(), StatusCode::NOT_FOUND);
+        let body = body_of(page).await;
+        assert!(
+            body.contains("<title>Page not found · Acme &#60;Reports&#62;</title>"),
+            "{body}"
+        );
+        assert!(
+            body.contains("<img class=\"logo\" src=\"https://cdn.example.com/acme.svg\" alt=\"\">"),
+            "{body}"
+        );
+        // Outside any request: "portico".
+        let plain = body_of(signed_out()).await;
+        assert!(
+            plain.contains("<title>Signed out · portico</title>"),
+            "{plain}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sign_out_page_without_a_session_links_to_the_start_with_the_return_url() {
+        let page = body_of(not_signed_in(
+            Some("https://app.example.com/a?b=c&d"),
+            "req-2",
+        ))
+        .await;
+        assert!(page.contains("You are not signed in"), "{page}");
+        assert!(
+            page.contains(
+                "href=\"/oauth2/start?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3Dc%26d\""
+            ),
+            "{page}"
+        );
+        let without = body_of(not_signed_in(None, "req-3")).await;
+        assert!(without.contains("href=\"/oauth2/start\""), "{without}");
+    }
+
+    #[tokio::test]
+    async fn the_403_page_offers_to_switch_accounts_and_come_back() {
+        let page = body_of(forbidden(
+            Some("bob@example.test"),
+            "token",
+            Some("https://app.example.com/admin?x=1&y=2"),
+            "req-4",
+            false,
+        ))
+        .await;
+        assert!(
+            page.contains("name=\"switch_account\" value=\"1\""),
+            "{page}"
+        );
+        assert!(
+            page.contains("name=\"rd\" value=\"https://app.example.com/admin?x=1&#38;y=2\""),
+            "{page}"
+        );
+        assert!(page.contains("name=\"csrf\" value=\"token\""), "{page}");
+    }
+
     #[test]
     fn unauthorized_json_carries_www_authenticate() {
         let response = error_response(&GatewayError::NotSignedIn, "req-1", true);

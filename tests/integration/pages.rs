@@ -274,7 +274,7 @@ async fn the_sign_out_page_without_a_session_says_so_and_offers_to_sign_in() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap()
-        .replace("&amp;", "&");
+        .replace("&#38;", "&");
     let start = format!("{}{link}", app.base);
     assert_eq!(
         query_param(&start, "rd").as_deref(),
@@ -403,7 +403,7 @@ async fn sign_in_with_another_account_ends_the_session_and_returns_to_the_refuse
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .unwrap_or_else(|| panic!("no {name} field: {}", refused.body))
-            .replace("&amp;", "&")
+            .replace("&#38;", "&")
     };
     assert_eq!(field("rd"), app.url("/admin/users?page=2"));
     assert_eq!(field("switch_account"), "1");
