@@ -8,7 +8,7 @@
 //! app after a passkey sign-in (showing `amr`), the sign-out question, signed out, the
 //! sign-out page with nobody signed in, the 403 page and its "Sign in with another account"
 //! (which must come back to the refused page), a sign-in link that expired, a refusal at the
-//! provider, portico's 404, and the setup page.
+//! provider, portico's 404, the setup page, and the dev OP's own error page.
 
 use std::path::PathBuf;
 
@@ -220,6 +220,20 @@ async fn screenshots() {
     let setup = tab.open(&app.url("/oauth2/setup")).await;
     assert!(setup.shows("Register these URLs"), "{}", setup.text);
     shoot(&tab, "setup", &mut problems).await;
+
+    // The dev OP's own error page (a client it does not know).
+    let op_error = tab
+        .open(&format!(
+            "{}/authorize?client_id=someone-else&response_type=code",
+            app.op.issuer()
+        ))
+        .await;
+    assert!(
+        op_error.shows("The sign-in cannot go on"),
+        "{}",
+        op_error.text
+    );
+    shoot(&tab, "provider-error", &mut problems).await;
 
     // The check itself can fail: a page made too wide on purpose is caught.
     tab.eval(
