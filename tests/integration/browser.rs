@@ -388,6 +388,8 @@ async fn the_real_demo_walks_from_a_refusal_to_a_passkey_sign_in() {
     tab.screenshot("demo-5-passkey-saved").await;
     let landing = tab.submit("#passkey-sign-in").await;
     assert!(landing.shows("Signed in as alice"), "{landing:?}");
+    // The demo's routes send X-Portico-Identity, so the echo app shows the passkey's amr.
+    assert!(landing.shows("amr: webauthn"), "{landing:?}");
     assert_eq!(tab.authenticator_credentials(&authenticator).await.len(), 1);
     tab.screenshot("demo-6-landing").await;
 
