@@ -98,7 +98,12 @@ impl Authorization for ExtAuthz {
             .and_then(|attributes| attributes.request)
             .and_then(|request| request.http)
             .unwrap_or_default();
-        Ok(Response::new(answer(&self.app, &http).await))
+        // Only trusted callers get here: Envoy's request id is kept when plain.
+        let request_id = crate::request_id::from_trusted(&http.id);
+        let span = tracing::info_span!("ext_authz_grpc", request_id = %request_id.as_str());
+        Ok(Response::new(
+            tracing::Instrument::instrument(answer(&self.app, &http, &request_id), span).await,
+        ))
     }
 }
 
@@ -135,15 +140,7 @@ pub fn request_headers(http: &HttpRequest) -> HeaderMap {
 }
 
 /// Judges the original request of a check and spells the answer.
-pub async fn answer(app: &AppState, http: &HttpRequest) -> CheckResponse {
-    let request_id = RequestId(
-        http.id
-            .as_str()
-            .chars()
-            .take(128)
-            .collect::<String>()
-            .into(),
-    );
+pub async fn answer(app: &AppState, http: &HttpRequest, request_id: &RequestId) -> CheckResponse {
     let headers = request_headers(http);
     let navigation = is_page_navigation(&headers);
     let host = (!http.host.is_empty()).then(|| http.host.to_ascii_lowercase());
@@ -153,7 +150,7 @@ pub async fn answer(app: &AppState, http: &HttpRequest) -> CheckResponse {
         let error = GatewayError::BadRequest("the original URI is not a path");
         return denied_from(error_response(&error, request_id.as_str(), !navigation)).await;
     }
-    match judge(app, &headers, host.as_deref(), path, &request_id).await {
+    match judge(app, &headers, host.as_deref(), path, request_id).await {
         Verdict::Allow { identity } => {
             let set = upstream_identity(&identity);
             let remove = identity_headers_to_remove(headers.keys().map(HeaderName::as_str), &set);

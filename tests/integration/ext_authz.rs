@@ -295,6 +295,8 @@ async fn envoy_grpc_check_allows_denies_and_redirects() {
     assert_eq!(denied.status.as_ref().unwrap().code, 401);
     assert!(header(&denied.headers, "www-authenticate").is_some());
     assert!(denied.body.contains("\"unauthorized\""), "{}", denied.body);
+    // Envoy's request id is the one the answer names.
+    assert!(denied.body.contains("envoy-request-1"), "{}", denied.body);
 
     // No session, a navigation: 302 to the sign-in, back to the original.
     let response = client
