@@ -28,6 +28,7 @@ mod validate;
 mod validate_oidc;
 mod validate_routes;
 mod validate_session;
+mod validate_token_auth;
 mod value_kinds;
 
 #[cfg(test)]

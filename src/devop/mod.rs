@@ -19,6 +19,7 @@ mod options;
 mod pages;
 mod passkey;
 mod server;
+mod signers;
 mod state;
 mod token_endpoint;
 mod tokens;
@@ -46,6 +47,7 @@ pub use echo::EchoUpstream;
 pub use logout::{LogoutDefect, LogoutTokenSpec, BACKCHANNEL_LOGOUT_EVENT};
 pub use mint::MintKey;
 pub use options::{DescopeShape, DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
+pub use signers::{AlgKey, SignerError, SigningAlg};
 
 use server::ServerHandle;
 use state::SharedState;

@@ -179,11 +179,17 @@ pub async fn finish_login(
     code: String,
     now: SystemTime,
 ) -> Result<(Identity, TokenSet), LoginError> {
-    let request = provider
+    let mut request = provider
         .client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()));
+    for (name, value) in provider
+        .client_assertion_params(settings, unix_seconds(now))
+        .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
+    {
+        request = request.add_extra_param(name, value);
+    }
     let http = handle.http();
     let response = request
         .request_async(&super::http::ProviderHttp(http))
