@@ -40,11 +40,21 @@ pub struct BearerVerifier {
     provider: Arc<ProviderHandle>,
     settings: OidcConfig,
     extra: Vec<IssuerKeys>,
+    /// The Descope project's session keys (provider "descope" only).
+    descope_session: Option<IssuerKeys>,
+}
+
+/// The audiences a Descope session token may name when it has one.
+fn descope_audiences(settings: &OidcConfig) -> Vec<String> {
+    let mut audiences = vec![settings.client_id.clone()];
+    audiences.extend(settings.project_id.iter().cloned());
+    audiences.extend(settings.extra_audiences.iter().cloned());
+    audiences
 }
 
 impl BearerVerifier {
     pub fn new(provider: Arc<ProviderHandle>, settings: &OidcConfig) -> Self {
-        let mut extra: Vec<IssuerKeys> = settings
+        let extra: Vec<IssuerKeys> = settings
             .extra_jwt_issuers
             .iter()
             .map(|issuer| IssuerKeys {
@@ -56,27 +66,25 @@ impl BearerVerifier {
             })
             .collect();
         // Descope session JWTs: signed with the project's session keys, their
-        // iss either the issuer URL or the bare project id.
-        if let (Some(jwks_url), Some(project)) = (
+        // iss one of the project's forms (see `descope`), `aud` optional.
+        let descope_session = match (
             settings.descope_session_jwks_url(),
             settings.project_id.as_ref(),
         ) {
-            let mut audiences = vec![settings.client_id.clone(), project.clone()];
-            audiences.extend(settings.extra_audiences.iter().cloned());
-            for issuer in [settings.issuer.clone(), project.clone()] {
-                extra.push(IssuerKeys {
-                    issuer,
-                    audiences: audiences.clone(),
-                    jwks_url: JsonWebKeySetUrl::from_url(jwks_url.clone()),
-                    jwks: ArcSwap::from_pointee(None),
-                    last_fetch: Mutex::new(None),
-                });
-            }
-        }
+            (Some(jwks_url), Some(project)) => Some(IssuerKeys {
+                issuer: project.clone(),
+                audiences: descope_audiences(settings),
+                jwks_url: JsonWebKeySetUrl::from_url(jwks_url),
+                jwks: ArcSwap::from_pointee(None),
+                last_fetch: Mutex::new(None),
+            }),
+            _ => None,
+        };
         BearerVerifier {
             provider,
             settings: settings.clone(),
             extra,
+            descope_session,
         }
     }
 
@@ -84,6 +92,17 @@ impl BearerVerifier {
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, TokenRejection> {
         let issuer = unverified_issuer(token)?;
         let allowed = parse_algorithms(&self.settings.allowed_algs);
+        let descope_session = self.descope_session.as_ref().filter(|_| {
+            match (&self.settings.project_id, &self.settings.base_url) {
+                (Some(project), Some(base)) => super::descope::is_project_session_issuer(
+                    &issuer,
+                    project,
+                    base,
+                    &self.settings.issuer,
+                ),
+                _ => false,
+            }
+        });
         let (claims, audiences) = if issuer == self.settings.issuer {
             let provider = self
                 .provider
@@ -104,10 +123,7 @@ impl BearerVerifier {
             }
             let mut audiences = vec![self.settings.client_id.clone()];
             audiences.extend(self.settings.extra_audiences.iter().cloned());
-            match (
-                verified,
-                self.extra.iter().find(|keys| keys.issuer == issuer),
-            ) {
+            match (verified, descope_session) {
                 // Same issuer, other keys (Descope session tokens).
                 (Err(TokenRejection::UnknownKey), Some(keys)) => (
                     self.verify_extra(keys, token, &allowed).await?,
@@ -115,6 +131,11 @@ impl BearerVerifier {
                 ),
                 (verified, _) => (verified?.claims, audiences),
             }
+        } else if let Some(keys) = descope_session {
+            (
+                self.verify_extra(keys, token, &allowed).await?,
+                keys.audiences.clone(),
+            )
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,
@@ -125,7 +146,13 @@ impl BearerVerifier {
                 "{issuer} is not an accepted issuer"
             )));
         };
-        check_claims(&claims, &audiences, self.settings.clock_skew, now)?;
+        if descope_session.is_some() {
+            // A Descope session token: `aud` optional, never foreign.
+            super::descope::check_session_audience(&claims, &descope_audiences(&self.settings))?;
+            check_times(&claims, self.settings.clock_skew, now)?;
+        } else {
+            check_claims(&claims, &audiences, self.settings.clock_skew, now)?;
+        }
         let mut identity = identity_from_json(&claims, &self.settings);
         identity.access_token_expires_at = claims.get("exp").and_then(|exp| exp.as_i64());
         if identity.sub.is_empty() {
@@ -226,6 +253,15 @@ pub fn check_claims(
             return Err(TokenRejection::AuthorizedParty(party.to_string()));
         }
     }
+    check_times(claims, clock_skew, now)
+}
+
+/// `exp` (required), `nbf` and `iat` against `now`, with `clock_skew`.
+pub fn check_times(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    clock_skew: std::time::Duration,
+    now: SystemTime,
+) -> Result<(), TokenRejection> {
     let now = unix_seconds(now);
     let skew = i64::try_from(clock_skew.as_secs()).unwrap_or(0);
     let Some(expires_at) = claims.get("exp").and_then(|exp| exp.as_i64()) else {

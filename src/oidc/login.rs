@@ -130,6 +130,10 @@ pub enum LoginError {
     MissingIssuer,
     #[error("the token endpoint refused the code: {0}")]
     TokenEndpointRefused(String),
+    /// `invalid_client` (RFC 6749 §5.2): the provider does not accept how
+    /// portico authenticates, a setup problem the operator must fix.
+    #[error("the token endpoint refused portico's client authentication (invalid_client{method}): check oidc.client_id, oidc.client_secret (for Descope: an access key of this project) and oidc.token_auth_method")]
+    ClientRejected { method: String },
     #[error("the token endpoint could not be reached: {0}")]
     TokenEndpointUnreachable(String),
     #[error("the token response has no ID token")]
@@ -149,6 +153,7 @@ impl LoginError {
             LoginError::IssuerMismatch => "iss_mismatch",
             LoginError::MissingIssuer => "iss_missing",
             LoginError::TokenEndpointRefused(_) => "token_endpoint_refused",
+            LoginError::ClientRejected { .. } => "invalid_client",
             LoginError::TokenEndpointUnreachable(_) => "token_endpoint_unreachable",
             LoginError::MissingIdToken => "no_id_token",
             LoginError::InvalidIdToken(rejection) => rejection.label(),
@@ -195,6 +200,13 @@ pub async fn finish_login(
         .request_async(&super::http::ProviderHttp(http))
         .await
         .map_err(|error| match error {
+            RequestTokenError::ServerResponse(body)
+                if *body.error() == openidconnect::core::CoreErrorResponseType::InvalidClient =>
+            {
+                LoginError::ClientRejected {
+                    method: format!(", sent as {}", provider.token_auth_method.name()),
+                }
+            }
             RequestTokenError::ServerResponse(body) => {
                 LoginError::TokenEndpointRefused(body.error().to_string())
             }

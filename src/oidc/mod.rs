@@ -4,6 +4,7 @@ mod algorithms;
 mod bearer;
 mod claims;
 mod client_auth;
+mod descope;
 mod http;
 mod jws;
 mod login;
