@@ -419,6 +419,7 @@ mod tests {
     fn schema_lists_exactly_the_struct_fields() {
         let mut raw = RawConfig::default();
         raw.session.cookie_secure = Some(true);
+        raw.oidc.scopes = Some(Vec::new());
         // Optional rule keys serialise only when present.
         raw.routes.push(RawRoute {
             require_all_roles: Some(Vec::new()),

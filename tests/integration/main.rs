@@ -12,6 +12,8 @@ mod cache;
 mod cli;
 mod cluster;
 mod descope;
+mod descope_browser;
+mod descope_scenarios;
 mod lifecycle;
 mod limits;
 mod login;

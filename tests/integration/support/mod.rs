@@ -9,7 +9,7 @@ pub mod nginx;
 pub mod process;
 pub mod redis;
 
-pub use app::{TestApp, CLIENT_ID};
+pub use app::{TestApp, TestAppBuilder, CLIENT_ID};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
 pub use redis::RedisServer;

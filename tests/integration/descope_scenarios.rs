@@ -1,0 +1,282 @@
+//! The Descope scenarios this project started from, against the dev OP's
+//! strict `descope` profile with a config naming only provider, project id,
+//! base URL and the access key: roles on the first sign-in, an ES384-signed
+//! sign-in, a refresh with `dsub`, a machine's access-key session JWT on an
+//! API route, and the failures a Descope user meets (wrong client auth).
+
+use std::time::Duration;
+
+use portico::devop::{DescopeAccessKey, DevUser, MintKey, SigningAlg, TokenAuthMethods};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::descope::{base_of, descope_builder, descope_op, ACCESS_KEY, PROJECT};
+use crate::support::Browser;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// erin has the project role `editor`; tara is `admin` in tenant T1.
+fn users() -> Vec<DevUser> {
+    let erin = DevUser::new("erin").with_roles(&["editor"]);
+    let mut tara = DevUser::new("tara");
+    tara.extra_claims = json!({"tenants": {"T1": {"roles": ["admin"], "permissions": []}}})
+        .as_object()
+        .unwrap()
+        .clone();
+    vec![erin, tara]
+}
+
+const ROLE_ROUTES: [&str; 3] = [
+    "path_prefix = \"/\"\nupstream = \"{upstream}\"",
+    "path_prefix = \"/edit\"\nupstream = \"{upstream}\"\nrequire_roles = [\"editor\"]",
+    "path_prefix = \"/tenant\"\nupstream = \"{upstream}\"\nrequire_tenant_roles = { tenant = \"T1\", roles = [\"admin\"] }",
+];
+
+#[tokio::test]
+async fn a_project_role_and_a_tenant_role_each_open_their_route_on_the_first_sign_in() {
+    let op = descope_op(PROJECT, |options| options.users = users()).await;
+    let app = descope_builder(op, &ROLE_ROUTES).build().await;
+
+    app.op.set_auto_approve(Some("erin".into()));
+    let erin = Browser::new();
+    let page = app.sign_in(&erin, "/edit/doc").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "erin");
+    assert_eq!(page.json()["headers"]["x-forwarded-groups"], "editor");
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-email"],
+        "erin@example.test"
+    );
+    assert_eq!(
+        erin.get(&app.url("/tenant/x")).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    app.op.set_auto_approve(Some("tara".into()));
+    let tara = Browser::new();
+    let page = app.sign_in(&tara, "/tenant/settings").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["path"], "/tenant/settings");
+    assert_eq!(
+        tara.get(&app.url("/edit/doc")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // The strict profile sends no callback `iss`, and portico did not need it.
+    let query = app.op.stats().last_authorize_query.unwrap();
+    assert!(query.contains("descope.claims"), "{query}");
+}
+
+#[tokio::test]
+async fn with_only_openid_profile_email_a_descope_user_has_no_roles_so_the_scopes_matter() {
+    // What the preset used to ask for: the strict profile then sends no
+    // roles, and a role route answers 403. Asking for descope.claims fixes it.
+    let op = descope_op(PROJECT, |options| options.users = users()).await;
+    let app = descope_builder(op, &ROLE_ROUTES)
+        .config("oidc", "scopes = [\"openid\", \"profile\", \"email\"]")
+        .build()
+        .await;
+    app.op.set_auto_approve(Some("erin".into()));
+    let erin = Browser::new();
+    let page = app.sign_in(&erin, "/edit/doc").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+}
+
+#[tokio::test]
+async fn an_es384_signed_sign_in_succeeds_with_the_default_algorithms() {
+    let op = descope_op(PROJECT, |options| {
+        options.users = users();
+        options.signing_alg = SigningAlg::Es384;
+    })
+    .await;
+    let app = descope_builder(op, &ROLE_ROUTES).build().await;
+    app.op.set_auto_approve(Some("erin".into()));
+    let erin = Browser::new();
+    let page = app.sign_in(&erin, "/edit/doc").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "erin");
+}
+
+#[tokio::test]
+async fn every_asymmetric_algorithm_signs_a_sign_in_portico_accepts() {
+    // A generic provider publishing a key for each algorithm; each sign-in is
+    // signed with the next one, and every one succeeds with the defaults.
+    let app = crate::support::TestApp::builder()
+        .op_options(|options| options.published_algs = SigningAlg::ALL.to_vec())
+        .build()
+        .await;
+    for alg in SigningAlg::ALL {
+        app.op.set_signing_alg(alg);
+        let browser = Browser::new();
+        let page = app.sign_in(&browser, "/alg").await;
+        assert_eq!(page.status, StatusCode::OK, "{}: {}", alg.name(), page.body);
+        assert_eq!(page.json()["headers"]["x-forwarded-user"], "alice");
+    }
+    assert_eq!(app.op.stats().logins, SigningAlg::ALL.len() as u64);
+}
+
+#[tokio::test]
+async fn a_refresh_with_dsub_keeps_the_session() {
+    // The JWT template overrides `sub` with the login id; `dsub` is the user
+    // id, used at sign-in, at refresh and by back-channel logout alike.
+    let op = descope_op(PROJECT, |options| {
+        options.users = users();
+        options.access_token_ttl = Duration::from_secs(120);
+        if let Some(descope) = options.descope.as_mut() {
+            descope.override_subject = true;
+        }
+    })
+    .await;
+    let app = descope_builder(op, &ROLE_ROUTES).build().await;
+    app.op.set_auto_approve(Some("erin".into()));
+    let erin = Browser::new();
+    let page = app.sign_in(&erin, "/edit/doc").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "erin");
+
+    app.advance(Duration::from_secs(100));
+    let page = erin.get(&app.url("/edit/doc")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(app.op.stats().refreshes, 1, "the session was refreshed");
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "erin");
+    // And again, with the rotated refresh token.
+    app.advance(Duration::from_secs(100));
+    let page = erin.get(&app.url("/edit/doc")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(app.op.stats().refreshes, 2);
+}
+
+#[tokio::test]
+async fn basic_auth_refused_by_the_token_endpoint_names_the_setting_to_check() {
+    // A provider that takes only form-field credentials, with portico told
+    // to use Basic: invalid_client, a sign-in failure page that says what to
+    // check, and `client_secret_post` fixes it.
+    let op = descope_op(PROJECT, |options| {
+        options.token_auth_methods = TokenAuthMethods::PostOnly;
+    })
+    .await;
+    let app = descope_builder(op, &["path_prefix = \"/\"\nupstream = \"{upstream}\""])
+        .config("oidc", "token_auth_method = \"client_secret_basic\"")
+        .build()
+        .await;
+    let browser = Browser::new();
+    let page = browser.open(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
+    assert!(page.body.contains("oidc.token_auth_method"), "{}", page.body);
+    assert!(page.body.contains("oidc.client_secret"), "{}", page.body);
+    assert!(page.body.contains("Request id"), "{}", page.body);
+
+    let op = descope_op(PROJECT, |options| {
+        options.token_auth_methods = TokenAuthMethods::PostOnly;
+    })
+    .await;
+    let app = descope_builder(op, &["path_prefix = \"/\"\nupstream = \"{upstream}\""])
+        .config("oidc", "token_auth_method = \"client_secret_post\"")
+        .build()
+        .await;
+    let page = app.sign_in(&Browser::new(), "/").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+}
+
+/// Exchanges `key` at the OP as a machine does: `POST
+/// /v1/auth/accesskey/exchange` with `Authorization: Bearer <project>:<key>`.
+async fn exchange(base: &str, project: &str, key: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/accesskey/exchange"))
+        .header("Authorization", format!("Bearer {project}:{key}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["keyId"].is_string(), "{body}");
+    body["sessionJwt"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_machine_s_access_key_session_jwt_passes_a_role_rule_and_bad_ones_do_not() {
+    let op = descope_op(PROJECT, |options| {
+        if let Some(descope) = options.descope.as_mut() {
+            descope.access_keys = vec![
+                DescopeAccessKey::new("K-reporter", "reporter-key", &["reporter"]),
+                DescopeAccessKey::new("K-plain", "plain-key", &[]),
+            ];
+        }
+    })
+    .await;
+    let base = base_of(&op);
+    let app = descope_builder(
+        op,
+        &["path_prefix = \"/api\"\nupstream = \"{upstream}\"\napi = true\nrequire_roles = [\"reporter\"]"],
+    )
+    .build()
+    .await;
+    let call = |token: String| {
+        let url = app.url("/api/reports");
+        async move {
+            Browser::new()
+                .get_with(&url, &[("Authorization", &format!("Bearer {token}"))])
+                .await
+        }
+    };
+
+    // The role passes: the session JWT has no aud and iss {base}/v1/apps/{project}.
+    let token = exchange(&base, PROJECT, "reporter-key").await;
+    let page = call(token.clone()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "K-reporter");
+    assert_eq!(page.json()["headers"]["x-forwarded-groups"], "reporter");
+
+    // A key without the role: 403.
+    let page = call(exchange(&base, PROJECT, "plain-key").await).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+
+    // Another project's token (its own OP, its own keys): 401.
+    let other = descope_op("P2OtherProject", |options| {
+        if let Some(descope) = options.descope.as_mut() {
+            descope.access_keys = vec![DescopeAccessKey::new("K-x", "x-key", &["reporter"])];
+        }
+    })
+    .await;
+    let other_base = other.issuer().trim_end_matches("/P2OtherProject").to_string();
+    let page = call(exchange(&other_base, "P2OtherProject", "x-key").await).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert!(page.header("www-authenticate").is_some());
+
+    // A token for another application (a foreign aud), signed by our project: 401.
+    let now = now();
+    let foreign = app.op.mint_jwt(
+        json!({"iss": format!("{base}/v1/apps/{PROJECT}"), "sub": "K-reporter",
+               "aud": "another-app", "iat": now, "exp": now + 600, "roles": ["reporter"]})
+        .as_object()
+        .unwrap(),
+        MintKey::Current,
+    );
+    let page = call(foreign).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert!(
+        page.header("www-authenticate")
+            .is_some_and(|challenge| challenge.contains("invalid_token")),
+        "{:?}",
+        page.header("www-authenticate")
+    );
+
+    // An expired one: the same token once its 10 minutes are over.
+    app.clock.advance(Duration::from_secs(11 * 60));
+    let page = call(token).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+
+    // A wrong access key gets nothing from the OP.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/accesskey/exchange"))
+        .header("Authorization", format!("Bearer {PROJECT}:{ACCESS_KEY}-wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
