@@ -196,6 +196,10 @@ pub struct DevOpStats {
     pub last_authorize_query: Option<String>,
     /// The `amr` of the last ID token issued (`["pwd"]` or `["webauthn"]`).
     pub last_amr: Vec<String>,
+    /// The `alg` of the last ID token issued ("RS256", "ES384", …).
+    pub last_id_token_alg: Option<String>,
+    /// Token requests whose client authenticated with a `private_key_jwt` assertion.
+    pub client_assertions: u64,
     /// Passkeys registered so far.
     pub passkeys_registered: u64,
     /// Passkey ceremonies refused (bad answer, unknown or used challenge, unknown credential).

@@ -264,6 +264,12 @@ async fn issue_tokens(
     let refresh_token = {
         let mut mutable = shared.lock();
         mutable.stats.last_amr = vec![method.amr().to_owned()];
+        mutable.stats.last_id_token_alg = Some(
+            keys.id_token_key
+                .as_ref()
+                .map_or("RS256", |key| key.alg().name())
+                .to_owned(),
+        );
         if shared.descope().is_some() && !offline {
             None
         } else {
@@ -332,6 +338,7 @@ pub(crate) async fn token(
         ) {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", reason);
         }
+        shared.lock().stats.client_assertions += 1;
     } else if let Err(reason) = authenticate_client(
         options.token_auth_methods,
         &options.client_id,

@@ -217,11 +217,18 @@ pub async fn finish_login(
         })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
     let nonce = Nonce::new(login.nonce.clone());
+    let nonce_check = || {
+        if settings.provider == crate::config::ProviderKind::Descope {
+            NonceCheck::EqualWhenPresent(&nonce)
+        } else {
+            NonceCheck::Equal(&nonce)
+        }
+    };
     let claims = match verify_id_token(
         id_token,
         &provider.jwks(),
         &provider.expectations,
-        NonceCheck::Equal(&nonce),
+        nonce_check(),
         now,
     ) {
         Err(TokenRejection::UnknownKey) => {
@@ -234,7 +241,7 @@ pub async fn finish_login(
                     id_token,
                     &provider.jwks(),
                     &provider.expectations,
-                    NonceCheck::Equal(&nonce),
+                    nonce_check(),
                     now,
                 )
             } else {

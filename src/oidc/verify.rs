@@ -76,6 +76,11 @@ impl TokenRejection {
 /// there is none to compare.
 pub enum NonceCheck<'a> {
     Equal(&'a Nonce),
+    /// Equal when the token carries one; an absent nonce is accepted. For
+    /// providers not known to echo it (Descope's docs do not say), where the
+    /// code flow's PKCE and one-use state already bind the answer to this
+    /// login (OpenID Connect Core §3.1.2.1: nonce is optional in the code flow).
+    EqualWhenPresent(&'a Nonce),
     Skip,
 }
 
@@ -135,6 +140,13 @@ pub fn verify_id_token(
 
     let claims = match nonce {
         NonceCheck::Equal(expected) => token.claims(&verifier, expected),
+        NonceCheck::EqualWhenPresent(expected) => {
+            token.claims(&verifier, |nonce: Option<&Nonce>| match nonce {
+                None => Ok(()),
+                Some(nonce) if nonce.secret() == expected.secret() => Ok(()),
+                Some(_) => Err("nonce does not match the login".to_string()),
+            })
+        }
         NonceCheck::Skip => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     }
     .map_err(classify)?

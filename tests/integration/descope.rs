@@ -4,7 +4,7 @@
 //! user has: provider, project id, base URL and an access key. Also the
 //! setup page and https served by portico.
 
-use portico::devop::{DescopeAccessKey, DescopeShape, DevOp, DevOpOptions, DevUser, MintKey};
+use portico::devop::{DescopeShape, DevOp, DevOpOptions, DevUser, MintKey};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -30,7 +30,9 @@ pub async fn descope_op(project: &str, change: impl FnOnce(&mut DevOpOptions)) -
 /// The OP's origin: what a Descope user writes as `base_url` (their custom
 /// domain, or the API host).
 pub fn base_of(op: &DevOp) -> String {
-    op.issuer().trim_end_matches(&format!("/{PROJECT}")).to_string()
+    op.issuer()
+        .trim_end_matches(&format!("/{PROJECT}"))
+        .to_string()
 }
 
 /// portico configured with only the Descope preset keys: provider, project
@@ -97,7 +99,9 @@ async fn descope_preset_signs_in_with_tenant_role_and_passkey_rules() {
     assert!(authorize.contains("flow=sign-up-or-in"), "{authorize}");
     // The preset asks for the scopes that bring roles, tenants and custom claims.
     assert!(
-        authorize.contains("scope=openid+profile+email+descope.claims+descope.custom_claims+offline_access"),
+        authorize.contains(
+            "scope=openid+profile+email+descope.claims+descope.custom_claims+offline_access"
+        ),
         "{authorize}"
     );
     let landing = browser.open(&authorize).await;
@@ -160,7 +164,10 @@ async fn descope_session_tokens_verify_with_the_project_session_keys() {
         MintKey::Current,
     );
     let page = Browser::new()
-        .get_with(&app.url("/reports"), &[("Authorization", &format!("Bearer {token}"))])
+        .get_with(
+            &app.url("/reports"),
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
         .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
 }

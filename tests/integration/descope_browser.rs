@@ -13,7 +13,8 @@ use crate::support::Chromium;
 
 #[tokio::test]
 async fn a_deep_link_through_the_descope_hosted_flow_with_a_passkey_opens_role_and_tenant_routes() {
-    let test = "a_deep_link_through_the_descope_hosted_flow_with_a_passkey_opens_role_and_tenant_routes";
+    let test =
+        "a_deep_link_through_the_descope_hosted_flow_with_a_passkey_opens_role_and_tenant_routes";
     let Some(chromium) = Chromium::launch(test).await else {
         return;
     };
@@ -59,7 +60,10 @@ async fn a_deep_link_through_the_descope_hosted_flow_with_a_passkey_opens_role_a
         landing.text
     );
     assert_eq!(app.op.stats().last_amr, ["webauthn"]);
-    assert!(!tab.authenticator_credentials(&authenticator).await.is_empty());
+    assert!(!tab
+        .authenticator_credentials(&authenticator)
+        .await
+        .is_empty());
 
     // The project role opened /edit (with the passkey rule); the tenant role opens /tenant.
     let tenant = tab.open(&app.url("/tenant/members")).await;

@@ -99,6 +99,7 @@ async fn an_es384_signed_sign_in_succeeds_with_the_default_algorithms() {
     let page = app.sign_in(&erin, "/edit/doc").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.json()["headers"]["x-forwarded-user"], "erin");
+    assert_eq!(app.op.stats().last_id_token_alg.as_deref(), Some("ES384"));
 }
 
 #[tokio::test]
@@ -115,8 +116,73 @@ async fn every_asymmetric_algorithm_signs_a_sign_in_portico_accepts() {
         let page = app.sign_in(&browser, "/alg").await;
         assert_eq!(page.status, StatusCode::OK, "{}: {}", alg.name(), page.body);
         assert_eq!(page.json()["headers"]["x-forwarded-user"], "alice");
+        assert_eq!(
+            app.op.stats().last_id_token_alg.as_deref(),
+            Some(alg.name())
+        );
     }
     assert_eq!(app.op.stats().logins, SigningAlg::ALL.len() as u64);
+}
+
+#[tokio::test]
+async fn an_id_token_signed_with_an_algorithm_left_off_the_allow_list_is_refused() {
+    let app = crate::support::TestApp::builder()
+        .op_options(|options| options.signing_alg = SigningAlg::Es512)
+        .config("oidc", "allowed_algs = [\"RS256\", \"ES384\"]")
+        .build()
+        .await;
+    let page = Browser::new().open(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert_eq!(app.op.stats().last_id_token_alg.as_deref(), Some("ES512"));
+}
+
+/// A P-256 key as a PKCS#8 PEM file (for portico) and its public JWK (for the OP).
+fn client_key(directory: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
+    use base64::Engine as _;
+    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let document = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, document.as_ref(), &rng)
+        .unwrap();
+    let body = base64::engine::general_purpose::STANDARD.encode(document.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n");
+    std::fs::create_dir_all(directory).unwrap();
+    let path = directory.join("client-key.pem");
+    std::fs::write(&path, pem).unwrap();
+    let point = pair.public_key().as_ref();
+    let url = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "client-1", "alg": "ES256",
+                     "x": url(&point[1..33]), "y": url(&point[33..65])});
+    (path, jwk)
+}
+
+#[tokio::test]
+async fn private_key_jwt_signs_in_and_refreshes_with_client_assertions() {
+    let directory = std::env::temp_dir().join(format!("portico-pkjwt-{}", std::process::id()));
+    let (key_file, jwk) = client_key(&directory);
+    let app = crate::support::TestApp::builder()
+        .op_options(|options| {
+            options.client_assertion_keys = vec![jwk];
+            options.access_token_ttl = Duration::from_secs(120);
+        })
+        .config("oidc", "token_auth_method = \"private_key_jwt\"")
+        .config(
+            "oidc",
+            &format!("client_assertion_key_file = \"{}\"", key_file.display()),
+        )
+        .config("oidc", "client_assertion_kid = \"client-1\"")
+        .build()
+        .await;
+    let browser = Browser::new();
+    let page = app.sign_in(&browser, "/").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    app.advance(Duration::from_secs(100));
+    let page = browser.get(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(app.op.stats().refreshes, 1);
+    // The code exchange and the refresh each carried an assertion, no secret.
+    assert_eq!(app.op.stats().client_assertions, 2);
+    let _ = std::fs::remove_dir_all(&directory);
 }
 
 #[tokio::test]
@@ -151,6 +217,25 @@ async fn a_refresh_with_dsub_keeps_the_session() {
 }
 
 #[tokio::test]
+async fn a_descope_id_token_without_a_nonce_is_accepted_and_a_wrong_one_is_not() {
+    let op = descope_op(PROJECT, |options| {
+        options.users = users();
+        if let Some(descope) = options.descope.as_mut() {
+            descope.echo_nonce = false;
+        }
+    })
+    .await;
+    let app = descope_builder(op, &ROLE_ROUTES).build().await;
+    app.op.set_auto_approve(Some("erin".into()));
+    let page = app.sign_in(&Browser::new(), "/edit/doc").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    app.op
+        .set_misbehavior(portico::devop::Misbehavior::WrongNonce);
+    let page = Browser::new().open(&app.url("/edit/doc")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+}
+
+#[tokio::test]
 async fn basic_auth_refused_by_the_token_endpoint_names_the_setting_to_check() {
     // A provider that takes only form-field credentials, with portico told
     // to use Basic: invalid_client, a sign-in failure page that says what to
@@ -165,8 +250,17 @@ async fn basic_auth_refused_by_the_token_endpoint_names_the_setting_to_check() {
         .await;
     let browser = Browser::new();
     let page = browser.open(&app.url("/")).await;
-    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", page.body);
-    assert!(page.body.contains("oidc.token_auth_method"), "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("oidc.token_auth_method"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("oidc.client_secret"), "{}", page.body);
     assert!(page.body.contains("Request id"), "{}", page.body);
 
@@ -243,7 +337,10 @@ async fn a_machine_s_access_key_session_jwt_passes_a_role_rule_and_bad_ones_do_n
         }
     })
     .await;
-    let other_base = other.issuer().trim_end_matches("/P2OtherProject").to_string();
+    let other_base = other
+        .issuer()
+        .trim_end_matches("/P2OtherProject")
+        .to_string();
     let page = call(exchange(&other_base, "P2OtherProject", "x-key").await).await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
     assert!(page.header("www-authenticate").is_some());
@@ -274,7 +371,10 @@ async fn a_machine_s_access_key_session_jwt_passes_a_role_rule_and_bad_ones_do_n
     // A wrong access key gets nothing from the OP.
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/auth/accesskey/exchange"))
-        .header("Authorization", format!("Bearer {PROJECT}:{ACCESS_KEY}-wrong"))
+        .header(
+            "Authorization",
+            format!("Bearer {PROJECT}:{ACCESS_KEY}-wrong"),
+        )
         .send()
         .await
         .unwrap();
