@@ -3,8 +3,10 @@
 //! portico's integration tests need a real OP on a real port: one that does discovery, shows a
 //! sign-in page, exchanges codes with PKCE, signs genuine RS256 tokens and rotates its keys — and
 //! that can misbehave on demand ([`Misbehavior`]), so each test can prove portico refuses one
-//! kind of bad token or answer. The echo upstream ([`EchoUpstream`]) is the app behind portico:
-//! it shows what portico forwarded.
+//! kind of bad token or answer. It signs with any asymmetric JWS algorithm ([`SigningAlg`]), and
+//! its strict `descope` profile ([`DescopeShape`]) behaves as Descope's public docs and SDKs say
+//! (paths, claims per scope, session JWTs, access-key exchange). The echo upstream
+//! ([`EchoUpstream`]) is the app behind portico: it shows what portico forwarded.
 
 mod authorize;
 mod descope;

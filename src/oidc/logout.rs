@@ -133,3 +133,25 @@ pub fn validate_logout_token(
         jti,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descope_logouts_end_the_sessions_of_dsub_and_others_of_sub() {
+        let request = LogoutRequest {
+            sid: None,
+            sub: Some("erin@example.test".into()),
+            dsub: Some("U2erin".into()),
+            jti: "j".into(),
+        };
+        assert_eq!(request.subject(true), Some("U2erin"));
+        assert_eq!(request.subject(false), Some("erin@example.test"));
+        let plain = LogoutRequest {
+            dsub: None,
+            ..request
+        };
+        assert_eq!(plain.subject(true), Some("erin@example.test"));
+    }
+}

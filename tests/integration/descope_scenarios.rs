@@ -306,7 +306,10 @@ async fn a_machine_s_access_key_session_jwt_passes_a_role_rule_and_bad_ones_do_n
     let base = base_of(&op);
     let app = descope_builder(
         op,
-        &["path_prefix = \"/api\"\nupstream = \"{upstream}\"\napi = true\nrequire_roles = [\"reporter\"]"],
+        &[
+            "path_prefix = \"/api\"\nupstream = \"{upstream}\"\napi = true\nrequire_roles = [\"reporter\"]",
+            "path_prefix = \"/app\"\nupstream = \"{upstream}\"\ntoken_cookie = \"DS\"\nrequire_roles = [\"reporter\"]",
+        ],
     )
     .build()
     .await;
@@ -325,6 +328,13 @@ async fn a_machine_s_access_key_session_jwt_passes_a_role_rule_and_bad_ones_do_n
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.json()["headers"]["x-forwarded-user"], "K-reporter");
     assert_eq!(page.json()["headers"]["x-forwarded-groups"], "reporter");
+
+    // The same session JWT in Descope's `DS` cookie, on a `token_cookie` route.
+    let browser = Browser::new();
+    browser.set_cookie("DS", &token);
+    let page = browser.get(&app.url("/app/home")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "K-reporter");
 
     // A key without the role: 403.
     let page = call(exchange(&base, PROJECT, "plain-key").await).await;
