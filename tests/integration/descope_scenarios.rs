@@ -186,7 +186,7 @@ async fn private_key_jwt_signs_in_and_refreshes_with_client_assertions() {
 }
 
 #[tokio::test]
-async fn a_refresh_with_dsub_keeps_the_session() {
+async fn a_refresh_with_dsub_keeps_the_session_and_a_logout_by_dsub_ends_it() {
     // The JWT template overrides `sub` with the login id; `dsub` is the user
     // id, used at sign-in, at refresh and by back-channel logout alike.
     let op = descope_op(PROJECT, |options| {
@@ -214,6 +214,16 @@ async fn a_refresh_with_dsub_keeps_the_session() {
     let page = erin.get(&app.url("/edit/doc")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(app.op.stats().refreshes, 2);
+
+    // A back-channel logout naming the user (sub = login id, dsub = user id)
+    // ends the session.
+    let token = app.op.logout_token(&portico::devop::LogoutTokenSpec {
+        sub: Some("erin".into()),
+        ..Default::default()
+    });
+    assert_eq!(app.backchannel_logout(&token).await.status, StatusCode::OK);
+    let page = erin.get(&app.url("/edit/doc")).await;
+    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
 }
 
 #[tokio::test]
