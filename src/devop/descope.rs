@@ -240,10 +240,9 @@ pub(crate) async fn access_key_exchange(
             "expected Authorization: Bearer <project id>:<access key>",
         );
     };
-    let key = shape
-        .access_keys
-        .iter()
-        .find(|key| project == shape.project_id && key.secret == secret);
+    let key = shape.access_keys.iter().find(|key| {
+        project == shape.project_id && super::token_endpoint::same_secret(secret, &key.secret)
+    });
     let Some(key) = key else {
         return exchange_refused(StatusCode::UNAUTHORIZED, "unknown access key");
     };

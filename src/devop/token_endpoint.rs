@@ -57,7 +57,7 @@ fn form_decode(text: &str) -> Option<String> {
 }
 
 /// Compares secrets without an early exit on the first differing byte.
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()

@@ -7,6 +7,11 @@
 //! `nbf` in the past (both with `clock_skew`), and `azp`, when present, must
 //! be one of the audiences accepted from that issuer. An unknown `kid`
 //! triggers at most one JWKS refetch per issuer every 10 seconds.
+//!
+//! With `provider = "descope"`, a token whose `iss` is one of the project's
+//! forms is a Descope session JWT: verified with the provider's or the
+//! project's session keys, and judged by `descope::check_session_audience`
+//! (no `aud` accepted, a foreign one refused) instead of the audience check.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
