@@ -10,7 +10,7 @@ use super::errors::{quoted, quoted_list, Problems};
 use super::oidc_provider::identity;
 use super::raw::RawOidc;
 use super::secrets::{read_secret, SecretInput};
-use super::types::{OidcConfig, Secret};
+use super::types::{OidcConfig, Secret, UserinfoMode};
 use super::validate::{duration, http_url, is_loopback, non_empty};
 
 /// The JOSE algorithms portico can verify, in their canonical spelling.
@@ -83,6 +83,7 @@ pub(crate) fn oidc(
         "the name of the claim holding permissions, e.g. \"permissions\"",
     );
     let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
+    let userinfo = userinfo_mode(problems, &raw.userinfo);
     let identity = identity?;
     // Descope tokens may carry the project id as an audience beside the client id.
     let extra_audiences = extra_audiences.map(|mut audiences| {
@@ -113,10 +114,30 @@ pub(crate) fn oidc(
         permissions_claim: permissions_claim?,
         extra_jwt_issuers: extra_jwt_issuers?,
         kept_claims: Vec::new(),
+        userinfo: userinfo?,
+        wanted_claims: Vec::new(),
         project_id: identity.project_id,
         base_url: identity.base_url,
         flow: identity.flow,
     })
+}
+
+fn userinfo_mode(problems: &mut Problems, text: &str) -> Option<UserinfoMode> {
+    match text {
+        "auto" => Some(UserinfoMode::Auto),
+        "always" => Some(UserinfoMode::Always),
+        "never" => Some(UserinfoMode::Never),
+        _ => {
+            problems.report(
+                "oidc.userinfo",
+                quoted(text),
+                "is not a userinfo mode",
+                "use \"auto\" (ask the provider's userinfo endpoint when the ID token lacks \
+                 a claim portico uses), \"always\" or \"never\"",
+            );
+            None
+        }
+    }
 }
 
 fn redirect_url(problems: &mut Problems, raw: &RawOidc, public_url: Option<&Url>) -> Option<Url> {
