@@ -118,6 +118,7 @@ impl SharedState {
                 .descope
                 .as_ref()
                 .is_none_or(|descope| descope.send_azp),
+            claims_at_userinfo: self.options.claims_at_userinfo && self.options.descope.is_none(),
         }
     }
 

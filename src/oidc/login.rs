@@ -16,8 +16,9 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::claims::identity_from_claims;
+use super::claims::identity_from_json;
 use super::provider::{Provider, ProviderHandle};
+use super::userinfo::{complete_claims, UserinfoError};
 use super::verify::{verify_id_token, NonceCheck, TokenRejection};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
@@ -136,6 +137,8 @@ pub enum LoginError {
     MissingIdToken,
     #[error("the ID token was refused: {0}")]
     InvalidIdToken(TokenRejection),
+    #[error("userinfo: {0}")]
+    Userinfo(UserinfoError),
 }
 
 impl LoginError {
@@ -152,6 +155,7 @@ impl LoginError {
             LoginError::TokenEndpointUnreachable(_) => "token_endpoint_unreachable",
             LoginError::MissingIdToken => "no_id_token",
             LoginError::InvalidIdToken(rejection) => rejection.label(),
+            LoginError::Userinfo(error) => error.label(),
         }
     }
 }
@@ -195,6 +199,13 @@ pub async fn finish_login(
             RequestTokenError::Request(inner) => {
                 LoginError::TokenEndpointUnreachable(error_chain(&inner))
             }
+            RequestTokenError::Parse(error, _) if is_id_token_path(&error.path().to_string()) => {
+                // openidconnect parses the ID token's claims with the token
+                // response: one without `sub` or `iat` (both REQUIRED, Core
+                // §2; RP certification rp-id_token-sub, rp-id_token-iat)
+                // fails here, and is a refused ID token, not a refused code.
+                LoginError::InvalidIdToken(TokenRejection::Malformed(error.inner().to_string()))
+            }
             other => LoginError::TokenEndpointRefused(error_chain(&other)),
         })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
@@ -227,8 +238,26 @@ pub async fn finish_login(
     }
     .map_err(LoginError::InvalidIdToken)?;
 
+    let id_token_claims = match serde_json::to_value(&claims) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            return Err(LoginError::InvalidIdToken(TokenRejection::Malformed(
+                "claims could not be read back".into(),
+            )))
+        }
+    };
+    let (all_claims, _asked) = complete_claims(
+        handle,
+        provider,
+        settings,
+        id_token_claims,
+        response.access_token().secret(),
+    )
+    .await
+    .map_err(LoginError::Userinfo)?;
+
     let now_seconds = unix_seconds(now);
-    let mut identity = identity_from_claims(&claims, settings);
+    let mut identity = identity_from_json(&all_claims, settings);
     identity.access_token_expires_at = response
         .expires_in()
         .map(|lifetime| now_seconds + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4));
@@ -238,6 +267,11 @@ pub async fn finish_login(
         id_token: id_token.to_string(),
     };
     Ok((identity, tokens))
+}
+
+/// Whether a token response parse error is about the `id_token` member.
+fn is_id_token_path(path: &str) -> bool {
+    path == "id_token" || path.starts_with("id_token.")
 }
 
 pub fn unix_seconds(time: SystemTime) -> i64 {

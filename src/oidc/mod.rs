@@ -9,6 +9,7 @@ mod logout;
 mod provider;
 mod refresh;
 mod types;
+mod userinfo;
 mod verify;
 
 pub use bearer::{check_claims, BearerVerifier};
@@ -23,4 +24,5 @@ pub use logout::{validate_logout_token, LogoutRequest, LogoutTokenError, LOGOUT_
 pub use provider::{Provider, ProviderError, ProviderHandle, JWKS_ON_DEMAND_INTERVAL};
 pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
+pub use userinfo::{UserinfoError, MAX_USERINFO_BYTES};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};
