@@ -197,7 +197,10 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
     let key = shared.lock().current_key.clone();
     match jwt::encode(&answer, "JWT", Signing::Rs256(&key)) {
         Ok(signed) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwt"),
+            )],
             signed,
         )
             .into_response(),

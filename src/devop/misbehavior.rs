@@ -187,7 +187,10 @@ mod tests {
 
     #[test]
     fn certification_misbehaviours_drop_kid_sub_or_iat() {
-        assert_eq!(applied(Misbehavior::OmitKid), (claims(), SignatureChoice::NoKid));
+        assert_eq!(
+            applied(Misbehavior::OmitKid),
+            (claims(), SignatureChoice::NoKid)
+        );
         assert_eq!(
             applied(Misbehavior::OmitKidAmongSeveralKeys),
             (claims(), SignatureChoice::NoKid)

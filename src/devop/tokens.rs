@@ -251,10 +251,29 @@ mod tests {
         let mut user = alice();
         user.extra_claims.insert("sid".to_owned(), json!("s1"));
         let claims = id_token_claims(&context, &user, Some("n1"), NOW, AuthMethod::Password);
-        for name in ["iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "amr", "sid"] {
+        for name in [
+            "iss",
+            "sub",
+            "aud",
+            "azp",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "sid",
+        ] {
             assert!(claims.contains_key(name), "{name}");
         }
-        for name in ["email", "email_verified", "name", "preferred_username", "roles", "groups", "tenant"] {
+        for name in [
+            "email",
+            "email_verified",
+            "name",
+            "preferred_username",
+            "roles",
+            "groups",
+            "tenant",
+        ] {
             assert!(!claims.contains_key(name), "{name}");
         }
         let served = user_claims(&user);

@@ -57,8 +57,22 @@ pub const MAX_USERINFO_BYTES: usize = 64 * 1024;
 /// claims and the rest of the protocol claims (Core §2, §3.1.3.7), plus
 /// Descope's `dsub`, which names the user for that provider.
 const ID_TOKEN_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "iat", "nbf", "auth_time", "nonce", "azp", "acr", "amr", "sid",
-    "at_hash", "c_hash", "jti", "dsub",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "auth_time",
+    "nonce",
+    "azp",
+    "acr",
+    "amr",
+    "sid",
+    "at_hash",
+    "c_hash",
+    "jti",
+    "dsub",
 ];
 
 /// Why the userinfo answer could not be used.
@@ -130,7 +144,10 @@ pub fn merge_claims(
 
 /// Core §5.3.2 and `rp-userinfo-bad-sub-claim`: userinfo's `sub` must be
 /// exactly the ID token's.
-pub fn check_subject(id_token_subject: &str, userinfo: &Map<String, Value>) -> Result<(), UserinfoError> {
+pub fn check_subject(
+    id_token_subject: &str,
+    userinfo: &Map<String, Value>,
+) -> Result<(), UserinfoError> {
     match userinfo.get("sub").and_then(Value::as_str) {
         None => Err(UserinfoError::MissingSubject),
         Some(subject) if subject == id_token_subject => Ok(()),
@@ -154,7 +171,9 @@ pub fn check_signed_claims(
         None => Ok(()),
         Some(Value::String(audience)) if audience == client_id => Ok(()),
         Some(Value::Array(audiences))
-            if audiences.iter().any(|audience| audience.as_str() == Some(client_id)) =>
+            if audiences
+                .iter()
+                .any(|audience| audience.as_str() == Some(client_id)) =>
         {
             Ok(())
         }
@@ -211,7 +230,9 @@ pub async fn fetch_userinfo(
         .map_err(|error| UserinfoError::Unreachable(error_chain(&error)))?;
     let status = response.status();
     if status.is_server_error() {
-        return Err(UserinfoError::Unreachable(format!("the provider answered {status}")));
+        return Err(UserinfoError::Unreachable(format!(
+            "the provider answered {status}"
+        )));
     }
     if !status.is_success() {
         return Err(UserinfoError::Refused(status.as_u16()));
@@ -265,7 +286,9 @@ async fn verify_signed(
             if handle.refresh_jwks_for_unknown_kid(Instant::now()).await =>
         {
             let current = handle.get();
-            let jwks = current.as_ref().map_or_else(|| provider.jwks(), |fresh| fresh.jwks());
+            let jwks = current
+                .as_ref()
+                .map_or_else(|| provider.jwks(), |fresh| fresh.jwks());
             verify_jws(token, &jwks, algorithms)
         }
         other => other,
@@ -369,7 +392,17 @@ mod tests {
             "org": {"id": "acme"}
         }));
         let merged = merge_claims(&id_token, &userinfo);
-        for name in ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid"] {
+        for name in [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "sid",
+        ] {
             assert_eq!(merged[name], id_token[name], "{name}");
         }
         assert!(!merged.contains_key("dsub"));
@@ -381,7 +414,10 @@ mod tests {
 
     #[test]
     fn a_userinfo_sub_must_equal_the_id_tokens() {
-        assert_eq!(check_subject("alice", &map(json!({"sub": "alice"}))), Ok(()));
+        assert_eq!(
+            check_subject("alice", &map(json!({"sub": "alice"}))),
+            Ok(())
+        );
         assert_eq!(
             check_subject("alice", &map(json!({"sub": "mallory"}))),
             Err(UserinfoError::SubjectMismatch)
@@ -405,12 +441,24 @@ mod tests {
     fn signed_answers_must_name_our_issuer_and_client_when_they_name_any() {
         let check = |claims: Value| check_signed_claims(&map(claims), "https://op", "portico");
         assert_eq!(check(json!({"sub": "a"})), Ok(()));
-        assert_eq!(check(json!({"iss": "https://op", "aud": "portico"})), Ok(()));
+        assert_eq!(
+            check(json!({"iss": "https://op", "aud": "portico"})),
+            Ok(())
+        );
         assert_eq!(check(json!({"aud": ["api", "portico"]})), Ok(()));
-        assert_eq!(check(json!({"iss": "https://op/"})), Err(UserinfoError::WrongIssuer));
+        assert_eq!(
+            check(json!({"iss": "https://op/"})),
+            Err(UserinfoError::WrongIssuer)
+        );
         assert_eq!(check(json!({"iss": 1})), Err(UserinfoError::WrongIssuer));
-        assert_eq!(check(json!({"aud": "api"})), Err(UserinfoError::WrongAudience));
-        assert_eq!(check(json!({"aud": ["api"]})), Err(UserinfoError::WrongAudience));
+        assert_eq!(
+            check(json!({"aud": "api"})),
+            Err(UserinfoError::WrongAudience)
+        );
+        assert_eq!(
+            check(json!({"aud": ["api"]})),
+            Err(UserinfoError::WrongAudience)
+        );
     }
 
     #[test]
@@ -425,9 +473,18 @@ mod tests {
             answer_kind(Some("text/html")),
             Err(UserinfoError::Malformed(_))
         ));
-        assert!(matches!(answer_kind(None), Err(UserinfoError::Malformed(_))));
-        assert!(matches!(json_object(b"[1]"), Err(UserinfoError::Malformed(_))));
-        assert!(matches!(json_object(b"{"), Err(UserinfoError::Malformed(_))));
+        assert!(matches!(
+            answer_kind(None),
+            Err(UserinfoError::Malformed(_))
+        ));
+        assert!(matches!(
+            json_object(b"[1]"),
+            Err(UserinfoError::Malformed(_))
+        ));
+        assert!(matches!(
+            json_object(b"{"),
+            Err(UserinfoError::Malformed(_))
+        ));
     }
 
     #[test]

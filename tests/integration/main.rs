@@ -25,4 +25,5 @@ mod sessions;
 mod signals;
 mod tokens;
 mod upstream_wire;
+mod userinfo;
 mod websocket;
