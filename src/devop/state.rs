@@ -200,6 +200,31 @@ mod tests {
     }
 
     #[test]
+    fn claims_at_userinfo_applies_except_in_the_descope_shape() {
+        let state = |descope: Option<super::super::options::DescopeShape>| {
+            let options = DevOpOptions {
+                claims_at_userinfo: true,
+                descope,
+                ..DevOpOptions::default()
+            };
+            SharedState::new(
+                "http://127.0.0.1:9".to_owned(),
+                options,
+                super::super::keys::key_at(0).unwrap(),
+            )
+        };
+        assert!(state(None).token_context(0).claims_at_userinfo);
+        let descope = super::super::options::DescopeShape {
+            project_id: "P2test".to_owned(),
+            send_azp: false,
+        };
+        assert!(
+            !state(Some(descope)).token_context(0).claims_at_userinfo,
+            "Descope keeps its own behaviour"
+        );
+    }
+
+    #[test]
     fn registered_redirect_uris_must_match_exactly() {
         let options = DevOpOptions {
             redirect_uris: vec!["http://127.0.0.1:4180/oauth2/callback".to_owned()],
