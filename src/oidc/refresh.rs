@@ -249,7 +249,13 @@ async fn refresh_with_provider(
         };
         match verified {
             Ok(claims) => match serde_json::to_value(&claims) {
-                Ok(serde_json::Value::Object(map)) => fresh_claims = Some(map),
+                Ok(serde_json::Value::Object(map)) => {
+                    // Checked here, before userinfo is asked or may fail.
+                    if identity_from_json(&map, settings).sub != current.data.sub {
+                        return Attempt::Refused("refreshed ID token names another subject".into());
+                    }
+                    fresh_claims = Some(map);
+                }
                 _ => return Attempt::Failed("refreshed ID token claims unreadable".into()),
             },
             Err(rejection) => {
@@ -270,12 +276,6 @@ async fn refresh_with_provider(
         Ok(identity) => identity,
         Err(refusal) => return Attempt::Refused(refusal),
     };
-    if identity
-        .as_ref()
-        .is_some_and(|identity| identity.sub != current.data.sub)
-    {
-        return Attempt::Refused("refreshed ID token names another subject".into());
-    }
     let new_tokens = TokenSet {
         access_token: response.access_token().secret().clone(),
         refresh_token: response
