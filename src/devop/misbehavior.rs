@@ -101,7 +101,8 @@ pub(crate) fn apply_to_id_token(
         | Misbehavior::Slow(_)
         | Misbehavior::UserinfoWrongSub
         | Misbehavior::UserinfoUnavailable
-        | Misbehavior::UserinfoWrongAudience => {}
+        | Misbehavior::UserinfoWrongAudience
+        | Misbehavior::RefreshWithoutIdToken => {}
     }
     SignatureChoice::Normal
 }
@@ -205,6 +206,7 @@ mod tests {
             Misbehavior::UserinfoWrongSub,
             Misbehavior::UserinfoUnavailable,
             Misbehavior::UserinfoWrongAudience,
+            Misbehavior::RefreshWithoutIdToken,
         ] {
             assert_eq!(applied(misbehavior), (claims(), SignatureChoice::Normal));
         }

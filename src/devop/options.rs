@@ -196,6 +196,9 @@ pub enum Misbehavior {
     UserinfoUnavailable,
     /// Userinfo answers a signed JWT whose `aud` is "someone-else".
     UserinfoWrongAudience,
+    /// Refresh responses carry no `id_token` (allowed: OpenID Connect Core
+    /// 1.0 §12.2 says the refresh response "might not contain an id_token").
+    RefreshWithoutIdToken,
 }
 
 /// What the dev OP has been asked so far.

@@ -277,6 +277,51 @@ async fn a_role_removed_at_the_provider_disappears_after_the_next_refresh() {
 }
 
 #[tokio::test]
+async fn a_refresh_without_an_id_token_asks_userinfo_as_the_sign_in_did() {
+    // Core §12.2: a refresh response may carry no ID token; the claims the
+    // sign-in's ID token lacked are fetched again all the same.
+    let app = short_lived_claims_at_userinfo().await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    app.op.set_misbehavior(Misbehavior::RefreshWithoutIdToken);
+    app.op.set_user(DevUser::new("alice"));
+    app.advance(Duration::from_secs(61));
+    assert_eq!(
+        browser.get(&app.url("/admin")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.op.stats().refreshes, 1);
+    assert_eq!(app.op.stats().userinfo_requests, 2);
+    let page = browser.get(&app.url("/")).await;
+    assert_eq!(page.json()["headers"]["x-forwarded-user"], "alice");
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-email"],
+        "alice@example.test"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_without_an_id_token_asks_nothing_when_the_sign_in_had_every_claim() {
+    let app = TestApp::builder()
+        .op_options(|options| {
+            options.access_token_ttl = Duration::from_secs(120);
+            options.id_token_ttl = Duration::from_secs(120);
+        })
+        .config("session", "refresh_before = \"60s\"")
+        .build()
+        .await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    app.op.set_misbehavior(Misbehavior::RefreshWithoutIdToken);
+    app.advance(Duration::from_secs(61));
+    let page = browser.get(&app.url("/")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.json()["headers"]["x-forwarded-groups"], "admin");
+    assert_eq!(app.op.stats().refreshes, 1);
+    assert_eq!(app.op.stats().userinfo_requests, 0);
+}
+
+#[tokio::test]
 async fn refresh_asks_userinfo_once_per_refresh_across_replicas() {
     let app = short_lived_claims_at_userinfo().await;
     let replica = app.replica().await;
