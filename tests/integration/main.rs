@@ -32,5 +32,6 @@ mod suspicions;
 mod token_kinds;
 mod tokens;
 mod upstream_wire;
+mod userinfo;
 mod walkarounds;
 mod websocket;
