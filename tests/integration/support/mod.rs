@@ -5,11 +5,12 @@ pub mod app;
 pub mod browser;
 pub mod cdp;
 pub mod chromium;
+pub mod deploy;
 pub mod nginx;
 pub mod process;
 pub mod redis;
 
-pub use app::{TestApp, CLIENT_ID};
+pub use app::{TestApp, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
 pub use redis::RedisServer;
