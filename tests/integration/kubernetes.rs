@@ -290,7 +290,10 @@ fn the_kubernetes_pods_run_locked_down() {
     let objects = objects();
     let deployment = find(&objects, "Deployment", "portico");
     assert_eq!(deployment["spec"]["replicas"], 2);
-    for (_, object) in objects.iter().filter(|(_, object)| object["kind"] == "Deployment") {
+    for (_, object) in objects
+        .iter()
+        .filter(|(_, object)| object["kind"] == "Deployment")
+    {
         let name = &object["metadata"]["name"];
         let pod = &object["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
@@ -333,8 +336,7 @@ fn the_ingress_nginx_example_asks_portico_through_its_service() {
         annotations["nginx.ingress.kubernetes.io/auth-url"],
         format!("http://portico.{namespace}.svc.cluster.local:{http_port}/oauth2/auth").as_str()
     );
-    let config: toml::Table = find(&objects, "ConfigMap", "portico-config")["data"]
-        ["portico.toml"]
+    let config: toml::Table = find(&objects, "ConfigMap", "portico-config")["data"]["portico.toml"]
         .as_str()
         .unwrap()
         .parse()

@@ -35,8 +35,8 @@ pub fn yaml_files(directory: &Path) -> Vec<PathBuf> {
 
 /// The documents of a YAML file (empty documents skipped).
 pub fn yaml_documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|document| {
             Value::deserialize(document)
