@@ -166,98 +166,179 @@ fn toml_text<'a>(config: &'a toml::Table, section: &str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{section}.{key} missing"))
 }
 
+/// The files a portico pod sees, laid out in a scratch directory: the
+/// ConfigMap's `portico.toml`, and the Secret's files with the volume's
+/// mode and the pod's fsGroup as their group (when the tests run as root).
+/// Checks on the way that the Deployment mounts them where the config and
+/// the arguments look.
+struct PodFiles {
+    directory: PathBuf,
+    config_path: PathBuf,
+    config: toml::Table,
+    /// `PORTICO_*_FILE` overrides pointing the `*_file` keys at the local
+    /// copies (the pod's paths are not on this machine).
+    environment: Vec<(&'static str, PathBuf)>,
+    /// The pod's runAsUser, runAsGroup and fsGroup.
+    user: u32,
+    group: u32,
+    fs_group: u32,
+    /// The tests run as root: files get the pod's owners, and the process
+    /// can drop to the pod's user.
+    as_root: bool,
+}
+
+impl Drop for PodFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+impl PodFiles {
+    fn lay_out(objects: &[(PathBuf, Value)], name: &str, client_secret: &str) -> PodFiles {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+        let config_map = find(objects, "ConfigMap", "portico-config");
+        let text = config_map["data"]["portico.toml"].as_str().unwrap();
+        let config: toml::Table = text.parse().unwrap();
+        let deployment = find(objects, "Deployment", "portico");
+        let pod = &deployment["spec"]["template"]["spec"];
+        let portico = container(deployment, "portico");
+        let id = |key: &str| pod["securityContext"][key].as_u64().unwrap() as u32;
+
+        let directory =
+            std::env::temp_dir().join(format!("portico-k8s-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let as_root = std::fs::metadata(&directory).unwrap().uid() == 0;
+
+        // The config file is mounted where the arguments point.
+        let args = portico["args"].as_array().unwrap();
+        assert_eq!(args[0], "--config");
+        let mounts = portico["volumeMounts"].as_array().unwrap();
+        let volume = |name: &str| {
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|volume| volume["name"] == name)
+                .unwrap_or_else(|| panic!("no volume {name}"))
+        };
+        let config_mount = mounts
+            .iter()
+            .find(|mount| mount["mountPath"] == args[1])
+            .unwrap_or_else(|| panic!("nothing mounted at {}", args[1]));
+        let config_volume = volume(config_mount["name"].as_str().unwrap());
+        assert_eq!(config_volume["configMap"]["name"], "portico-config");
+        assert_eq!(config_mount["subPath"], "portico.toml");
+        let config_path = directory.join("portico.toml");
+        std::fs::write(&config_path, text).unwrap();
+        // A ConfigMap volume's default mode.
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        // Each *_file secret lies in the mounted Secret under its own key.
+        let secrets = volume("secrets");
+        assert_eq!(secrets["secret"]["secretName"], "portico-secrets");
+        let mode = secrets["secret"]["defaultMode"].as_u64().unwrap() as u32;
+        assert_eq!(mode & 0o007, 0, "secrets are not for others");
+        let secret_dir = mounts
+            .iter()
+            .find(|mount| mount["name"] == "secrets")
+            .unwrap()["mountPath"]
+            .as_str()
+            .unwrap();
+        let items = secrets["secret"]["items"].as_array().unwrap();
+        let fs_group = id("fsGroup");
+        let mut environment = Vec::new();
+        for (section, key, variable, contents) in [
+            (
+                "session",
+                "cookie_secret_file",
+                "PORTICO_SESSION__COOKIE_SECRET_FILE",
+                crate::support::COOKIE_SECRET,
+            ),
+            (
+                "oidc",
+                "client_secret_file",
+                "PORTICO_OIDC__CLIENT_SECRET_FILE",
+                client_secret,
+            ),
+        ] {
+            let path = Path::new(toml_text(&config, section, key));
+            assert_eq!(
+                path.parent().unwrap(),
+                Path::new(secret_dir),
+                "{section}.{key}"
+            );
+            let file = path.file_name().unwrap().to_str().unwrap();
+            assert!(
+                items
+                    .iter()
+                    .any(|item| item["path"] == file && item["key"] == file),
+                "the Secret volume has no {file}: {items:?}"
+            );
+            let local = directory.join(file);
+            std::fs::write(&local, contents).unwrap();
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode)).unwrap();
+            if as_root {
+                std::os::unix::fs::chown(&local, Some(0), Some(fs_group)).unwrap();
+            }
+            environment.push((variable, local));
+        }
+        PodFiles {
+            directory,
+            config_path,
+            config,
+            environment,
+            user: id("runAsUser"),
+            group: id("runAsGroup"),
+            fs_group,
+            as_root,
+        }
+    }
+
+    /// `portico` with the overrides, and nothing of the test's own
+    /// `PORTICO_*` environment.
+    fn command(&self, binary: &Path) -> Command {
+        let mut command = if self.as_root {
+            // The pod's user, group and fsGroup, as the kubelet sets them.
+            let mut command = Command::new("setpriv");
+            command
+                .arg(format!("--reuid={}", self.user))
+                .arg(format!("--regid={}", self.group))
+                .arg(format!("--groups={}", self.fs_group))
+                .arg("--")
+                .arg(binary);
+            command
+        } else {
+            Command::new(binary)
+        };
+        command.env_clear().env("PATH", "/usr/bin:/bin");
+        for (variable, path) in &self.environment {
+            command.env(variable, path);
+        }
+        command
+    }
+
+    /// A copy of the binary the pod's user can run (the checkout may sit
+    /// where that user cannot reach).
+    fn binary(&self) -> PathBuf {
+        let copy = self.directory.join("portico");
+        std::fs::copy(env!("CARGO_BIN_EXE_portico"), &copy).unwrap();
+        copy
+    }
+}
+
 #[test]
 fn the_kubernetes_config_passes_portico_check_with_the_secret_files_it_mounts() {
     let objects = objects();
-    let config_map = find(&objects, "ConfigMap", "portico-config");
-    let text = config_map["data"]["portico.toml"].as_str().unwrap();
-    let config: toml::Table = text.parse().unwrap();
-    let deployment = find(&objects, "Deployment", "portico");
-    let pod = &deployment["spec"]["template"]["spec"];
-    let portico = container(deployment, "portico");
-
-    // The config file is mounted where the arguments point.
-    let args = portico["args"].as_array().unwrap();
-    assert_eq!(args[0], "--config");
-    let config_path = args[1].as_str().unwrap();
-    let mounts = portico["volumeMounts"].as_array().unwrap();
-    let mount_of = |volume: &str| {
-        mounts
-            .iter()
-            .find(|mount| mount["name"] == volume)
-            .unwrap_or_else(|| panic!("volume {volume} not mounted"))
-    };
-    let volume = |name: &str| {
-        pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|volume| volume["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    };
-    let config_mount = mounts
-        .iter()
-        .find(|mount| mount["mountPath"] == config_path)
-        .unwrap_or_else(|| panic!("nothing mounted at {config_path}"));
-    let config_volume = volume(config_mount["name"].as_str().unwrap());
-    assert_eq!(config_volume["configMap"]["name"], "portico-config");
-    assert_eq!(config_mount["subPath"], "portico.toml");
-
-    // Each *_file secret lies in the mounted Secret under its own key.
-    let secrets = volume("secrets");
-    let secret_dir = mount_of("secrets")["mountPath"].as_str().unwrap();
-    let items = secrets["secret"]["items"].as_array().unwrap();
-    let scratch = std::env::temp_dir().join(format!("portico-k8s-check-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
-    command
-        .env_remove("PORTICO_CONFIG")
-        .env_remove("REDIS_URL")
-        .env_remove("PORTICO_SESSION__COOKIE_SECRET")
-        .env_remove("PORTICO_OIDC__CLIENT_SECRET");
-    for (section, key, environment, contents) in [
-        (
-            "session",
-            "cookie_secret_file",
-            "PORTICO_SESSION__COOKIE_SECRET_FILE",
-            crate::support::COOKIE_SECRET,
-        ),
-        (
-            "oidc",
-            "client_secret_file",
-            "PORTICO_OIDC__CLIENT_SECRET_FILE",
-            "a-client-secret",
-        ),
-    ] {
-        let path = Path::new(toml_text(&config, section, key));
-        assert_eq!(
-            path.parent().unwrap(),
-            Path::new(secret_dir),
-            "{section}.{key}"
-        );
-        let file = path.file_name().unwrap().to_str().unwrap();
-        assert!(
-            items
-                .iter()
-                .any(|item| item["path"] == file && item["key"] == file),
-            "the Secret volume has no {file}: {items:?}"
-        );
-        // The pod's paths are not on this machine: the same files, elsewhere.
-        let local = scratch.join(file);
-        std::fs::write(&local, contents).unwrap();
-        command.env(environment, &local);
-    }
-    assert_eq!(secrets["secret"]["secretName"], "portico-secrets");
-
-    let local_config = scratch.join("portico.toml");
-    std::fs::write(&local_config, text).unwrap();
-    let output = command
+    let files = PodFiles::lay_out(&objects, "check", "a-client-secret");
+    let output = files
+        .command(&files.binary())
         .arg("check")
         .arg("--config")
-        .arg(&local_config)
+        .arg(&files.config_path)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&scratch);
     let printed = String::from_utf8_lossy(&output.stdout);
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -271,10 +352,14 @@ fn the_kubernetes_config_passes_portico_check_with_the_secret_files_it_mounts() 
     );
 
     // Ports and probes agree with the config.
+    let portico = container(find(&objects, "Deployment", "portico"), "portico");
     let http = container_port(portico, "http");
     let metrics = container_port(portico, "metrics");
-    assert_eq!(http, toml_port(&config, "server", "listen"));
-    assert_eq!(metrics, toml_port(&config, "server", "metrics_listen"));
+    assert_eq!(http, toml_port(&files.config, "server", "listen"));
+    assert_eq!(
+        metrics,
+        toml_port(&files.config, "server", "metrics_listen")
+    );
     for (probe, path) in [
         ("livenessProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
@@ -283,6 +368,117 @@ fn the_kubernetes_config_passes_portico_check_with_the_secret_files_it_mounts() 
         assert_eq!(portico[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(portico[probe]["httpGet"]["port"], "metrics", "{probe}");
     }
+}
+
+/// GETs `url` until it answers 200 (20 s at most); panics with the logs.
+async fn wait_for_ok(url: &str, child: &mut tokio::process::Child, logs: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|response| response.status().is_success())
+        {
+            return;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "{url} never answered 200 (exit: {exited:?}):\n{}",
+            std::fs::read_to_string(logs).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_kubernetes_pod_serves_its_probes_on_the_metrics_port_as_the_pod_user() {
+    let op = portico::devop::DevOp::start(portico::devop::DevOpOptions {
+        client_id: crate::support::CLIENT_ID.to_string(),
+        client_secret: crate::support::app::CLIENT_SECRET.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let objects = objects();
+    let files = PodFiles::lay_out(&objects, "pod", crate::support::app::CLIENT_SECRET);
+    let binary = files.binary();
+    let port = crate::support::redis::free_port();
+    let metrics_port = crate::support::redis::free_port();
+    let redis = crate::support::redis::shared();
+    let logs = files.directory.join("portico.log");
+    // Only what differs off-cluster is overridden: the addresses (loopback,
+    // free ports), the provider and Redis.
+    let mut command = files.command(&binary);
+    command
+        .arg("--config")
+        .arg(&files.config_path)
+        .env("PORTICO_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "PORTICO_SERVER__METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .env("PORTICO_OIDC__ISSUER", op.issuer())
+        .env("PORTICO_OIDC__CLIENT_ID", crate::support::CLIENT_ID)
+        .env(
+            "PORTICO_SESSION__REDIS_URL",
+            redis.url(redis.fresh_database()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&logs).unwrap())
+        .stderr(std::fs::File::create(files.directory.join("stderr.log")).unwrap());
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let metrics_base = format!("http://127.0.0.1:{metrics_port}");
+    wait_for_ok(&format!("{metrics_base}/readyz"), &mut child, &logs).await;
+    wait_for_ok(&format!("{metrics_base}/healthz"), &mut child, &logs).await;
+    let metrics = reqwest::get(format!("{metrics_base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("portico_ready 1"), "{metrics}");
+    // The port the ingress reaches does not serve the metrics: /metrics
+    // there is an application path like any other (a sign-in redirect).
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let public = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), reqwest::StatusCode::FOUND);
+    if files.as_root {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+        let uid_line = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .unwrap();
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|uid| uid == files.user.to_string()),
+            "{uid_line}"
+        );
+    }
+    // SIGTERM, as the kubelet sends after preStop: a clean exit.
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(25), child.wait())
+        .await
+        .expect("portico did not stop within shutdown_timeout")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
