@@ -510,3 +510,70 @@ async fn the_ready_gauge_follows_readyz() {
     );
     assert_eq!(ready().await, Some(0.0));
 }
+
+#[test]
+fn the_dashboard_panels_fit_the_grid_and_query_the_chosen_data_source() {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(repository_path(DASHBOARD)).unwrap())
+            .unwrap();
+    assert_eq!(dashboard["uid"], "portico");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|variable| variable["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance", "route"]);
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    // Grafana's grid is 24 columns wide; panels must not overlap.
+    let mut cells = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id reused"
+        );
+        let grid = &panel["gridPos"];
+        let (x, y, w, h) = (
+            grid["x"].as_u64().unwrap(),
+            grid["y"].as_u64().unwrap(),
+            grid["w"].as_u64().unwrap(),
+            grid["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title} leaves the grid");
+        for column in x..x + w {
+            for row in y..y + h {
+                assert!(
+                    cells.insert((column, row)),
+                    "{title} overlaps another panel"
+                );
+            }
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert!(
+            panel["description"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty()),
+            "{title}: no description"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            let expression = target["expr"].as_str().unwrap();
+            // Every query follows the job and replica chosen at the top.
+            for (name, _) in promql_uses(expression).selectors {
+                if name.starts_with("portico_") || name == "up" {
+                    assert!(
+                        expression.contains("job=\"$job\", instance=~\"$instance\""),
+                        "{title}: {expression}"
+                    );
+                }
+            }
+        }
+    }
+}
