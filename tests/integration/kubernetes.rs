@@ -323,7 +323,10 @@ impl PodFiles {
     /// where that user cannot reach).
     fn binary(&self) -> PathBuf {
         let copy = self.directory.join("portico");
-        std::fs::copy(env!("CARGO_BIN_EXE_portico"), &copy).unwrap();
+        let original = env!("CARGO_BIN_EXE_portico");
+        if std::fs::hard_link(original, &copy).is_err() {
+            std::fs::copy(original, &copy).unwrap();
+        }
         copy
     }
 }
