@@ -366,7 +366,6 @@ fn the_kubernetes_config_passes_portico_check_with_the_secret_files_it_mounts() 
     for (probe, path) in [
         ("livenessProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
-        ("startupProbe", "/healthz"),
     ] {
         assert_eq!(portico[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(portico[probe]["httpGet"]["port"], "metrics", "{probe}");
