@@ -363,10 +363,7 @@ fn the_kubernetes_config_passes_portico_check_with_the_secret_files_it_mounts() 
         metrics,
         toml_port(&files.config, "server", "metrics_listen")
     );
-    for (probe, path) in [
-        ("livenessProbe", "/healthz"),
-        ("readinessProbe", "/readyz"),
-    ] {
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(portico[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(portico[probe]["httpGet"]["port"], "metrics", "{probe}");
     }

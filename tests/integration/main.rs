@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod descope;
+mod ingress_nginx;
 mod kubernetes;
 mod lifecycle;
 mod limits;
