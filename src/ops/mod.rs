@@ -96,3 +96,24 @@ pub async fn count_backchannel_logout(
     app.metrics.backchannel_logout(outcome);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+
+    #[test]
+    fn ready_only_with_provider_and_store_and_not_draining() {
+        let ready = |provider, store, draining| {
+            Readiness {
+                provider,
+                store,
+                draining,
+            }
+            .ready()
+        };
+        assert!(ready(true, true, false));
+        assert!(!ready(false, true, false), "provider metadata missing");
+        assert!(!ready(true, false, false), "session store down");
+        assert!(!ready(true, true, true), "shutting down");
+    }
+}
