@@ -8,7 +8,7 @@
 use http::StatusCode;
 
 use crate::limits::Limit;
-use crate::oidc::{LoginError, RefreshError};
+use crate::oidc::{LoginError, RefreshError, UserinfoError};
 use crate::proxy::UpstreamError;
 use crate::session::SessionError;
 
@@ -74,7 +74,9 @@ impl GatewayError {
             GatewayError::NotSignedIn | GatewayError::InvalidBearer(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::Login(error) => match error {
-                LoginError::TokenEndpointUnreachable(_) => StatusCode::BAD_GATEWAY,
+                LoginError::TokenEndpointUnreachable(_)
+                | LoginError::Userinfo(UserinfoError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
+                LoginError::ClientRejected { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 LoginError::ProviderRefused { .. } => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
             },
@@ -212,12 +214,24 @@ impl GatewayError {
                     .into(),
                 advice: "Open the page you wanted again; you will be asked to sign in afresh.",
             },
-            GatewayError::Login(LoginError::TokenEndpointUnreachable(_)) => Explanation {
+            GatewayError::Login(
+                LoginError::TokenEndpointUnreachable(_)
+                | LoginError::Userinfo(UserinfoError::Unreachable(_)),
+            ) => Explanation {
                 title: "Identity provider unreachable",
                 message: "Your sign-in could not be completed because the identity provider \
                           did not answer."
                     .into(),
                 advice: "Wait a moment and try again.",
+            },
+            GatewayError::Login(LoginError::ClientRejected { .. }) => Explanation {
+                title: "Sign-in is not set up correctly",
+                message: "The identity provider did not accept this gateway's client \
+                          credentials, so the sign-in could not finish."
+                    .into(),
+                advice: "This is not something you did. Tell the site's operator, quoting the \
+                         request id below. Operators: check oidc.client_secret (for Descope, an \
+                         access key of this project) and oidc.token_auth_method.",
             },
             GatewayError::Login(_) => Explanation {
                 title: "Sign-in failed",

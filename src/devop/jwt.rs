@@ -13,17 +13,22 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::keys::KeyPair;
+use super::signers::AlgKey;
 
 /// How a token is signed.
 pub(crate) enum Signing<'a> {
     /// RS256 with this key; the header names its kid.
     Rs256(&'a KeyPair),
+    /// RS256 with this key; the header names no kid.
+    Rs256NoKid(&'a KeyPair),
     /// RS256 with this key, then the signature bytes are corrupted.
     Rs256Corrupted(&'a KeyPair),
     /// Header `{"alg":"none"}` and an empty signature.
     Unsigned,
     /// HS256 keyed with these bytes (a confused verifier would use the client secret).
     Hs256(&'a [u8]),
+    /// The key's own algorithm (any asymmetric one); the header names its kid.
+    With(&'a AlgKey),
 }
 
 /// Why a token could not be produced.
@@ -31,6 +36,8 @@ pub(crate) enum Signing<'a> {
 pub(crate) enum JwtError {
     #[error("could not sign the token: {0}")]
     Signing(#[from] rsa::signature::Error),
+    #[error("could not sign the token: {0}")]
+    OtherSigning(#[from] super::signers::SignerError),
     #[error("could not serialise the token: {0}")]
     Serialising(#[from] serde_json::Error),
 }
@@ -46,8 +53,10 @@ pub(crate) fn encode(
         Signing::Rs256(key) | Signing::Rs256Corrupted(key) => {
             json!({"alg": "RS256", "typ": token_type, "kid": key.kid})
         }
+        Signing::Rs256NoKid(_) => json!({"alg": "RS256", "typ": token_type}),
         Signing::Unsigned => json!({"alg": "none"}),
         Signing::Hs256(_) => json!({"alg": "HS256", "typ": token_type}),
+        Signing::With(key) => json!({"alg": key.alg().name(), "typ": token_type, "kid": key.kid()}),
     };
     let signing_input = format!(
         "{}.{}",
@@ -55,7 +64,7 @@ pub(crate) fn encode(
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
     );
     let signature = match signing {
-        Signing::Rs256(key) => key.sign(signing_input.as_bytes())?,
+        Signing::Rs256(key) | Signing::Rs256NoKid(key) => key.sign(signing_input.as_bytes())?,
         Signing::Rs256Corrupted(key) => {
             let mut signature = key.sign(signing_input.as_bytes())?;
             for byte in signature.iter_mut().take(8) {
@@ -65,6 +74,7 @@ pub(crate) fn encode(
         }
         Signing::Unsigned => Vec::new(),
         Signing::Hs256(secret) => hmac_sha256(secret, signing_input.as_bytes()).to_vec(),
+        Signing::With(key) => key.sign(signing_input.as_bytes())?,
     };
     Ok(format!(
         "{signing_input}.{}",

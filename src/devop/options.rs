@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::descope::DescopeShape;
+use super::signers::SigningAlg;
+
 /// A user the dev OP can sign in.
 #[derive(Clone, Debug)]
 pub struct DevUser {
@@ -92,10 +95,26 @@ pub struct DevOpOptions {
     pub send_iss_in_callback: bool,
     /// When set (e.g. "localhost"), the issuer is `http://{public_host}:{port}`.
     pub public_host: Option<String>,
-    /// Issue tokens the way Descope does (issuer `{base}/{project_id}`,
-    /// `aud` = [project id, client id], no `azp` unless asked, session-key
-    /// JWKS at `/v2/keys/{project_id}`).
+    /// The strict `descope` profile: Descope's paths, claims, tokens and
+    /// access-key exchange (see `descope.rs` for each behaviour's source).
     pub descope: Option<DescopeShape>,
+    /// The algorithm ID tokens are signed with (access tokens stay RS256).
+    pub signing_alg: SigningAlg,
+    /// Algorithms whose keys the JWKS publishes from the start, besides the
+    /// signing one and the RSA key (so tests can switch without a refetch).
+    pub published_algs: Vec<SigningAlg>,
+    /// Public JWKs of the client's `private_key_jwt` keys; empty: the token
+    /// endpoint takes no client assertions.
+    pub client_assertion_keys: Vec<Value>,
+    /// Serve End-User claims (email, name, roles, groups, extra claims) at
+    /// userinfo only, the ID token carrying just `sub` and the protocol
+    /// claims, as conforming providers do for the code flow (OpenID Connect
+    /// Core 1.0 §5.4). Ignored in the Descope shape, which keeps Descope's own
+    /// behaviour.
+    pub claims_at_userinfo: bool,
+    /// Answer userinfo with a signed JWT (`application/jwt`, with `iss` and
+    /// `aud`) instead of JSON (Core §5.3.2).
+    pub signed_userinfo: bool,
 }
 
 impl Default for DevOpOptions {
@@ -115,16 +134,13 @@ impl Default for DevOpOptions {
             send_iss_in_callback: true,
             public_host: None,
             descope: None,
+            signing_alg: SigningAlg::Rs256,
+            published_algs: Vec::new(),
+            client_assertion_keys: Vec::new(),
+            claims_at_userinfo: false,
+            signed_userinfo: false,
         }
     }
-}
-
-/// The Descope-shaped mode of the dev OP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DescopeShape {
-    pub project_id: String,
-    /// Add `azp` = client id (Descope does so only with a JWT template claim).
-    pub send_azp: bool,
 }
 
 /// A way the dev OP can misbehave, so tests can prove the relying party refuses it.
@@ -169,6 +185,25 @@ pub enum Misbehavior {
     Unavailable,
     /// Every endpoint answers only after this long (at most two minutes).
     Slow(Duration),
+    /// ID tokens carry no `kid` header; the JWKS holds one key
+    /// (RP certification rp-id_token-kid-absent-single-jwks).
+    OmitKid,
+    /// ID tokens carry no `kid` header and the JWKS holds a second RSA key
+    /// besides the signing one (rp-id_token-kid-absent-multiple-jwks).
+    OmitKidAmongSeveralKeys,
+    /// ID tokens carry no `sub` (rp-id_token-sub).
+    OmitSub,
+    /// ID tokens carry no `iat` (rp-id_token-iat).
+    OmitIat,
+    /// Userinfo answers about `sub` "someone-else" (rp-userinfo-bad-sub-claim).
+    UserinfoWrongSub,
+    /// Userinfo (only) answers 503.
+    UserinfoUnavailable,
+    /// Userinfo answers a signed JWT whose `aud` is "someone-else".
+    UserinfoWrongAudience,
+    /// Refresh responses carry no `id_token` (allowed: OpenID Connect Core
+    /// 1.0 §12.2 says the refresh response "might not contain an id_token").
+    RefreshWithoutIdToken,
 }
 
 /// What the dev OP has been asked so far.
@@ -187,10 +222,16 @@ pub struct DevOpStats {
     /// Token requests with `grant_type=refresh_token`, successful or not.
     pub refreshes: u64,
     pub end_session_requests: u64,
+    /// Userinfo requests, answered or not.
+    pub userinfo_requests: u64,
     /// The raw query string of the last `GET /authorize`.
     pub last_authorize_query: Option<String>,
     /// The `amr` of the last ID token issued (`["pwd"]` or `["webauthn"]`).
     pub last_amr: Vec<String>,
+    /// The `alg` of the last ID token issued ("RS256", "ES384", …).
+    pub last_id_token_alg: Option<String>,
+    /// Token requests whose client authenticated with a `private_key_jwt` assertion.
+    pub client_assertions: u64,
     /// Passkeys registered so far.
     pub passkeys_registered: u64,
     /// Passkey ceremonies refused (bad answer, unknown or used challenge, unknown credential).

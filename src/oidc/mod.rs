@@ -1,7 +1,10 @@
 //! OpenID Connect: provider discovery and keys, login, token verification.
 
+mod algorithms;
 mod bearer;
 mod claims;
+mod client_auth;
+mod descope;
 mod http;
 mod jws;
 mod login;
@@ -11,10 +14,15 @@ mod refetch;
 mod refresh;
 mod token_kind;
 mod types;
+mod userinfo;
 mod verify;
 
+pub use algorithms::{key_fits, signature_verifies, ASYMMETRIC_ALGORITHMS};
 pub use bearer::{check_claims, BearerVerifier};
 pub use claims::{claim_at, identity_from_claims, identity_from_json, string_list};
+pub use client_auth::{
+    assertion_key_algorithm, auth_type, choose_auth_method, client_assertion, CLIENT_ASSERTION_TYPE,
+};
 pub use http::{provider_call, ProviderCallError, ProviderHttp};
 pub use jws::{unverified_kid, verify_jws, VerifiedJws};
 pub use login::{
@@ -29,4 +37,5 @@ pub use refetch::{
 pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
 pub use token_kind::{bearer_audiences, check_access_token_kind};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
+pub use userinfo::{UserinfoError, MAX_USERINFO_BYTES};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};
