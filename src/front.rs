@@ -299,11 +299,16 @@ async fn connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::watch::Receiver<()>,
 ) {
+    let h2c = entry.app.config.server.h2c;
     let service = hyper_util::service::TowerToHyperService::new(entry.map_request(
         |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
     ));
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if !h2c {
+        // `[server] h2c = false`: HTTP/1.1 only on the plain listener.
+        builder = builder.http1_only();
+    }
     let mut served = std::pin::pin!(
         builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
     );

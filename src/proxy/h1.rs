@@ -13,12 +13,17 @@ use super::headers::is_hop_by_hop;
 
 /// Most header lines a response head may have.
 const MAX_HEADERS: usize = 128;
-/// Largest response head (status line and headers) accepted.
+/// Largest response head (status line, headers and the empty line that
+/// ends them, CRLFs counted) accepted: a head of exactly this many bytes
+/// passes, one byte more is refused. Each interim (1xx) head is held to it
+/// on its own.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Longest chunk-size line (with extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-/// Most trailer bytes accepted after a chunked body (they are not passed on).
-const MAX_TRAILERS: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions, without its CRLF) accepted.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// Most bytes of trailer section accepted after a chunked body: every
+/// trailer line with its CRLF and the final empty line (they are not passed
+/// on). A section of exactly this many bytes passes, one more is refused.
+pub const MAX_TRAILERS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -32,6 +37,8 @@ pub enum WireError {
     Chunked(&'static str),
     #[error("the upstream switched protocols unasked")]
     Upgrade,
+    #[error("trailers larger than {MAX_TRAILERS} bytes")]
+    TrailersTooLarge,
 }
 
 /// Writes the request head: request line in origin-form (`target` is the
@@ -119,8 +126,12 @@ pub fn parse_head(
             &mut slots,
         );
         let length = match parsed {
+            Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
+                return Err(WireError::HeadTooLarge)
+            }
             Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            // MAX_HEAD bytes and still no end: the head is longer.
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 return Err(WireError::HeadTooLarge)
             }
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -363,13 +374,28 @@ impl Decoder {
                     *self = Decoder::ChunkSize;
                 }
                 Decoder::Trailers(seen) => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS - seen)? else {
-                        return Ok(Step::NeedMore);
+                    // What is left of the section's budget, less the CRLF
+                    // that ends the next line: the longest line that fits.
+                    // `seen` never passes MAX_TRAILERS (each line is held
+                    // to what is left), and nothing here can wrap.
+                    let Some(room) = MAX_TRAILERS
+                        .checked_sub(seen)
+                        .and_then(|left| left.checked_sub(2))
+                    else {
+                        return Err(WireError::TrailersTooLarge);
+                    };
+                    let line = match take_line(buf, room) {
+                        Ok(Some(line)) => line,
+                        Ok(None) => return Ok(Step::NeedMore),
+                        Err(WireError::Chunked("line too long")) => {
+                            return Err(WireError::TrailersTooLarge)
+                        }
+                        Err(error) => return Err(error),
                     };
                     *self = if line.is_empty() {
                         Decoder::Done
                     } else {
-                        Decoder::Trailers(seen + line.len() + 2)
+                        Decoder::Trailers(seen.saturating_add(line.len() + 2))
                     };
                 }
             }
@@ -399,20 +425,19 @@ impl Decoder {
     }
 }
 
-/// A CRLF-terminated line from the front of `buf` (without the CRLF).
+/// A CRLF-terminated line of at most `limit` bytes (without the CRLF) from
+/// the front of `buf`, without the CRLF. Exact: a line of `limit` bytes is
+/// taken; once `limit + 2` bytes have come without its end, it is too long.
 fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, WireError> {
-    match buf
-        .iter()
-        .take(limit.saturating_add(2))
-        .position(|byte| *byte == b'\n')
-    {
+    let window = limit.saturating_add(2);
+    match buf.iter().take(window).position(|byte| *byte == b'\n') {
         Some(end) if end > 0 && buf[end - 1] == b'\r' => {
             let mut line = buf.split_to(end + 1);
             line.truncate(end - 1);
             Ok(Some(line))
         }
         Some(_) => Err(WireError::Chunked("bare LF")),
-        None if buf.len() > limit => Err(WireError::Chunked("line too long")),
+        None if buf.len() >= window => Err(WireError::Chunked("line too long")),
         None => Ok(None),
     }
 }
@@ -451,6 +476,15 @@ mod tests {
 
     /// Feeds `wire` one byte at a time and collects the body.
     fn decode(framing: Framing, wire: &[u8]) -> Result<(Vec<u8>, bool, usize), WireError> {
+        decode_in(framing, wire, 1)
+    }
+
+    /// Feeds `wire` `piece` bytes at a time and collects the body.
+    fn decode_in(
+        framing: Framing,
+        wire: &[u8],
+        piece: usize,
+    ) -> Result<(Vec<u8>, bool, usize), WireError> {
         let mut decoder = Decoder::new(framing);
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
@@ -460,8 +494,9 @@ mod tests {
                 Step::Data(data) => body.extend_from_slice(&data),
                 Step::Done => return Ok((body, true, buf.len() + wire.len() - fed)),
                 Step::NeedMore if fed < wire.len() => {
-                    buf.extend_from_slice(&wire[fed..=fed]);
-                    fed += 1;
+                    let end = (fed + piece).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
                 }
                 Step::NeedMore => {
                     decoder.at_close()?;
@@ -705,5 +740,107 @@ mod tests {
         );
         let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE + 10));
         assert!(decode(Framing::Chunked, long.as_bytes()).is_err());
+    }
+
+    /// A head of `total` bytes: status line, one padded header, the end.
+    fn head_of(total: usize) -> Vec<u8> {
+        let start = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-pad: ";
+        let pad = total - start.len() - 4;
+        [start.as_slice(), &vec![b'a'; pad], b"\r\n\r\n"].concat()
+    }
+
+    #[test]
+    fn the_head_limit_is_exact_however_the_bytes_arrive() {
+        let exact = head_of(MAX_HEAD);
+        assert_eq!(exact.len(), MAX_HEAD);
+        let mut buf = BytesMut::from(&exact[..]);
+        assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_some());
+        // One byte more, arriving whole (as one large read brings it) or
+        // byte by byte, is refused.
+        let over = head_of(MAX_HEAD + 1);
+        let mut buf = BytesMut::from(&over[..]);
+        assert_eq!(
+            parse_head(&mut buf, &Method::GET, false).unwrap_err(),
+            WireError::HeadTooLarge
+        );
+        // Up to twice the limit in one piece, as the old check let through.
+        let double = head_of(2 * MAX_HEAD - 100);
+        let mut buf = BytesMut::from(&double[..]);
+        assert_eq!(
+            parse_head(&mut buf, &Method::GET, false).unwrap_err(),
+            WireError::HeadTooLarge
+        );
+        let mut buf = BytesMut::new();
+        let mut refused = false;
+        for (index, piece) in over.chunks(1000).enumerate() {
+            buf.extend_from_slice(piece);
+            match parse_head(&mut buf, &Method::GET, false) {
+                Ok(None) => assert!(buf.len() < MAX_HEAD, "still waiting at piece {index}"),
+                Ok(Some(_)) => panic!("an oversized head was accepted"),
+                Err(error) => {
+                    assert_eq!(error, WireError::HeadTooLarge);
+                    assert!(buf.len() >= MAX_HEAD, "refused only once it must be");
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused);
+    }
+
+    /// A trailer section of `total` bytes: one field line and the empty line.
+    fn trailers_of(total: usize) -> Vec<u8> {
+        let line = total - 4;
+        let mut wire = b"1\r\nx\r\n0\r\nx-t: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'b', line - 5));
+        wire.extend_from_slice(b"\r\n\r\n");
+        wire
+    }
+
+    #[test]
+    fn the_trailer_limit_is_exact_and_cannot_wrap() {
+        let (body, done, _) = decode_in(Framing::Chunked, &trailers_of(MAX_TRAILERS), 997).unwrap();
+        assert_eq!((body.as_slice(), done), (b"x".as_slice(), true));
+        assert_eq!(
+            decode_in(Framing::Chunked, &trailers_of(MAX_TRAILERS + 1), 997).unwrap_err(),
+            WireError::TrailersTooLarge
+        );
+        // A line as long as the whole budget used to push the count past
+        // the limit; the subtraction then wrapped (a panic in a debug build,
+        // every later trailer kept in a release build).
+        let mut wire = b"1\r\nx\r\n0\r\n".to_vec();
+        wire.extend(std::iter::repeat_n(b'c', MAX_TRAILERS));
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(&b"x-more: 1\r\n".repeat(1000));
+        wire.extend_from_slice(b"\r\n");
+        assert_eq!(
+            decode_in(Framing::Chunked, &wire, 997).unwrap_err(),
+            WireError::TrailersTooLarge
+        );
+        // Many small trailers add up to the same limit.
+        let mut wire = b"1\r\nx\r\n0\r\n".to_vec();
+        wire.extend_from_slice(&b"x-many: 12345678\r\n".repeat(MAX_TRAILERS / 18 + 1));
+        wire.extend_from_slice(b"\r\n");
+        assert_eq!(
+            decode_in(Framing::Chunked, &wire, 997).unwrap_err(),
+            WireError::TrailersTooLarge
+        );
+    }
+
+    #[test]
+    fn a_chunk_size_line_at_the_limit_passes_and_one_byte_more_does_not() {
+        let line = |length: usize| {
+            let mut wire = b"1;".to_vec();
+            wire.extend(std::iter::repeat_n(b'e', length - 2));
+            wire.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+            wire
+        };
+        assert_eq!(
+            decode_in(Framing::Chunked, &line(MAX_CHUNK_LINE), 997)
+                .unwrap()
+                .0,
+            b"x"
+        );
+        assert!(decode_in(Framing::Chunked, &line(MAX_CHUNK_LINE + 1), 997).is_err());
     }
 }

@@ -54,13 +54,36 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// header, also when spelt with `_` for `-`. Checked without allocating:
 /// this runs for every header of every request.
 fn is_identity_header(name: &str) -> bool {
-    IDENTITY_HEADERS.iter().any(|wanted| {
-        wanted.len() == name.len()
-            && wanted
-                .bytes()
-                .zip(name.bytes())
-                .all(|(wanted, actual)| wanted == actual || (wanted == b'-' && actual == b'_'))
-    })
+    IDENTITY_HEADERS.iter().any(|wanted| spelt_as(wanted, name))
+}
+
+/// Framing and hop-by-hop headers whose `_` spellings never go upstream.
+const UNDERSCORED_FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+];
+
+/// `Content_Length`, `Transfer_Encoding` and the like: an upstream that
+/// reads `_` as `-` (as CGI-style servers do) would frame the request
+/// differently from portico. nginx drops them (`underscores_in_headers
+/// off`); so does portico. The `-` spellings are judged elsewhere.
+fn is_underscored_framing(name: &str) -> bool {
+    name.as_bytes().contains(&b'_')
+        && UNDERSCORED_FRAMING
+            .iter()
+            .any(|wanted| spelt_as(wanted, name))
+}
+
+/// `name` is `wanted`, or `wanted` with some `-` spelt `_`.
+fn spelt_as(wanted: &str, name: &str) -> bool {
+    wanted.len() == name.len()
+        && wanted
+            .bytes()
+            .zip(name.bytes())
+            .all(|(wanted, actual)| wanted == actual || (wanted == b'-' && actual == b'_'))
 }
 
 /// Whether `name` is a hop-by-hop header (named by `Connection` or not).
@@ -230,7 +253,9 @@ impl<'a> UpstreamHeaders<'a> {
         if name == COOKIE {
             return matches!(self.cookie, CookieRewrite::Unchanged);
         }
-        !is_identity_header(name.as_str()) && !self.set.iter().any(|(set, _)| set == name)
+        !is_identity_header(name.as_str())
+            && !is_underscored_framing(name.as_str())
+            && !self.set.iter().any(|(set, _)| set == name)
     }
 
     /// Every header that goes upstream, in the order written.
@@ -377,6 +402,18 @@ mod tests {
         client.insert("x-other", HeaderValue::from_static("kept"));
         let headers = UpstreamHeaders::new(&client, |_| false);
         assert_eq!(names(&headers), ["x-other"]);
+    }
+
+    #[test]
+    fn framing_headers_spelt_with_underscores_are_dropped() {
+        let mut client = HeaderMap::new();
+        client.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        client.insert("content_length", HeaderValue::from_static("5"));
+        client.insert("Keep_Alive", HeaderValue::from_static("1"));
+        client.insert("x_custom_header", HeaderValue::from_static("kept"));
+        client.insert("content-type", HeaderValue::from_static("text/plain"));
+        let headers = UpstreamHeaders::new(&client, |_| false);
+        assert_eq!(names(&headers), ["x_custom_header", "content-type"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HOST, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use tracing::Instrument as _;
 
@@ -21,7 +21,7 @@ pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{has_dot_segments, RouteTable};
 use upstream::Tunnel;
-pub use upstream::{UpstreamError, Upstreams};
+pub use upstream::{UpstreamError, UpstreamTimeouts, Upstreams, MAX_BUFFERED};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -134,11 +134,9 @@ pub async fn proxied(
         }
     }
 
-    let has_body = parts.headers.contains_key(TRANSFER_ENCODING)
-        || parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .is_some_and(|length| length != "0");
+    // HTTP/1 says so in its head (Content-Length, Transfer-Encoding);
+    // HTTP/2 by a stream not ended with its headers, length or none.
+    let has_body = !http_body::Body::is_end_stream(&body);
     let mut headers = UpstreamHeaders::new(&parts.headers, |name| {
         app.sessions.cookies.is_portico_cookie(name)
     });
@@ -213,7 +211,13 @@ pub async fn proxied(
         }
         Err(error) => {
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
-            error_response(&error.into(), request_id.as_str(), json)
+            let client_side = error.is_client_side();
+            let mut response = error_response(&error.into(), request_id.as_str(), json);
+            if client_side {
+                // What is left of its body cannot be trusted as a next request.
+                crate::limits::close_connection(&mut response, parts.version);
+            }
+            response
         }
     }
 }

@@ -3,9 +3,27 @@
 //! or rustls, bodies streamed both ways.
 //!
 //! Redirects are passed through (never followed), nothing is decompressed,
-//! no environment proxy is used. Connecting, sending the request and waiting
-//! for the response head are bounded by `upstream_timeout`; the body then
-//! streams for as long as it takes.
+//! no environment proxy is used. Every wait has its own bound, named like
+//! nginx's: connecting (`upstream_connect_timeout`), each write of a request
+//! body and each wait for the next piece of it from the client
+//! (`upstream_send_timeout`), the response head once the request is sent
+//! (`upstream_timeout`), and each read of the response body
+//! (`upstream_read_timeout`). An upload may take as long as it takes while
+//! it moves; a body that stalls is cut.
+//!
+//! While a request body is being sent, the connection is watched for an
+//! early answer (RFC 9112 §9.5): an error status or one that closes stops
+//! the sending at once (an early 413, say); an interim answer is skipped;
+//! any other waits until the body is sent. A client whose body breaks
+//! (a bad chunk, over `max_body_bytes`, gone) ends the exchange at once and
+//! the upstream connection is closed, never reused.
+//!
+//! Memory: a connection's read buffer holds at most one read
+//! ([`HEAD_CHUNK`] or [`BODY_CHUNK`] bytes) beyond the longest unit the
+//! decoder must see whole: a head ([`h1::MAX_HEAD`]), a trailer section
+//! ([`h1::MAX_TRAILERS`]) or a chunk-size line. Body data is handed on as
+//! it is read. So whatever an upstream sends, portico holds at most
+//! [`MAX_BUFFERED`] bytes per upstream connection.
 //!
 //! Why not hyper's client: it runs each connection as a task of its own,
 //! and every request crosses to that task and back through channels (the
@@ -41,35 +59,76 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("upstream sent no response within {0:?}")]
     Timeout(Duration),
+    #[error("could not connect to the upstream within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("upstream took none of the request body for {0:?}")]
+    SendTimeout(Duration),
     #[error("upstream request could not be sent: {0}")]
     Request(String),
     #[error("upstream sent an invalid response: {0}")]
     Invalid(#[from] WireError),
+    /// The client's side: its body broke off, was malformed or too large.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+    /// The client sent nothing more of its body for this long.
+    #[error("the client sent none of its request body for {0:?}")]
+    ClientTimeout(Duration),
 }
 
 impl UpstreamError {
-    /// The `kind` label of `portico_upstream_errors_total`.
-    fn kind(&self) -> &'static str {
-        match self {
+    /// The `kind` label of `portico_upstream_errors_total`; None for the
+    /// client's own failures, which are no upstream's.
+    fn kind(&self) -> Option<&'static str> {
+        Some(match self {
             UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Timeout(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::SendTimeout(_) => "timeout",
             UpstreamError::Request(_) => "request",
             UpstreamError::Invalid(_) => "invalid",
-        }
+            UpstreamError::ClientBody(_) | UpstreamError::ClientTimeout(_) => return None,
+        })
     }
+
+    /// The client's own failure (its answer is 4xx, and its connection is
+    /// not to be trusted with another request).
+    pub fn is_client_side(&self) -> bool {
+        self.kind().is_none()
+    }
+}
+
+/// The waits at the upstream edge (see the module notes).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// To the response head, once the request is sent.
+    pub head: Duration,
+    /// Between reads of a response body.
+    pub read: Duration,
+    /// Between writes of a request body (and pieces of it from the client).
+    pub send: Duration,
 }
 
 /// How many idle connections are kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Idle connections older than this are not reused.
 const IDLE_LIFETIME: Duration = Duration::from_secs(90);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Room made in a connection's read buffer before reading a response head
-/// (most heads, and small bodies with them, fit); memory per connection
-/// matters with a thousand of them open.
+/// Most bytes one read takes while a response head is awaited (most heads,
+/// and small bodies with them, fit); memory per connection matters with a
+/// thousand of them open.
 const HEAD_CHUNK: usize = 4 * 1024;
-/// Room made before reading more of a body that did not come with its head.
+/// Most bytes one read of a body takes.
 const BODY_CHUNK: usize = 16 * 1024;
+/// The most bytes an upstream connection's read buffer ever holds: the
+/// largest unit the decoder needs whole, plus one read.
+pub const MAX_BUFFERED: usize = {
+    let unit = if h1::MAX_HEAD > h1::MAX_TRAILERS {
+        h1::MAX_HEAD
+    } else {
+        h1::MAX_TRAILERS
+    };
+    unit + BODY_CHUNK
+};
 
 /// An upstream connection, plain or TLS.
 enum Stream {
@@ -141,16 +200,31 @@ struct Conn {
     /// It has carried a request before (so the upstream may have closed it
     /// meanwhile).
     reused: bool,
+    /// The most bytes `buf` has held (the memory bound, counted).
+    peak: usize,
 }
 
 impl Conn {
-    /// Reads more into `buf`, making room for `chunk` bytes when less than a
-    /// quarter of that is free; `Ok(0)` at the upstream's close.
+    fn new(stream: Stream) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+            reused: false,
+            peak: 0,
+        }
+    }
+
+    /// Reads at most `chunk` bytes more into `buf`, making room for them
+    /// when less than a quarter of that is free; `Ok(0)` at the upstream's
+    /// close.
     fn poll_fill(&mut self, context: &mut Context<'_>, chunk: usize) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < chunk / 4 {
             self.buf.reserve(chunk);
         }
-        pin!(self.stream.read_buf(&mut self.buf)).poll(context)
+        let mut limited = bytes::BufMut::limit(&mut self.buf, chunk);
+        let read = ready!(pin!(self.stream.read_buf(&mut limited)).poll(context));
+        self.peak = self.peak.max(self.buf.len());
+        Poll::Ready(read)
     }
 }
 
@@ -235,8 +309,16 @@ impl Pool {
         }
     }
 
-    /// A new connection to `upstream` (TCP, and TLS for https).
-    async fn connect(&self, upstream: &Url) -> Result<Conn, UpstreamError> {
+    /// A new connection to `upstream` (TCP, and TLS for https), within
+    /// `timeout`.
+    async fn connect(&self, upstream: &Url, timeout: Duration) -> Result<Conn, UpstreamError> {
+        match tokio::time::timeout(timeout, self.open(upstream)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
+        }
+    }
+
+    async fn open(&self, upstream: &Url) -> Result<Conn, UpstreamError> {
         let unreachable = |what: &str, error: &dyn std::fmt::Display| {
             UpstreamError::Unreachable(format!(
                 "{what} {}: {error}",
@@ -256,11 +338,9 @@ impl Pool {
                 url::Host::Ipv6(ip) => TcpStream::connect((*ip, port)).await,
             }
         };
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(error)) => return Err(unreachable("connecting to", &error)),
-            Err(_) => return Err(unreachable("connecting to", &"timed out after 5 s")),
-        };
+        let tcp = connecting
+            .await
+            .map_err(|error| unreachable("connecting to", &error))?;
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY on an upstream connection");
         }
@@ -282,11 +362,7 @@ impl Pool {
         } else {
             Stream::Plain(tcp)
         };
-        Ok(Conn {
-            stream,
-            buf: BytesMut::new(),
-            reused: false,
-        })
+        Ok(Conn::new(stream))
     }
 }
 
@@ -328,12 +404,12 @@ impl Tunnel {
 #[derive(Clone)]
 pub struct Upstreams {
     pool: Arc<Pool>,
-    timeout: Duration,
+    timeouts: UpstreamTimeouts,
     metrics: Metrics,
 }
 
 impl Upstreams {
-    pub fn new(timeout: Duration, metrics: Metrics) -> Result<Self, UpstreamError> {
+    pub fn new(timeouts: UpstreamTimeouts, metrics: Metrics) -> Result<Self, UpstreamError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -350,7 +426,7 @@ impl Upstreams {
                     .collect(),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             }),
-            timeout,
+            timeouts,
             metrics,
         })
     }
@@ -390,17 +466,13 @@ impl Upstreams {
         };
         let active = self.metrics.upstream_active();
         let started = Instant::now();
-        let exchanged =
-            tokio::time::timeout(self.timeout, self.exchange(upstream, origin, outgoing)).await;
-        let (conn, answer) = match exchanged {
-            Ok(Ok(exchanged)) => exchanged,
-            Ok(Err(error)) => {
-                self.metrics.upstream_failed(origin, error.kind());
+        let (conn, answer) = match self.exchange(upstream, origin, outgoing).await {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                if let Some(kind) = error.kind() {
+                    self.metrics.upstream_failed(origin, kind);
+                }
                 return Err(error);
-            }
-            Err(_) => {
-                self.metrics.upstream_failed(origin, "timeout");
-                return Err(UpstreamError::Timeout(self.timeout));
             }
         };
         self.metrics.upstream_answered(origin, started.elapsed());
@@ -434,6 +506,10 @@ impl Upstreams {
             Body::new(UpstreamBody {
                 conn: Some(conn),
                 decoder,
+                read_timeout: self.timeouts.read,
+                timer: None,
+                progressed: false,
+                peak: 0,
                 keep_alive: answer.keep_alive,
                 pool: self.pool.clone(),
                 origin: origin.clone(),
@@ -461,14 +537,14 @@ impl Upstreams {
         let mut conn = match self.pool.take_idle(origin) {
             Some(conn) => conn,
             // Boxed: connecting is rare and its future large.
-            None => Box::pin(self.pool.connect(upstream)).await?,
+            None => Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?,
         };
         loop {
-            match send(&mut conn, &mut outgoing).await {
+            match send(&mut conn, &mut outgoing, &self.timeouts).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(Failure::Closed(error)) if conn.reused && replayable => {
                     tracing::debug!(%error, "an idle upstream connection was closed; sending again");
-                    conn = Box::pin(self.pool.connect(upstream)).await?;
+                    conn = Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?;
                 }
                 Err(Failure::Closed(error)) => {
                     return Err(UpstreamError::Unreachable(format!(
@@ -481,60 +557,219 @@ impl Upstreams {
     }
 }
 
-/// Writes the request on `conn` and reads the response head.
-async fn send(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<Head, Failure> {
-    conn.stream
-        .write_all(&outgoing.head)
-        .await
-        .map_err(Failure::Closed)?;
-    if !outgoing.body.is_end_stream() {
-        if let Err(error) = send_body(conn, outgoing).await {
-            // The upstream may have answered early (a 413, say) and
-            // closed; that answer is worth more than the write error.
-            return match read_head(conn, outgoing.method, outgoing.upgrade).await {
-                Ok(mut head) => {
+/// Writes the request on `conn` and reads the response head: a request
+/// without a body within `upstream_timeout` in all; one with a body within
+/// `upstream_send_timeout` per write, then `upstream_timeout` for the head.
+async fn send(
+    conn: &mut Conn,
+    outgoing: &mut Outgoing<'_>,
+    timeouts: &UpstreamTimeouts,
+) -> Result<Head, Failure> {
+    let (method, upgrade) = (outgoing.method, outgoing.upgrade);
+    if outgoing.body.is_end_stream() {
+        let exchange = async {
+            conn.stream
+                .write_all(&outgoing.head)
+                .await
+                .map_err(Failure::Closed)?;
+            conn.stream.flush().await.map_err(Failure::Closed)?;
+            read_head(conn, method, upgrade).await
+        };
+        return match tokio::time::timeout(timeouts.head, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(UpstreamError::Timeout(timeouts.head).into()),
+        };
+    }
+    match tokio::time::timeout(timeouts.send, conn.stream.write_all(&outgoing.head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(Failure::Closed(error)),
+        Err(_) => return Err(UpstreamError::SendTimeout(timeouts.send).into()),
+    }
+    match send_body(conn, outgoing, timeouts.send).await {
+        Ok(Sent::Whole) => {}
+        Ok(Sent::Answered(mut head)) => {
+            // The rest of the body was never sent: the connection is done.
+            head.keep_alive = false;
+            return Ok(head);
+        }
+        Err(BodyFailure::Client(error)) => return Err(error.into()),
+        Err(BodyFailure::Timeout(error)) => return Err(error.into()),
+        Err(BodyFailure::Upstream(error)) => {
+            // The upstream may have answered and closed; that answer is
+            // worth more than the write error.
+            let answer = tokio::time::timeout(timeouts.head, read_head(conn, method, upgrade));
+            return match answer.await {
+                Ok(Ok(mut head)) => {
                     head.keep_alive = false;
                     Ok(head)
                 }
-                Err(_) => Err(Failure::Failed(error)),
+                _ => Err(error.into()),
             };
         }
     }
-    conn.stream.flush().await.map_err(Failure::Closed)?;
-    read_head(conn, outgoing.method, outgoing.upgrade).await
+    match tokio::time::timeout(timeouts.send, conn.stream.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(Failure::Closed(error)),
+        Err(_) => return Err(UpstreamError::SendTimeout(timeouts.send).into()),
+    }
+    match tokio::time::timeout(timeouts.head, read_head(conn, method, upgrade)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(UpstreamError::Timeout(timeouts.head).into()),
+    }
 }
 
-async fn send_body(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<(), UpstreamError> {
-    let written =
-        |error: io::Error| UpstreamError::Unreachable(format!("sending the body: {error}"));
-    while let Some(frame) =
-        poll_fn(|context| Pin::new(&mut outgoing.body).poll_frame(context)).await
-    {
-        let frame = frame.map_err(|error| {
-            UpstreamError::Request(format!("the client's body broke off: {error}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not passed on
+/// How sending a request body ended.
+enum Sent {
+    Whole,
+    /// The upstream gave its final answer first, and it ends the exchange.
+    Answered(Head),
+}
+
+/// How sending a request body failed.
+enum BodyFailure {
+    /// The client's body broke off, was malformed or too large.
+    Client(UpstreamError),
+    /// Nothing moved for `upstream_send_timeout`.
+    Timeout(UpstreamError),
+    Upstream(UpstreamError),
+}
+
+/// One move of [`send_body`].
+enum Moved {
+    Some,
+    Done,
+    Answered(Head),
+}
+
+/// Sends the request body (chunked when `outgoing.chunked`), each move (a
+/// piece from the client, a write to the upstream) within `timeout`,
+/// watching for an early answer meanwhile.
+async fn send_body(
+    conn: &mut Conn,
+    outgoing: &mut Outgoing<'_>,
+    timeout: Duration,
+) -> Result<Sent, BodyFailure> {
+    let mut sending = Sending {
+        pending: Bytes::new(),
+        finished: false,
+        answer_waiting: false,
+    };
+    loop {
+        let step = poll_fn(|context| sending.poll_move(conn, outgoing, context));
+        match tokio::time::timeout(timeout, step).await {
+            Ok(Ok(Moved::Some)) => {}
+            Ok(Ok(Moved::Done)) => return Ok(Sent::Whole),
+            Ok(Ok(Moved::Answered(head))) => return Ok(Sent::Answered(head)),
+            Ok(Err(failure)) => return Err(failure),
+            // Waiting on the client for its next piece.
+            Err(_) if sending.pending.is_empty() && !sending.finished => {
+                return Err(BodyFailure::Client(UpstreamError::ClientTimeout(timeout)))
+            }
+            Err(_) => return Err(BodyFailure::Timeout(UpstreamError::SendTimeout(timeout))),
+        }
+    }
+}
+
+/// Where sending a request body stands.
+struct Sending {
+    /// Framed bytes not yet written.
+    pending: Bytes,
+    /// The client's body has ended (its last chunk is in `pending`).
+    finished: bool,
+    /// A final answer has come that waits for the body to be sent: the
+    /// connection is no longer read meanwhile.
+    answer_waiting: bool,
+}
+
+impl Sending {
+    fn poll_move(
+        &mut self,
+        conn: &mut Conn,
+        outgoing: &mut Outgoing<'_>,
+        context: &mut Context<'_>,
+    ) -> Poll<Result<Moved, BodyFailure>> {
+        let upstream = |error: io::Error| {
+            BodyFailure::Upstream(UpstreamError::Unreachable(format!(
+                "sending the body: {error}"
+            )))
         };
-        if data.is_empty() {
-            continue;
-        }
-        if outgoing.chunked {
-            conn.stream
-                .write_all(&h1::chunk(&data))
-                .await
-                .map_err(written)?;
+        if !self.pending.is_empty() {
+            match Pin::new(&mut conn.stream).poll_write(context, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(upstream(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(written)) => {
+                    bytes::Buf::advance(&mut self.pending, written);
+                    return Poll::Ready(Ok(Moved::Some));
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(upstream(error))),
+                Poll::Pending => {}
+            }
+        } else if self.finished {
+            return Poll::Ready(Ok(Moved::Done));
         } else {
-            conn.stream.write_all(&data).await.map_err(written)?;
+            match Pin::new(&mut outgoing.body).poll_frame(context) {
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    if outgoing.chunked {
+                        self.pending = Bytes::from_static(h1::LAST_CHUNK);
+                    }
+                    return Poll::Ready(Ok(Moved::Some));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Err(BodyFailure::Client(UpstreamError::ClientBody(
+                        error.to_string(),
+                    ))))
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not passed on.
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            self.pending = if outgoing.chunked {
+                                Bytes::from(h1::chunk(&data))
+                            } else {
+                                data
+                            };
+                        }
+                    }
+                    return Poll::Ready(Ok(Moved::Some));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if self.answer_waiting {
+            return Poll::Pending;
+        }
+        // Nothing moved: has the upstream answered meanwhile?
+        loop {
+            match ready!(conn.poll_fill(context, HEAD_CHUNK)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(BodyFailure::Upstream(UpstreamError::Unreachable(
+                        "the upstream closed the connection while the body was being sent".into(),
+                    ))))
+                }
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Err(upstream(error))),
+            }
+            // Looked at on a copy: an answer that lets the body finish stays
+            // buffered for `read_head`.
+            let mut probe = conn.buf.clone();
+            match h1::parse_head(&mut probe, outgoing.method, outgoing.upgrade) {
+                Ok(None) => {}
+                Ok(Some(head)) if head.status.as_u16() >= 400 || !head.keep_alive => {
+                    conn.buf = probe;
+                    return Poll::Ready(Ok(Moved::Answered(head)));
+                }
+                Ok(Some(_)) => {
+                    self.answer_waiting = true;
+                    return Poll::Pending;
+                }
+                Err(error) => {
+                    return Poll::Ready(Err(BodyFailure::Upstream(UpstreamError::Invalid(error))))
+                }
+            }
         }
     }
-    if outgoing.chunked {
-        conn.stream
-            .write_all(h1::LAST_CHUNK)
-            .await
-            .map_err(written)?;
-    }
-    Ok(())
 }
 
 async fn read_head(conn: &mut Conn, method: &Method, upgrade: bool) -> Result<Head, Failure> {
@@ -572,6 +807,15 @@ async fn read_head(conn: &mut Conn, method: &Method, upgrade: bool) -> Result<He
 struct UpstreamBody {
     conn: Option<Conn>,
     decoder: Decoder,
+    /// `upstream_read_timeout`: the longest wait for the next bytes.
+    read_timeout: Duration,
+    /// Armed the first time a read has to wait (most bodies come whole with
+    /// their head and never need it), then moved on after each read.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes came since the timer was last set.
+    progressed: bool,
+    /// The most bytes the connection's buffer held, kept once it is gone.
+    peak: usize,
     keep_alive: bool,
     pool: Arc<Pool>,
     origin: Arc<str>,
@@ -582,15 +826,18 @@ struct UpstreamBody {
 impl UpstreamBody {
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
+            self.peak = conn.peak;
             if self.keep_alive {
                 self.pool.give_back(&self.origin, conn);
             }
         }
     }
 
-    fn broke_off(&mut self, error: &dyn std::fmt::Display) -> io::Error {
-        self.conn = None;
-        self.metrics.upstream_failed(&self.origin, "body");
+    fn broke_off(&mut self, kind: &'static str, error: &dyn std::fmt::Display) -> io::Error {
+        if let Some(conn) = self.conn.take() {
+            self.peak = conn.peak;
+        }
+        self.metrics.upstream_failed(&self.origin, kind);
         tracing::warn!(%error, "upstream response body broke off");
         io::Error::other(format!("upstream response body broke off: {error}"))
     }
@@ -616,18 +863,40 @@ impl http_body::Body for UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
-                Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
+                Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
             }
-            match ready!(conn.poll_fill(context, BODY_CHUNK)) {
+            let read = match conn.poll_fill(context, BODY_CHUNK) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    let timeout = this.read_timeout;
+                    let timer = match &mut this.timer {
+                        Some(timer) => {
+                            if this.progressed {
+                                timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                            }
+                            timer
+                        }
+                        None => this.timer.insert(Box::pin(tokio::time::sleep(timeout))),
+                    };
+                    this.progressed = false;
+                    if timer.as_mut().poll(context).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let error = format!("nothing came for {timeout:?} (upstream_read_timeout)");
+                    return Poll::Ready(Some(Err(this.broke_off("read_timeout", &error))));
+                }
+            };
+            match read {
                 Ok(0) => match this.decoder.at_close() {
                     Ok(()) => {
+                        this.peak = conn.peak;
                         this.conn = None;
                         return Poll::Ready(None);
                     }
-                    Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
+                    Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
                 },
-                Ok(_) => {}
-                Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
+                Ok(_) => this.progressed = true,
+                Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
             }
         }
     }
@@ -659,19 +928,24 @@ mod tests {
     use super::*;
     use crate::front::pretend_worker;
 
+    fn timeouts() -> UpstreamTimeouts {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(1),
+            head: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+            send: Duration::from_secs(1),
+        }
+    }
+
     fn pool() -> Pool {
-        let upstreams = Upstreams::new(Duration::from_secs(1), Metrics::new()).expect("upstreams");
+        let upstreams = Upstreams::new(timeouts(), Metrics::new()).expect("upstreams");
         Arc::into_inner(upstreams.pool).expect("the only handle")
     }
 
     async fn open_conn(listener: &tokio::net::TcpListener) -> Conn {
         let address = listener.local_addr().expect("address");
         let stream = TcpStream::connect(address).await.expect("connect");
-        Conn {
-            stream: Stream::Plain(stream),
-            buf: BytesMut::new(),
-            reused: false,
-        }
+        Conn::new(Stream::Plain(stream))
     }
 
     #[tokio::test(flavor = "current_thread")]
