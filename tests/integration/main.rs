@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod descope;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod login;
