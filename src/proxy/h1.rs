@@ -196,6 +196,14 @@ pub fn parse_head(
         for name in &wire.named {
             headers.remove(name);
         }
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is to
+        // be treated as if its framing were faulty (hyper refuses it too;
+        // the differential test found portico reading it as chunked).
+        if version == Version::HTTP_10 && wire.chunked.is_some() {
+            return Err(WireError::Head(
+                "Transfer-Encoding in an HTTP/1.0 response".into(),
+            ));
+        }
         let (framing, keep_alive) = if switching {
             (Framing::Empty, false)
         } else {
@@ -392,6 +400,9 @@ impl Decoder {
                         }
                         Err(error) => return Err(error),
                     };
+                    if !line.is_empty() && !is_field_line(&line) {
+                        return Err(WireError::Chunked("malformed trailer field"));
+                    }
                     *self = if line.is_empty() {
                         Decoder::Done
                     } else {
@@ -442,6 +453,22 @@ fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, WireE
     }
 }
 
+/// A field line (RFC 9110 §5.1, RFC 9112 §5): a token, a colon, a value of
+/// visible characters, spaces and tabs. Trailers are not passed on, but one
+/// that is not a field is a broken body (as hyper judges it too).
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|byte| *byte == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    let tchar = |byte: &u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(byte);
+    !name.is_empty()
+        && name.iter().all(tchar)
+        && value
+            .iter()
+            .all(|byte| *byte == b'\t' || (*byte >= 0x20 && *byte != 0x7f))
+}
+
 /// The size of a chunk-size line, extensions ignored.
 fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
     let digits_end = line
@@ -464,6 +491,10 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
     }
     Ok(size)
 }
+
+#[cfg(test)]
+#[path = "h1_differential_tests.rs"]
+mod differential_tests;
 
 #[cfg(test)]
 mod tests {
@@ -687,6 +718,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n"
         ));
         assert!(!keeps("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"));
+        assert!(
+            parse(
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &Method::GET
+            )
+            .is_err(),
+            "HTTP/1.0 has no transfer codings: faulty framing"
+        );
         assert!(!keeps("HTTP/1.1 200 OK\r\n\r\n"), "read until close");
     }
 
@@ -738,6 +777,12 @@ mod tests {
             decode(Framing::Chunked, b"ffffffffffffffff\r\n").is_err(),
             "size overflow"
         );
+        assert!(
+            decode(Framing::Chunked, b"0\r\n\x7f-a: 1\r\n\r\n").is_err(),
+            "a trailer that is not a field"
+        );
+        assert!(decode(Framing::Chunked, b"0\r\n folded\r\n\r\n").is_err());
+        assert!(decode(Framing::Chunked, b"0\r\nx-t: a\x01b\r\n\r\n").is_err());
         let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE + 10));
         assert!(decode(Framing::Chunked, long.as_bytes()).is_err());
     }

@@ -1,6 +1,8 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
-mod h1;
+/// The HTTP/1.1 wire format of the upstream client (public for the fuzz
+/// target in fuzz/, which feeds it hostile responses).
+pub mod h1;
 mod headers;
 mod identify;
 mod routes;
