@@ -198,9 +198,10 @@ pub fn admit(
     // A declared length is checked above and hyper holds the body to it
     // (HTTP/2's too); only a body of no declared length (chunked, or an
     // HTTP/2 stream without one) has to be counted as it streams.
-    let declared = request.headers().contains_key(CONTENT_LENGTH)
-        && !request.headers().contains_key(TRANSFER_ENCODING);
-    if declared || http_body::Body::is_end_stream(request.body()) {
+    if http_body::Body::is_end_stream(request.body())
+        || (request.headers().contains_key(CONTENT_LENGTH)
+            && !request.headers().contains_key(TRANSFER_ENCODING))
+    {
         return Admission::Through(request, None);
     }
     let json = wants_json(request.headers(), false);
