@@ -755,7 +755,9 @@ impl Sending {
             // buffered for `read_head`.
             let mut probe = conn.buf.clone();
             match h1::parse_head(&mut probe, outgoing.method, outgoing.upgrade) {
-                Ok(None) => {}
+                // Interim answers skipped (and gone from the buffer: a
+                // stream of them must not pile up), the rest partial.
+                Ok(None) => conn.buf = probe,
                 Ok(Some(head)) if head.status.as_u16() >= 400 || !head.keep_alive => {
                     conn.buf = probe;
                     return Poll::Ready(Ok(Moved::Answered(head)));
