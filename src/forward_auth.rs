@@ -88,7 +88,10 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
     set("x-auth-request-user", Some(&data.sub));
     set("x-auth-request-email", data.email.as_deref());
     if !data.roles.is_empty() {
-        set("x-auth-request-groups", Some(&data.roles.join(",")));
+        set(
+            "x-auth-request-groups",
+            Some(&crate::identity::header_list(&data.roles)),
+        );
     }
     set(
         "x-auth-request-preferred-username",

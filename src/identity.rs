@@ -22,6 +22,43 @@ use sha2::{Digest, Sha256};
 
 use crate::session::SessionData;
 
+/// A list (roles) as one comma-separated header value
+/// (`X-Forwarded-Groups`, `X-Auth-Request-Groups`) that splits back into
+/// exactly the items it was made of.
+///
+/// Upstreams split such headers on `,` and usually trim the pieces, so an
+/// item holding a comma would become two (a role `"x,admin"` would read as
+/// `admin`), and an item with a leading space would lose it. In each item,
+/// `%`, `,` and whitespace or control characters are therefore
+/// percent-encoded (`%25`, `%2C`, `%20` …, RFC 3986 §2.1); every other
+/// character, UTF-8 included, is sent as it is, so ordinary role names are
+/// unchanged. An upstream that wants the exact name percent-decodes each
+/// piece after splitting; one that does not sees a name it does not know,
+/// never another role.
+pub fn header_list(items: &[String]) -> String {
+    let mut joined = String::new();
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            joined.push(',');
+        }
+        for character in item.chars() {
+            if character == '%'
+                || character == ','
+                || character.is_ascii_whitespace()
+                || character.is_control()
+            {
+                let mut buffer = [0u8; 4];
+                for byte in character.encode_utf8(&mut buffer).bytes() {
+                    joined.push_str(&format!("%{byte:02X}"));
+                }
+            } else {
+                joined.push(character);
+            }
+        }
+    }
+    joined
+}
+
 /// How long an identity token lives.
 pub const IDENTITY_TOKEN_LIFETIME: i64 = 60;
 /// A cached token is replaced this long before it expires.
@@ -147,6 +184,30 @@ impl IdentitySigner {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn header_lists_split_back_into_exactly_their_items() {
+        let roles = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| item.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(header_list(&roles(&["admin", "ops"])), "admin,ops");
+        assert_eq!(
+            header_list(&roles(&["tenant:T1/admin", "docs.read"])),
+            "tenant:T1/admin,docs.read"
+        );
+        // A role holding a comma never becomes two roles.
+        let tricky = roles(&["viewer,admin", " admin", "100%", "é"]);
+        let header = header_list(&tricky);
+        assert_eq!(header, "viewer%2Cadmin,%20admin,100%25,é");
+        let pieces: Vec<&str> = header.split(',').map(str::trim).collect();
+        assert_eq!(pieces.len(), tricky.len());
+        assert!(!pieces.contains(&"admin"), "{pieces:?}");
+        assert!(header_list(&roles(&["a\tb"])).contains("%09"));
+        assert_eq!(header_list(&[]), "");
+    }
     use super::*;
 
     fn who() -> SessionData {

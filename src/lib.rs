@@ -89,13 +89,25 @@ impl AppState {
                             .sessions
                             .coordination()
                             .get_or_init(
-                                "identity-key",
-                                &self.sessions.keys.seal(proposed.as_bytes()),
+                                // "-v2": sealed with its own key since 0.2
+                                // (domain separation); the old entry, sealed
+                                // with the token key, is left unread.
+                                "identity-key-v2",
+                                &self
+                                    .sessions
+                                    .keys
+                                    .seal(session::SealPurpose::IdentityKey, proposed.as_bytes()),
                             )
                             .await?;
-                        let opened = self.sessions.keys.open(&sealed).map_err(|error| {
-                            session::SessionError::Corrupt(format!("stored identity key: {error}"))
-                        })?;
+                        let opened = self
+                            .sessions
+                            .keys
+                            .open(session::SealPurpose::IdentityKey, &sealed)
+                            .map_err(|error| {
+                                session::SessionError::Corrupt(format!(
+                                    "stored identity key: {error}"
+                                ))
+                            })?;
                         String::from_utf8(opened).map_err(|error| {
                             session::SessionError::Corrupt(format!("stored identity key: {error}"))
                         })?

@@ -150,7 +150,12 @@ pub async fn sign_out(
                     "post_logout_redirect_uri",
                     app.config.oidc.post_logout_redirect_url.as_str(),
                 )
-                .append_pair("state", &app.sessions.keys.seal(&state));
+                .append_pair(
+                    "state",
+                    &app.sessions
+                        .keys
+                        .seal(crate::session::SealPurpose::SignOutState, &state),
+                );
         }
         Some(url)
     });
@@ -198,7 +203,12 @@ pub async fn signed_out(
     let target = query
         .state
         .as_deref()
-        .and_then(|state| app.sessions.keys.open(state).ok())
+        .and_then(|state| {
+            app.sessions
+                .keys
+                .open(crate::session::SealPurpose::SignOutState, state)
+                .ok()
+        })
         .and_then(|bytes| serde_json::from_slice::<SignOutState>(&bytes).ok())
         .and_then(|state| state.rd)
         .and_then(|rd| app.return_policy.check(&rd));
@@ -238,7 +248,10 @@ pub async fn backchannel_logout(
         ))
     ) && app
         .provider
-        .refresh_jwks_for_unknown_kid(std::time::Instant::now())
+        .refresh_jwks_for_client_token(
+            oidc::unverified_kid(&token).as_deref(),
+            std::time::Instant::now(),
+        )
         .await
     {
         if let Some(provider) = app.provider.get() {

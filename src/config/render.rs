@@ -146,6 +146,7 @@ pub fn render_effective(config: &Config) -> String {
         &toml::Value::Table(parameters).to_string(),
     );
     document.list("extra_audiences", &oidc.extra_audiences);
+    document.list("bearer_audiences", &oidc.bearer_audiences);
     document.flag("require_azp", oidc.require_azp);
     document.list("allowed_algs", &oidc.allowed_algs);
     document.duration("clock_skew", oidc.clock_skew);

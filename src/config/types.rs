@@ -133,6 +133,11 @@ pub struct OidcConfig {
     pub scopes: Vec<String>,
     pub extra_auth_params: BTreeMap<String, String>,
     pub extra_audiences: Vec<String>,
+    /// Audiences a bearer token from the provider must carry. Empty: the
+    /// client id and `extra_audiences` (ID-token audiences) are accepted;
+    /// set: only these, so a token meant for portico itself (an ID token,
+    /// whose audience is the client id) never opens an API.
+    pub bearer_audiences: Vec<String>,
     pub require_azp: bool,
     /// Upper-case JOSE names, each one of RS256 RS384 RS512 PS256 PS384 PS512
     /// ES256 ES384 EdDSA (HS* only when explicitly listed).
@@ -195,6 +200,9 @@ pub struct SessionConfig {
     pub cookie_secret: Secret<Vec<u8>>,
     pub cookie_secure: bool,
     pub cookie_domain: Option<String>,
+    /// Cookie names carry `__Host-` (derived: https public URL, Secure, no
+    /// `cookie_domain`; not a key).
+    pub cookie_host_prefix: bool,
     pub ttl: Duration,
     pub idle_timeout: Duration,
     pub refresh_before: Duration,

@@ -54,6 +54,8 @@ pub(crate) fn oidc(
     let scopes = scopes(problems, &raw.scopes);
     let extra_auth_params = extra_auth_params(problems, &raw.extra_auth_params);
     let extra_audiences = non_empty_items(problems, "oidc.extra_audiences", &raw.extra_audiences);
+    let bearer_audiences =
+        non_empty_items(problems, "oidc.bearer_audiences", &raw.bearer_audiences);
     let has_client_secret = matches!(client_secret, Some(Some(_)));
     let allowed_algs = allowed_algorithms(problems, &raw.allowed_algs, has_client_secret);
     let clock_skew = duration(problems, "oidc.clock_skew", &raw.clock_skew, false);
@@ -84,6 +86,9 @@ pub(crate) fn oidc(
     );
     let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
     let identity = identity?;
+    let bearer_audiences = bearer_audiences.filter(|audiences| {
+        bearer_audiences_exclude_the_client(problems, audiences, &identity.client_id)
+    });
     // Descope tokens may carry the project id as an audience beside the client id.
     let extra_audiences = extra_audiences.map(|mut audiences| {
         if let Some(project) = &identity.project_id {
@@ -103,6 +108,7 @@ pub(crate) fn oidc(
         scopes: scopes?,
         extra_auth_params: extra_auth_params?,
         extra_audiences: extra_audiences?,
+        bearer_audiences: bearer_audiences?,
         require_azp: raw.require_azp,
         allowed_algs: allowed_algs?,
         clock_skew: clock_skew?,
@@ -288,6 +294,27 @@ fn allowed_algorithms(
         }
     }
     algorithms
+}
+
+/// `bearer_audiences` exists so that ID tokens (audience: the client id)
+/// never open an API; listing the client id there would undo that.
+fn bearer_audiences_exclude_the_client(
+    problems: &mut Problems,
+    audiences: &[String],
+    client_id: &str,
+) -> bool {
+    match audiences.iter().position(|audience| audience == client_id) {
+        Some(index) => {
+            problems.report(
+                format!("oidc.bearer_audiences[{index}]"),
+                quoted(client_id),
+                "is the client id, the audience of ID tokens, so an ID token would open every API",
+                "list only the audiences your provider puts in access tokens for your APIs (e.g. \"https://api.example.com\")",
+            );
+            false
+        }
+        None => true,
+    }
 }
 
 fn non_empty_items(problems: &mut Problems, key: &str, items: &[String]) -> Option<Vec<String>> {

@@ -210,3 +210,17 @@ fn claims_must_be_named_and_jwks_refresh_positive() {
         ["oidc.jwks_refresh", "oidc.roles_claim", "oidc.groups_claim"]
     );
 }
+
+#[test]
+fn bearer_audiences_are_kept_and_may_not_name_the_client() {
+    let text = minimal_with("[oidc]", "bearer_audiences = [\"https://api.example.com\"]");
+    let config = parse(&text, &no_environment()).expect("valid");
+    assert_eq!(config.oidc.bearer_audiences, ["https://api.example.com"]);
+    let client_id = config.oidc.client_id.clone();
+    let text = minimal_with(
+        "[oidc]",
+        &format!("bearer_audiences = [\"api\", \"{client_id}\"]"),
+    );
+    let problem = problem_for(&text, "oidc.bearer_audiences[1]");
+    assert!(problem.to_string().contains("ID token"), "{problem}");
+}

@@ -60,6 +60,12 @@ pub(crate) fn session(
         .cookie_secure
         .or_else(|| public_url.map(|url| url.scheme() == "https"));
     let cookie_domain = cookie_domain(problems, &raw.cookie_domain, public_url);
+    let cookie_prefix_valid = match (cookie_secure, &cookie_domain) {
+        (Some(secure), Some(domain)) => {
+            cookie_name_prefix(problems, &raw.cookie_name, secure, domain.is_some())
+        }
+        _ => true,
+    };
     let ttl = duration(problems, "session.ttl", &raw.ttl, true);
     let idle_timeout = duration(problems, "session.idle_timeout", &raw.idle_timeout, true);
     let refresh_before = duration(
@@ -82,8 +88,11 @@ pub(crate) fn session(
         }
     }
     let lifetimes_valid = matches!((ttl, idle_timeout), (Some(ttl), Some(idle)) if idle <= ttl);
-    let valid =
-        redis_url_valid && !raw.key_prefix.is_empty() && cookie_name_valid && lifetimes_valid;
+    let valid = redis_url_valid
+        && !raw.key_prefix.is_empty()
+        && cookie_name_valid
+        && cookie_prefix_valid
+        && lifetimes_valid;
     if !valid {
         return None;
     }
@@ -94,6 +103,11 @@ pub(crate) fn session(
         cookie_name: raw.cookie_name.clone(),
         cookie_secret: Secret::new(cookie_secret?),
         cookie_secure: cookie_secure?,
+        cookie_host_prefix: crate::session::host_prefix_applies(
+            public_url.is_some_and(|url| url.scheme() == "https"),
+            cookie_secure?,
+            cookie_domain.as_ref()?.as_deref(),
+        ),
         cookie_domain: cookie_domain?,
         ttl: ttl?,
         idle_timeout: idle_timeout?,
@@ -147,6 +161,25 @@ fn cookie_name(problems: &mut Problems, name: &str) -> bool {
         );
     }
     valid
+}
+
+/// A configured name with a cookie prefix must meet what browsers demand of
+/// it (RFC 6265bis §4.1.3), or every cookie portico sets would be dropped.
+fn cookie_name_prefix(problems: &mut Problems, name: &str, secure: bool, has_domain: bool) -> bool {
+    let problem = if name.starts_with("__Host-") && has_domain {
+        "starts with __Host-, which browsers refuse on a cookie with a Domain (session.cookie_domain is set)"
+    } else if (name.starts_with("__Host-") || name.starts_with("__Secure-")) && !secure {
+        "starts with a cookie prefix that browsers accept only on Secure cookies, and cookie_secure is false"
+    } else {
+        return true;
+    };
+    problems.report(
+        "session.cookie_name",
+        quoted(name),
+        problem,
+        "use a plain name such as \"portico_session\": portico adds __Host- itself when public_url is https and no cookie_domain is set",
+    );
+    false
 }
 
 fn cookie_secret(problems: &mut Problems, raw: &RawSession) -> Option<Vec<u8>> {
@@ -252,6 +285,31 @@ mod tests {
         assert!(!problem.contains("hunter2"));
         assert!(redis_problem("redis-sentinel://s:26379/0").is_some());
         assert!(redis_problem("not a url").is_some());
+    }
+
+    #[test]
+    fn prefixed_cookie_names_must_be_possible_for_browsers() {
+        let mut problems = Problems::default();
+        assert!(cookie_name_prefix(
+            &mut problems,
+            "portico_session",
+            false,
+            true
+        ));
+        assert!(cookie_name_prefix(&mut problems, "__Host-s", true, false));
+        assert!(cookie_name_prefix(&mut problems, "__Secure-s", true, true));
+        assert!(!cookie_name_prefix(&mut problems, "__Host-s", true, true));
+        assert!(!cookie_name_prefix(
+            &mut problems,
+            "__Secure-s",
+            false,
+            false
+        ));
+        let errors = problems.into_errors();
+        assert_eq!(errors.len(), 2);
+        assert!(errors
+            .iter()
+            .all(|error| error.key == "session.cookie_name"));
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! Bearer JWTs from machine clients: is this token valid for us?
 //!
-//! Accepted issuers are the provider (its JWKS, its audiences: the client id
-//! and `extra_audiences`) and each `[[oidc.extra_jwt_issuers]]` (its own JWKS
-//! URL and audiences). The algorithm must be on the allow-list (never
-//! `none`, never HMAC unless configured), `exp` must be in the future and
-//! `nbf` in the past (both with `clock_skew`), and `azp`, when present, must
-//! be one of the audiences accepted from that issuer. An unknown `kid`
-//! triggers at most one JWKS refetch per issuer every 10 seconds.
+//! Accepted issuers are the provider (its JWKS; audiences: `bearer_audiences`
+//! when set, else the client id and `extra_audiences`) and each
+//! `[[oidc.extra_jwt_issuers]]` (its own JWKS URL and audiences). The
+//! algorithm must be on the allow-list (never `none`, never HMAC unless
+//! configured), the token must be an access token (no ID or logout token:
+//! [`check_access_token_kind`]), `exp` must be in the future and `nbf` in the
+//! past (both with `clock_skew`), and `azp`, when present, must be one of the
+//! audiences accepted from that issuer. An unknown `kid` triggers a JWKS
+//! refetch limited per kid and overall ([`super::refetch`]).
+//!
+//! Subjects are scoped by issuer: a token from an extra issuer names
+//! `{issuer}#{sub}`, never a bare `sub` that the provider may also have
+//! given to one of its users (see docs/security.md).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -18,9 +24,11 @@ use openidconnect::core::CoreJsonWebKeySet;
 use openidconnect::{JsonWebKeySet, JsonWebKeySetUrl};
 
 use super::claims::identity_from_json;
-use super::jws::verify_jws;
+use super::jws::{unverified_kid, verify_jws, VerifiedJws};
 use super::login::unix_seconds;
-use super::provider::{ProviderHandle, JWKS_ON_DEMAND_INTERVAL};
+use super::provider::ProviderHandle;
+use super::refetch::RefetchLimiter;
+use super::token_kind::{bearer_audiences, check_access_token_kind};
 use super::verify::{parse_algorithms, TokenRejection};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
@@ -33,13 +41,46 @@ struct IssuerKeys {
     audiences: Vec<String>,
     jwks_url: JsonWebKeySetUrl,
     jwks: ArcSwap<Option<CoreJsonWebKeySet>>,
-    last_fetch: Mutex<Option<Instant>>,
+    refetches: RefetchLimiter,
+    /// This issuer's subjects are not the provider's users: they are named
+    /// `{issuer}#{sub}`. False for keys of the provider itself (Descope
+    /// session keys), whose subjects are the provider's.
+    scoped_subjects: bool,
+}
+
+impl IssuerKeys {
+    fn new(issuer: String, audiences: Vec<String>, jwks_url: url::Url, scoped: bool) -> Self {
+        IssuerKeys {
+            issuer,
+            audiences,
+            jwks_url: JsonWebKeySetUrl::from_url(jwks_url),
+            jwks: ArcSwap::from_pointee(None),
+            refetches: RefetchLimiter::default(),
+            scoped_subjects: scoped,
+        }
+    }
 }
 
 pub struct BearerVerifier {
     provider: Arc<ProviderHandle>,
     settings: OidcConfig,
     extra: Vec<IssuerKeys>,
+    /// Audiences a provider's bearer token must carry one of.
+    provider_audiences: Vec<String>,
+    /// Clients an `azp` in a provider's bearer token may name.
+    provider_parties: Vec<String>,
+}
+
+/// The subject portico names for `sub` from `issuer`: `sub` itself for the
+/// provider's users, `{issuer}#{sub}` for an extra issuer's, so that
+/// `alice` of another issuer is never `alice` of the provider in
+/// `X-Forwarded-User` and everything keyed on it.
+pub fn scoped_subject(issuer: &str, sub: &str, scoped: bool) -> String {
+    if scoped {
+        format!("{issuer}#{sub}")
+    } else {
+        sub.to_string()
+    }
 }
 
 impl BearerVerifier {
@@ -47,12 +88,13 @@ impl BearerVerifier {
         let mut extra: Vec<IssuerKeys> = settings
             .extra_jwt_issuers
             .iter()
-            .map(|issuer| IssuerKeys {
-                issuer: issuer.issuer.clone(),
-                audiences: issuer.audiences.clone(),
-                jwks_url: JsonWebKeySetUrl::from_url(issuer.jwks_url.clone()),
-                jwks: ArcSwap::from_pointee(None),
-                last_fetch: Mutex::new(None),
+            .map(|issuer| {
+                IssuerKeys::new(
+                    issuer.issuer.clone(),
+                    issuer.audiences.clone(),
+                    issuer.jwks_url.clone(),
+                    true,
+                )
             })
             .collect();
         // Descope session JWTs: signed with the project's session keys, their
@@ -64,19 +106,30 @@ impl BearerVerifier {
             let mut audiences = vec![settings.client_id.clone(), project.clone()];
             audiences.extend(settings.extra_audiences.iter().cloned());
             for issuer in [settings.issuer.clone(), project.clone()] {
-                extra.push(IssuerKeys {
+                extra.push(IssuerKeys::new(
                     issuer,
-                    audiences: audiences.clone(),
-                    jwks_url: JsonWebKeySetUrl::from_url(jwks_url.clone()),
-                    jwks: ArcSwap::from_pointee(None),
-                    last_fetch: Mutex::new(None),
-                });
+                    audiences.clone(),
+                    jwks_url.clone(),
+                    false,
+                ));
             }
         }
+        let provider_audiences = bearer_audiences(
+            &settings.client_id,
+            &settings.extra_audiences,
+            &settings.bearer_audiences,
+        );
+        // azp names the client the token was issued to: portico's own
+        // client may hold a token for an API audience.
+        let mut provider_parties =
+            bearer_audiences(&settings.client_id, &settings.extra_audiences, &[]);
+        provider_parties.extend(provider_audiences.iter().cloned());
         BearerVerifier {
             provider,
             settings: settings.clone(),
             extra,
+            provider_audiences,
+            provider_parties,
         }
     }
 
@@ -84,7 +137,7 @@ impl BearerVerifier {
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, TokenRejection> {
         let issuer = unverified_issuer(token)?;
         let allowed = parse_algorithms(&self.settings.allowed_algs);
-        let (claims, audiences) = if issuer == self.settings.issuer {
+        let (verified, audiences, parties, scoped) = if issuer == self.settings.issuer {
             let provider = self
                 .provider
                 .get()
@@ -95,15 +148,13 @@ impl BearerVerifier {
                 .is_err_and(|error| *error == TokenRejection::UnknownKey)
                 && self
                     .provider
-                    .refresh_jwks_for_unknown_kid(Instant::now())
+                    .refresh_jwks_for_client_token(unverified_kid(token).as_deref(), Instant::now())
                     .await
             {
                 if let Some(provider) = self.provider.get() {
                     verified = verify_jws(token, &provider.jwks(), &allowed);
                 }
             }
-            let mut audiences = vec![self.settings.client_id.clone()];
-            audiences.extend(self.settings.extra_audiences.iter().cloned());
             match (
                 verified,
                 self.extra.iter().find(|keys| keys.issuer == issuer),
@@ -111,26 +162,38 @@ impl BearerVerifier {
                 // Same issuer, other keys (Descope session tokens).
                 (Err(TokenRejection::UnknownKey), Some(keys)) => (
                     self.verify_extra(keys, token, &allowed).await?,
-                    keys.audiences.clone(),
+                    keys.audiences.as_slice(),
+                    keys.audiences.as_slice(),
+                    keys.scoped_subjects,
                 ),
-                (verified, _) => (verified?.claims, audiences),
+                (verified, _) => (
+                    verified?,
+                    self.provider_audiences.as_slice(),
+                    self.provider_parties.as_slice(),
+                    false,
+                ),
             }
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,
-                keys.audiences.clone(),
+                keys.audiences.as_slice(),
+                keys.audiences.as_slice(),
+                keys.scoped_subjects,
             )
         } else {
             return Err(TokenRejection::Issuer(format!(
                 "{issuer} is not an accepted issuer"
             )));
         };
-        check_claims(&claims, &audiences, self.settings.clock_skew, now)?;
+        check_access_token_kind(&verified.header, &verified.claims)?;
+        let claims = verified.claims;
+        check_claims(&claims, audiences, parties, self.settings.clock_skew, now)?;
         let mut identity = identity_from_json(&claims, &self.settings);
         identity.access_token_expires_at = claims.get("exp").and_then(|exp| exp.as_i64());
         if identity.sub.is_empty() {
             return Err(TokenRejection::Malformed("no sub".into()));
         }
+        identity.sub = scoped_subject(&issuer, &identity.sub, scoped);
         Ok(identity)
     }
 
@@ -139,35 +202,31 @@ impl BearerVerifier {
         keys: &IssuerKeys,
         token: &str,
         allowed: &[openidconnect::core::CoreJwsSigningAlgorithm],
-    ) -> Result<serde_json::Map<String, serde_json::Value>, TokenRejection> {
+    ) -> Result<VerifiedJws, TokenRejection> {
         let current = keys.jwks.load_full();
         let first = match current.as_ref() {
             Some(jwks) => verify_jws(token, jwks, allowed),
             None => Err(TokenRejection::UnknownKey),
         };
         match first {
-            Err(TokenRejection::UnknownKey) if self.fetch_extra(keys).await => {
+            Err(TokenRejection::UnknownKey) if self.fetch_extra(keys, token).await => {
                 match keys.jwks.load_full().as_ref() {
-                    Some(jwks) => verify_jws(token, jwks, allowed).map(|verified| verified.claims),
+                    Some(jwks) => verify_jws(token, jwks, allowed),
                     None => Err(TokenRejection::UnknownKey),
                 }
             }
-            other => other.map(|verified| verified.claims),
+            other => other,
         }
     }
 
-    /// Fetches an extra issuer's JWKS unless fetched within the last 10 s.
-    async fn fetch_extra(&self, keys: &IssuerKeys) -> bool {
+    /// Fetches an extra issuer's JWKS for `token`'s unknown kid, when its
+    /// limiter allows.
+    async fn fetch_extra(&self, keys: &IssuerKeys, token: &str) -> bool {
+        if !keys
+            .refetches
+            .allow(unverified_kid(token).as_deref(), Instant::now())
         {
-            let mut last = keys
-                .last_fetch
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let now = Instant::now();
-            if last.is_some_and(|at| now.saturating_duration_since(at) < JWKS_ON_DEMAND_INTERVAL) {
-                return false;
-            }
-            *last = Some(now);
+            return false;
         }
         match JsonWebKeySet::fetch_async(&keys.jwks_url, self.provider.http()).await {
             Ok(jwks) => {
@@ -200,10 +259,13 @@ fn unverified_issuer(token: &str) -> Result<String, TokenRejection> {
         .ok_or_else(|| TokenRejection::Issuer("no iss".into()))
 }
 
-/// Audience, azp and time checks on verified claims.
+/// Audience, azp and time checks on verified claims. `azp`, when present,
+/// must be one of `accepted_parties` (the clients allowed to hold such a
+/// token).
 pub fn check_claims(
     claims: &serde_json::Map<String, serde_json::Value>,
     accepted_audiences: &[String],
+    accepted_parties: &[String],
     clock_skew: std::time::Duration,
     now: SystemTime,
 ) -> Result<(), TokenRejection> {
@@ -222,7 +284,7 @@ pub fn check_claims(
         return Err(TokenRejection::Audience(audiences.join(" ")));
     }
     if let Some(party) = claims.get("azp").and_then(|azp| azp.as_str()) {
-        if !accepted_audiences.iter().any(|accepted| accepted == party) {
+        if !accepted_parties.iter().any(|accepted| accepted == party) {
             return Err(TokenRejection::AuthorizedParty(party.to_string()));
         }
     }
@@ -268,6 +330,7 @@ mod tests {
         assert!(check_claims(
             &claims(json!({"aud": ["x", "api"], "exp": 2000})),
             &accepted,
+            &accepted,
             skew,
             at(1000)
         )
@@ -275,6 +338,7 @@ mod tests {
         assert!(matches!(
             check_claims(
                 &claims(json!({"aud": "x", "exp": 2000})),
+                &accepted,
                 &accepted,
                 skew,
                 at(1000)
@@ -285,11 +349,25 @@ mod tests {
             check_claims(
                 &claims(json!({"aud": "api", "azp": "other", "exp": 2000})),
                 &accepted,
+                &accepted,
                 skew,
                 at(1000)
             ),
             Err(TokenRejection::AuthorizedParty(_))
         ));
+    }
+
+    #[test]
+    fn only_extra_issuers_subjects_are_scoped() {
+        assert_eq!(scoped_subject("https://op", "alice", false), "alice");
+        assert_eq!(
+            scoped_subject("https://ci.example", "alice", true),
+            "https://ci.example#alice"
+        );
+        assert_ne!(
+            scoped_subject("https://ci.example", "alice", true),
+            scoped_subject("https://other.example", "alice", true)
+        );
     }
 
     #[test]
@@ -300,6 +378,7 @@ mod tests {
         assert!(check_claims(
             &token(json!({"aud": "api", "exp": 1000})),
             &accepted,
+            &accepted,
             skew,
             at(1020)
         )
@@ -307,6 +386,7 @@ mod tests {
         assert!(matches!(
             check_claims(
                 &token(json!({"aud": "api", "exp": 1000})),
+                &accepted,
                 &accepted,
                 skew,
                 at(1030)
@@ -317,13 +397,20 @@ mod tests {
             check_claims(
                 &token(json!({"aud": "api", "exp": 5000, "nbf": 2000})),
                 &accepted,
+                &accepted,
                 skew,
                 at(1000)
             ),
             Err(TokenRejection::IssuedInFuture(_))
         ));
         assert!(matches!(
-            check_claims(&token(json!({"aud": "api"})), &accepted, skew, at(1000)),
+            check_claims(
+                &token(json!({"aud": "api"})),
+                &accepted,
+                &accepted,
+                skew,
+                at(1000)
+            ),
             Err(TokenRejection::Malformed(_))
         ));
     }

@@ -30,6 +30,20 @@ fn decode_json(part: &str) -> Result<serde_json::Map<String, serde_json::Value>,
     }
 }
 
+/// The `kid` in a compact JWS's header, read before any verification (only
+/// to choose or fetch keys).
+pub fn unverified_kid(token: &str) -> Option<String> {
+    let header = decode_json(token.split('.').next()?).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
+}
+
+/// Whether `jwks` holds a key with this id.
+pub fn jwks_has_kid(jwks: &CoreJsonWebKeySet, kid: &str) -> bool {
+    jwks.keys()
+        .iter()
+        .any(|key| key.key_id().is_some_and(|key_id| key_id.as_str() == kid))
+}
+
 pub fn verify_jws(
     token: &str,
     jwks: &CoreJsonWebKeySet,

@@ -6,7 +6,7 @@
 //! accepts a state only if a live cookie for it exists; the cookie is removed
 //! as it is used, so a state works once.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use openidconnect::core::CoreResponseType;
 use openidconnect::{
@@ -207,8 +207,13 @@ pub async fn finish_login(
         now,
     ) {
         Err(TokenRejection::UnknownKey) => {
-            // The provider may have rotated its keys: refetch (rate-limited) and retry once.
-            if handle.refresh_jwks_for_unknown_kid(Instant::now()).await {
+            // The provider has rotated its keys (this token came in its own
+            // authenticated answer): refetch at once and retry once.
+            let kid = super::jws::unverified_kid(&id_token.to_string());
+            if handle
+                .refresh_jwks_for_provider_answer(kid.as_deref())
+                .await
+            {
                 let provider = handle
                     .get()
                     .ok_or(LoginError::InvalidIdToken(TokenRejection::UnknownKey))?;

@@ -3,10 +3,12 @@
 //! Discovery runs at startup and is retried with backoff while the provider
 //! is unreachable; portico serves meanwhile (login answers 503, `/readyz`
 //! says not ready). The JWKS is refreshed every `jwks_refresh` and, on a token
-//! whose `kid` is unknown, refetched at most once per `JWKS_ON_DEMAND_INTERVAL`
-//! so a flood of bogus kids cannot turn into a flood of fetches.
+//! whose `kid` is unknown, refetched: at once when the token came in the
+//! provider's own answer (the token endpoint), rate-limited per kid and
+//! overall when a client presented it (see [`super::refetch`]), so a flood of
+//! bogus kids neither turns into a flood of fetches nor holds up a rotation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -14,13 +16,13 @@ use openidconnect::core::{CoreClientAuthMethod, CoreJsonWebKeySet};
 use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
 use url::Url;
 
+use super::refetch::RefetchLimiter;
 use super::types::{Metadata, PorticoClient};
 use super::verify::{parse_algorithms, Expectations};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
 use crate::ops::Metrics;
 
-pub const JWKS_ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
 const DISCOVERY_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +46,11 @@ pub struct Provider {
     pub offers_offline_access: bool,
     jwks_uri: openidconnect::JsonWebKeySetUrl,
     jwks: ArcSwap<CoreJsonWebKeySet>,
-    last_on_demand_fetch: Mutex<Option<Instant>>,
+    /// Refetches for kids in clients' tokens.
+    client_refetches: RefetchLimiter,
+    /// One refetch for the provider's answers at a time; those waiting
+    /// find the key the first one fetched.
+    answer_refetch: tokio::sync::Mutex<()>,
 }
 
 impl Provider {
@@ -107,7 +113,8 @@ impl Provider {
                 .unwrap_or(false),
             jwks_uri,
             jwks: ArcSwap::from_pointee(jwks),
-            last_on_demand_fetch: Mutex::new(None),
+            client_refetches: RefetchLimiter::default(),
+            answer_refetch: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -205,22 +212,39 @@ impl ProviderHandle {
         Ok(())
     }
 
-    /// Refetches the JWKS after a token named an unknown kid, unless one such
-    /// refetch happened within `JWKS_ON_DEMAND_INTERVAL` of `now`.
-    /// Returns whether a fresh set was fetched.
-    pub async fn refresh_jwks_for_unknown_kid(&self, now: Instant) -> bool {
+    /// Refetches the JWKS because a token in the provider's own answer (an
+    /// ID token from the token endpoint) names `kid`, which the cached set
+    /// lacks: the provider has rotated its keys. Never rate-limited; if a
+    /// concurrent refetch already brought the key, no second fetch is made.
+    /// Returns whether the set now may hold the key.
+    pub async fn refresh_jwks_for_provider_answer(&self, kid: Option<&str>) -> bool {
         let Some(provider) = self.get() else {
             return false;
         };
-        {
-            let mut last = provider
-                .last_on_demand_fetch
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if last.is_some_and(|at| now.saturating_duration_since(at) < JWKS_ON_DEMAND_INTERVAL) {
-                return false;
+        let _one_at_a_time = provider.answer_refetch.lock().await;
+        if let (Some(kid), Some(current)) = (kid, self.get()) {
+            if super::jws::jwks_has_kid(&current.jwks(), kid) {
+                return true;
             }
-            *last = Some(now);
+        }
+        match self.refresh_jwks("unknown_kid_answer").await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "JWKS refetch for a rotated key failed");
+                false
+            }
+        }
+    }
+
+    /// Refetches the JWKS because a token a client presented (a bearer
+    /// token, a back-channel logout token) names an unknown `kid`, when
+    /// the limiter allows at `now`. Returns whether a fresh set was fetched.
+    pub async fn refresh_jwks_for_client_token(&self, kid: Option<&str>, now: Instant) -> bool {
+        let Some(provider) = self.get() else {
+            return false;
+        };
+        if !provider.client_refetches.allow(kid, now) {
+            return false;
         }
         match self.refresh_jwks("unknown_kid").await {
             Ok(()) => true,

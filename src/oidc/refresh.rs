@@ -228,7 +228,11 @@ async fn refresh_with_provider(
             now,
         ) {
             Err(TokenRejection::UnknownKey)
-                if handle.refresh_jwks_for_unknown_kid(Instant::now()).await =>
+                if handle
+                    .refresh_jwks_for_provider_answer(
+                        super::jws::unverified_kid(&id_token.to_string()).as_deref(),
+                    )
+                    .await =>
             {
                 match handle.get() {
                     Some(provider) => verify_id_token(

@@ -52,6 +52,8 @@ pub enum TokenRejection {
     Nonce(String),
     #[error("token is malformed: {0}")]
     Malformed(String),
+    #[error("not an access token: {0}")]
+    NotAnAccessToken(String),
 }
 
 impl TokenRejection {
@@ -68,6 +70,7 @@ impl TokenRejection {
             TokenRejection::IssuedInFuture(_) => "iat_in_future",
             TokenRejection::Nonce(_) => "bad_nonce",
             TokenRejection::Malformed(_) => "malformed",
+            TokenRejection::NotAnAccessToken(_) => "not_access_token",
         }
     }
 }
@@ -211,6 +214,7 @@ mod tests {
             TokenRejection::IssuedInFuture(String::new()),
             TokenRejection::Nonce(String::new()),
             TokenRejection::Malformed(String::new()),
+            TokenRejection::NotAnAccessToken(String::new()),
         ];
         let labels: std::collections::BTreeSet<_> = all.iter().map(TokenRejection::label).collect();
         assert_eq!(labels.len(), all.len());

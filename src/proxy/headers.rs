@@ -336,7 +336,10 @@ fn identity_headers(session: &SessionData) -> Vec<(HeaderName, HeaderValue)> {
     set(X_FORWARDED_USER, Some(&session.sub));
     set(X_FORWARDED_EMAIL, session.email.as_deref());
     if !session.roles.is_empty() {
-        set(X_FORWARDED_GROUPS, Some(&session.roles.join(",")));
+        set(
+            X_FORWARDED_GROUPS,
+            Some(&crate::identity::header_list(&session.roles)),
+        );
     }
     set(
         X_FORWARDED_PREFERRED_USERNAME,

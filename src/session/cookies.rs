@@ -7,6 +7,14 @@
 //! or moved to another cookie name. Attributes: HttpOnly, SameSite=Lax (Strict
 //! would drop the cookie on the redirect back from the provider), Secure when
 //! configured (default for https public URLs), Path=/.
+//!
+//! Names carry the `__Host-` prefix whenever the public URL is https and no
+//! `cookie_domain` is set ([`host_prefixed_name`]): browsers then accept the
+//! cookie only from a secure origin, for Path=/ and without a Domain, so a
+//! sibling subdomain (or a plain-http page on the same host) cannot set or
+//! overwrite it to plant its own session or login state (login CSRF,
+//! session fixation). RFC 6265bis §4.1.3.2. The session and login cookies
+//! are sealed with separate keys (see `crypto`).
 
 use cookie::{Cookie, CookieJar, SameSite};
 use http::header::COOKIE;
@@ -15,24 +23,81 @@ use http::HeaderMap;
 /// How long a login attempt may take, start to callback.
 pub const LOGIN_COOKIE_LIFETIME: time::Duration = time::Duration::minutes(10);
 
+/// The prefix browsers hold to "secure origin, Path=/, no Domain".
+pub const HOST_PREFIX: &str = "__Host-";
+
+/// Whether cookies get the `__Host-` prefix: the public URL is https, the
+/// cookies are Secure, and no `cookie_domain` shares them with other hosts
+/// (a `__Host-` cookie may carry no Domain).
+pub fn host_prefix_applies(public_url_is_https: bool, secure: bool, domain: Option<&str>) -> bool {
+    public_url_is_https && secure && domain.is_none()
+}
+
+/// The session cookie's name: `cookie_name`, with `__Host-` in front when
+/// `prefixed` (unless the configured name already carries a cookie prefix).
+pub fn host_prefixed_name(cookie_name: &str, prefixed: bool) -> String {
+    let has_prefix = cookie_name.starts_with(HOST_PREFIX) || cookie_name.starts_with("__Secure-");
+    if prefixed && !has_prefix {
+        format!("{HOST_PREFIX}{cookie_name}")
+    } else {
+        cookie_name.to_string()
+    }
+}
+
 #[derive(Clone)]
 pub struct CookieRules {
     session_name: String,
     login_prefix: String,
+    /// The names without `__Host-` (what older versions set): still never
+    /// sent upstream, never read.
+    legacy_session_name: Option<String>,
+    legacy_login_prefix: Option<String>,
     secure: bool,
     domain: Option<String>,
     key: cookie::Key,
+    login_key: cookie::Key,
 }
 
 impl CookieRules {
+    /// Rules for cookies named `name` (and `{name}_login_…`), both sealed
+    /// with `key` unless [`CookieRules::with_login_key`] gives login cookies
+    /// their own.
     pub fn new(name: &str, secure: bool, domain: Option<String>, key: cookie::Key) -> Self {
         CookieRules {
             session_name: name.to_string(),
             login_prefix: format!("{name}_login_"),
+            legacy_session_name: None,
+            legacy_login_prefix: None,
             secure,
             domain,
+            login_key: key.clone(),
             key,
         }
+    }
+
+    /// Login-state cookies sealed with their own key.
+    pub fn with_login_key(mut self, key: cookie::Key) -> Self {
+        self.login_key = key;
+        self
+    }
+
+    /// Rules for the configured `cookie_name`, `__Host-`-prefixed when
+    /// `prefixed`; the unprefixed names are remembered as legacy (stripped
+    /// from upstream requests, never read).
+    pub fn for_config(
+        cookie_name: &str,
+        prefixed: bool,
+        secure: bool,
+        domain: Option<String>,
+        key: cookie::Key,
+    ) -> Self {
+        let name = host_prefixed_name(cookie_name, prefixed);
+        let mut rules = CookieRules::new(&name, secure, domain, key);
+        if name != cookie_name {
+            rules.legacy_session_name = Some(cookie_name.to_string());
+            rules.legacy_login_prefix = Some(format!("{cookie_name}_login_"));
+        }
+        rules
     }
 
     pub fn session_name(&self) -> &str {
@@ -41,7 +106,13 @@ impl CookieRules {
 
     /// True for the session cookie and every login cookie: never sent upstream.
     pub fn is_portico_cookie(&self, name: &str) -> bool {
-        name == self.session_name || name.starts_with(&self.login_prefix)
+        name == self.session_name
+            || name.starts_with(&self.login_prefix)
+            || self.legacy_session_name.as_deref() == Some(name)
+            || self
+                .legacy_login_prefix
+                .as_deref()
+                .is_some_and(|prefix| name.starts_with(prefix))
     }
 
     fn base(&self, name: String, value: String) -> Cookie<'static> {
@@ -56,25 +127,25 @@ impl CookieRules {
         cookie
     }
 
-    fn encrypt(&self, name: &str, plaintext: &str) -> String {
+    fn encrypt(&self, key: &cookie::Key, name: &str, plaintext: &str) -> String {
         let mut jar = CookieJar::new();
-        jar.private_mut(&self.key)
+        jar.private_mut(key)
             .add(Cookie::new(name.to_string(), plaintext.to_string()));
         jar.get(name)
             .map(|cookie| cookie.value().to_string())
             .unwrap_or_default()
     }
 
-    fn decrypt(&self, name: &str, value: &str) -> Option<String> {
+    fn decrypt(&self, key: &cookie::Key, name: &str, value: &str) -> Option<String> {
         let jar = CookieJar::new();
-        jar.private(&self.key)
+        jar.private(key)
             .decrypt(Cookie::new(name.to_string(), value.to_string()))
             .map(|cookie| cookie.value().to_string())
     }
 
     /// The session cookie carrying `session_id`, living `max_age`.
     pub fn session_cookie(&self, session_id: &str, max_age: time::Duration) -> Cookie<'static> {
-        let value = self.encrypt(&self.session_name, session_id);
+        let value = self.encrypt(&self.key, &self.session_name, session_id);
         let mut cookie = self.base(self.session_name.clone(), value);
         cookie.set_max_age(max_age);
         cookie
@@ -103,7 +174,7 @@ impl CookieRules {
 
     /// The session id sealed in a session cookie's value, if authentic.
     pub fn open_session_value(&self, value: &str) -> Option<String> {
-        self.decrypt(&self.session_name, value)
+        self.decrypt(&self.key, &self.session_name, value)
     }
 
     pub fn login_cookie_name(&self, tag: &str) -> String {
@@ -112,7 +183,7 @@ impl CookieRules {
 
     pub fn login_cookie(&self, tag: &str, plaintext: &str) -> Cookie<'static> {
         let name = self.login_cookie_name(tag);
-        let value = self.encrypt(&name, plaintext);
+        let value = self.encrypt(&self.login_key, &name, plaintext);
         let mut cookie = self.base(name, value);
         cookie.set_max_age(LOGIN_COOKIE_LIFETIME);
         cookie
@@ -127,7 +198,7 @@ impl CookieRules {
         let wanted = self.login_cookie_name(tag);
         request_cookies(headers)
             .filter(|(name, _)| name == &wanted)
-            .find_map(|(name, value)| self.decrypt(&name, &value))
+            .find_map(|(name, value)| self.decrypt(&self.login_key, &name, &value))
     }
 
     /// Every authentic login cookie of the request: (cookie name, plaintext).
@@ -135,7 +206,7 @@ impl CookieRules {
         request_cookies(headers)
             .filter(|(name, _)| name.starts_with(&self.login_prefix))
             .filter_map(|(name, value)| {
-                let plaintext = self.decrypt(&name, &value)?;
+                let plaintext = self.decrypt(&self.login_key, &name, &value)?;
                 Some((name, plaintext))
             })
             .collect()
@@ -235,5 +306,56 @@ mod tests {
         let text = rules().session_removal().to_string();
         assert!(text.contains("Max-Age=0"), "{text}");
         assert!(text.contains("Path=/"), "{text}");
+    }
+
+    #[test]
+    fn host_prefix_only_for_https_secure_host_only_cookies() {
+        assert!(host_prefix_applies(true, true, None));
+        assert!(!host_prefix_applies(false, true, None));
+        assert!(!host_prefix_applies(true, false, None));
+        assert!(!host_prefix_applies(true, true, Some(".example.com")));
+        assert_eq!(
+            host_prefixed_name("portico_session", true),
+            "__Host-portico_session"
+        );
+        assert_eq!(
+            host_prefixed_name("portico_session", false),
+            "portico_session"
+        );
+        assert_eq!(host_prefixed_name("__Host-mine", true), "__Host-mine");
+        assert_eq!(host_prefixed_name("__Secure-mine", true), "__Secure-mine");
+    }
+
+    #[test]
+    fn prefixed_cookies_keep_the_host_only_attributes_and_ignore_unprefixed_ones() {
+        let key = cookie::Key::from(&[3u8; 64]);
+        let rules = CookieRules::for_config("portico_session", true, true, None, key.clone());
+        let session = rules.session_cookie("id-7", time::Duration::hours(1));
+        assert_eq!(session.name(), "__Host-portico_session");
+        let text = session.to_string();
+        assert!(text.contains("Secure") && text.contains("Path=/"), "{text}");
+        assert!(!text.contains("Domain"), "{text}");
+        let login = rules.login_cookie("t1", "state");
+        assert!(login.name().starts_with("__Host-portico_session_login_"));
+        let removal = rules.session_removal();
+        assert_eq!(removal.name(), "__Host-portico_session");
+        assert!(removal.to_string().contains("Secure"));
+        // A cookie tossed in under the bare name (as any subdomain could) is
+        // not read, even with a genuine sealed value, but is still stripped.
+        let tossed = Cookie::new(
+            "portico_session",
+            CookieRules::new("portico_session", true, None, key)
+                .session_cookie("id-7", time::Duration::hours(1))
+                .value()
+                .to_string(),
+        );
+        assert_eq!(rules.read_session_id(&headers_with(&tossed)), None);
+        assert!(rules.is_portico_cookie("portico_session"));
+        assert!(rules.is_portico_cookie("portico_session_login_x"));
+        assert!(rules.is_portico_cookie("__Host-portico_session"));
+        assert_eq!(
+            rules.read_session_id(&headers_with(&session)).as_deref(),
+            Some("id-7")
+        );
     }
 }

@@ -9,6 +9,14 @@
 //! that session from its cache again. Entries also expire on their own after
 //! `ENTRY_LIFETIME`, which bounds staleness if a replica's subscription is
 //! down. Reads under a lock (refresh, idle extension) bypass the cache.
+//!
+//! A load reads the record from Redis and then caches it; an invalidation
+//! that lands between the read and the insert must win, or the record it
+//! removed would be served again for `ENTRY_LIFETIME`. So a load takes a
+//! ticket before it reads ([`LocalCache::begin_load`]), every eviction
+//! cancels the tickets of that id, and the insert happens only if the
+//! ticket is still current ([`LocalCache::finish_load`]), all under the one
+//! lock that guards the entries.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,8 +45,71 @@ pub struct OpenedCookie {
     pub id: Id,
 }
 
+/// A load in progress for one session id: caches its result only if no
+/// eviction of that id came in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadTicket(u64);
+
+/// The cached records and the loads in flight, kept under one lock.
+#[derive(Default)]
+struct Table {
+    records: FastMap<String, (Arc<SessionData>, Instant)>,
+    /// Session id → the ticket of the latest load that may still cache it.
+    loading: FastMap<String, u64>,
+    next_ticket: u64,
+}
+
+impl Table {
+    fn get(&self, id: &str, now: Instant) -> Option<Arc<SessionData>> {
+        let (data, stored) = self.records.get(id)?;
+        (now.saturating_duration_since(*stored) < ENTRY_LIFETIME).then(|| data.clone())
+    }
+
+    fn put(&mut self, id: &str, data: Arc<SessionData>, now: Instant) {
+        if self.records.len() >= CAPACITY {
+            self.records
+                .retain(|_, (_, stored)| now.saturating_duration_since(*stored) < ENTRY_LIFETIME);
+            if self.records.len() >= CAPACITY {
+                self.records.clear();
+            }
+        }
+        self.records.insert(id.to_string(), (data, now));
+    }
+
+    fn begin_load(&mut self, id: &str) -> LoadTicket {
+        self.next_ticket += 1;
+        if self.loading.len() >= CAPACITY {
+            // Forgetting tickets only makes loads skip caching: safe.
+            self.loading.clear();
+        }
+        self.loading.insert(id.to_string(), self.next_ticket);
+        LoadTicket(self.next_ticket)
+    }
+
+    /// Caches `data` if `ticket` is still the current load of `id`.
+    fn finish_load(
+        &mut self,
+        id: &str,
+        ticket: LoadTicket,
+        data: Arc<SessionData>,
+        now: Instant,
+    ) -> bool {
+        if self.loading.get(id) != Some(&ticket.0) {
+            return false;
+        }
+        self.loading.remove(id);
+        self.put(id, data, now);
+        true
+    }
+
+    fn evict(&mut self, id: &str) {
+        self.records.remove(id);
+        self.loading.remove(id);
+    }
+}
+
 pub struct LocalCache {
-    entries: Mutex<FastMap<String, (Arc<SessionData>, Instant)>>,
+    entries: Mutex<Table>,
     /// Sealed session-cookie value → the session id it seals, as text and
     /// parsed. A value always opens to the same id (authenticated
     /// encryption), so this memo needs no invalidation; it only spares the
@@ -52,7 +123,7 @@ pub struct LocalCache {
 impl LocalCache {
     pub fn new(pool: Pool, key_prefix: &str) -> Arc<Self> {
         Arc::new(LocalCache {
-            entries: Mutex::new(FastMap::default()),
+            entries: Mutex::new(Table::default()),
             opened: Mutex::new(FastMap::default()),
             channel: format!("{key_prefix}invalidate"),
             ack_prefix: format!("{key_prefix}ack:"),
@@ -60,28 +131,31 @@ impl LocalCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, (Arc<SessionData>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn get(&self, id: &str, now: Instant) -> Option<Arc<SessionData>> {
-        let entries = self.lock();
-        let (data, stored) = entries.get(id)?;
-        (now.saturating_duration_since(*stored) < ENTRY_LIFETIME).then(|| data.clone())
+        self.lock().get(id, now)
     }
 
-    pub fn put(&self, id: &str, data: Arc<SessionData>, now: Instant) {
-        let mut entries = self.lock();
-        if entries.len() >= CAPACITY {
-            entries
-                .retain(|_, (_, stored)| now.saturating_duration_since(*stored) < ENTRY_LIFETIME);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(id.to_string(), (data, now));
+    /// Call before reading the record of `id` from the store.
+    pub fn begin_load(&self, id: &str) -> LoadTicket {
+        self.lock().begin_load(id)
+    }
+
+    /// Caches what the load of `ticket` read, unless `id` was evicted since
+    /// [`LocalCache::begin_load`]. Returns whether it was cached.
+    pub fn finish_load(
+        &self,
+        id: &str,
+        ticket: LoadTicket,
+        data: Arc<SessionData>,
+        now: Instant,
+    ) -> bool {
+        self.lock().finish_load(id, ticket, data, now)
     }
 
     /// The session id `sealed` opens to, opening it with `open` only the
@@ -113,11 +187,11 @@ impl LocalCache {
     }
 
     pub fn evict(&self, id: &str) {
-        self.lock().remove(id);
+        self.lock().evict(id);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().records.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -192,5 +266,60 @@ impl LocalCache {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sub: &str) -> Arc<SessionData> {
+        Arc::new(SessionData::for_bearer(crate::session::Identity {
+            sub: sub.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn an_invalidation_between_the_store_read_and_the_insert_wins() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        // A request misses the cache and starts reading the record...
+        let ticket = table.begin_load("s1");
+        let read_from_store = record("alice");
+        // ...sign-out on another replica ends the session and the
+        // invalidation arrives before the read's answer is cached...
+        table.evict("s1");
+        // ...so the record that was read is not cached.
+        assert!(!table.finish_load("s1", ticket, read_from_store, now));
+        assert!(table.get("s1", now).is_none());
+        // A load that starts after the invalidation caches as usual.
+        let later = table.begin_load("s1");
+        assert!(table.finish_load("s1", later, record("alice"), now));
+        assert!(table.get("s1", now).is_some());
+    }
+
+    #[test]
+    fn the_older_of_two_overlapping_loads_does_not_cache() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        let first = table.begin_load("s1");
+        let second = table.begin_load("s1");
+        assert!(!table.finish_load("s1", first, record("old"), now));
+        assert!(table.finish_load("s1", second, record("new"), now));
+        assert_eq!(table.get("s1", now).unwrap().sub, "new");
+        // Another id's eviction does not cancel this one's load.
+        let third = table.begin_load("s2");
+        table.evict("s1");
+        assert!(table.finish_load("s2", third, record("bob"), now));
+    }
+
+    #[test]
+    fn entries_expire_after_their_lifetime() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        table.put("s1", record("alice"), now);
+        assert!(table.get("s1", now + ENTRY_LIFETIME / 2).is_some());
+        assert!(table.get("s1", now + ENTRY_LIFETIME).is_none());
     }
 }

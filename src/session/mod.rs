@@ -19,9 +19,11 @@ use time::OffsetDateTime;
 use tower_sessions::session::Id;
 use tower_sessions::{Expiry, Session};
 
-pub use cookies::{request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME};
+pub use cookies::{
+    host_prefix_applies, host_prefixed_name, request_cookies, CookieRules, LOGIN_COOKIE_LIFETIME,
+};
 pub use coordination::{Coordination, LockToken};
-pub use crypto::{Keys, SealError};
+pub use crypto::{Keys, SealError, SealPurpose};
 pub use local_cache::{LocalCache, OpenedCookie, ENTRY_LIFETIME};
 pub use store::{redis_pool, SessionBackend, StoreSetupError, TimedStore, REDIS_COMMAND_TIMEOUT};
 
@@ -193,12 +195,14 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(config: &SessionConfig, backend: SessionBackend, metrics: Metrics) -> Self {
         let keys = Keys::derive(config.cookie_secret.expose());
-        let cookies = CookieRules::new(
+        let cookies = CookieRules::for_config(
             &config.cookie_name,
+            config.cookie_host_prefix,
             config.cookie_secure,
             config.cookie_domain.clone(),
             keys.cookie.clone(),
-        );
+        )
+        .with_login_key(keys.login_cookie.clone());
         let coordination = match backend.redis_pool() {
             Some(pool) => Coordination::redis(pool.clone(), &config.key_prefix, metrics.clone()),
             None => Coordination::memory(),
@@ -298,9 +302,13 @@ impl Sessions {
                 handle: None,
             }));
         }
+        // The ticket is taken before the read: an invalidation that lands
+        // while the read is in flight cancels it, and the record read is
+        // then not cached (it may be the one just ended).
+        let ticket = cache.begin_load(&opened.text);
         let loaded = self.reload(id).await?;
         if let Some(active) = &loaded {
-            cache.put(&opened.text, active.data.clone(), now);
+            cache.finish_load(&opened.text, ticket, active.data.clone(), now);
         }
         Ok(loaded)
     }
@@ -330,11 +338,14 @@ impl Sessions {
 
     pub fn seal_tokens(&self, tokens: &TokenSet) -> String {
         let json = serde_json::to_vec(tokens).unwrap_or_default();
-        self.keys.seal(&json)
+        self.keys.seal(SealPurpose::SessionTokens, &json)
     }
 
     pub fn open_tokens(&self, data: &SessionData) -> Option<TokenSet> {
-        let json = self.keys.open(&data.sealed_tokens).ok()?;
+        let json = self
+            .keys
+            .open(SealPurpose::SessionTokens, &data.sealed_tokens)
+            .ok()?;
         serde_json::from_slice(&json).ok()
     }
 

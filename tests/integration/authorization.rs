@@ -333,7 +333,11 @@ async fn tokens_of_an_extra_issuer_are_verified_with_its_own_keys_and_audiences(
     };
     let page = bearer(&app, "/jobs", &token("machine-api")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    assert_eq!(page.json()["headers"]["x-forwarded-user"], "batch-job");
+    // Scoped by its issuer: never confused with a provider user "batch-job".
+    assert_eq!(
+        page.json()["headers"]["x-forwarded-user"],
+        format!("{}#batch-job", other.issuer())
+    );
     assert_eq!(
         bearer(&app, "/jobs", &token(CLIENT_ID)).await.status,
         StatusCode::UNAUTHORIZED
@@ -549,7 +553,7 @@ async fn identity_jwt_is_signed_by_portico_and_verifies_with_the_published_jwks(
         .await;
     assert_eq!(replica_jwks.json(), jwks_page.json());
     // The key is stored sealed: Redis holds no usable key material in the clear.
-    let reply = redis.command(&["GET", "portico:identity-key"]);
+    let reply = redis.command(&["GET", "portico:identity-key-v2"]);
     let stored = reply.lines().nth(1).expect("the key is stored").to_string();
     assert!(
         portico::identity::IdentitySigner::from_base64(&stored, "https://x").is_err(),

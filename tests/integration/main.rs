@@ -24,6 +24,8 @@ mod proxy;
 mod sentinel;
 mod sessions;
 mod signals;
+mod suspicions;
+mod token_kinds;
 mod tokens;
 mod upstream_wire;
 mod websocket;
