@@ -59,7 +59,7 @@ where
     // whatever level RUST_LOG lets through: with `warn`, an info span would
     // be filtered out and warnings would lose the request id.
     let span = tracing::error_span!("request", request_id = %id.as_str());
-    let mut response = async {
+    let answer = async {
         let response = match limits::admit(app, request, &id) {
             limits::Admission::Through(request, watched) => {
                 let response = inner(request, meta).await;
@@ -70,8 +70,9 @@ where
         observation.finish(app, &response);
         response
     }
-    .instrument(span)
-    .await;
+    .instrument(span);
+    // Every page rendered for this request names the app as configured.
+    let mut response = crate::pages::with_branding(app.branding.clone(), answer).await;
     crate::page_security::add_hsts(
         &mut response,
         app.config.server.public_url.scheme() == "https",

@@ -19,6 +19,7 @@ use super::errors::{quoted, Problems};
 use super::raw::{RawConfig, RawServer};
 use super::size::{parse_size, SIZE_FIX};
 use super::types::{Config, LogFormat, RequestLimits, ServerConfig};
+use super::validate_branding::branding;
 use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes};
 use super::validate_session::session;
@@ -178,6 +179,7 @@ fn server(
         );
     }
     let limits = limits(problems, raw);
+    let branding = branding(problems, &raw.app_name, &raw.logo_url);
     let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     let identity_key = match super::secrets::read_secret(
         problems,
@@ -220,6 +222,7 @@ fn server(
         upstream_send_timeout: upstream_send_timeout?,
         h2c: raw.h2c,
         limits: limits?,
+        branding: branding?,
     })
 }
 
