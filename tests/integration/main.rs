@@ -17,6 +17,7 @@ mod descope_browser;
 mod descope_scenarios;
 mod ingress_nginx;
 mod kubernetes;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod login;
