@@ -248,7 +248,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Upstream requests that failed: timeout, unreachable (refused or reset before the head), request (could not be sent), invalid (a malformed answer), body (broken mid-response)",
+            "Upstream requests that failed: timeout, unreachable (refused or reset before the head), request (could not be sent), invalid (a malformed answer), body (broken mid-response), read_timeout (a response body stalled past upstream_read_timeout)",
             upstream_errors.clone(),
         );
         let upstream_active = Gauge::default();

@@ -17,6 +17,7 @@ mod descope_browser;
 mod descope_scenarios;
 mod ext_authz;
 mod forward_auth_redirect;
+mod hostile;
 mod ingress_nginx;
 mod kubernetes;
 mod lifecycle;
