@@ -28,6 +28,7 @@ mod validate;
 mod validate_oidc;
 mod validate_routes;
 mod validate_session;
+mod validate_telemetry;
 mod value_kinds;
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use super::types::{Config, LogFormat, RequestLimits, ServerConfig};
 use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes};
 use super::validate_session::session;
+use super::validate_telemetry::telemetry;
 
 /// Checks everything; `None` when any problem was reported.
 pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Config> {
@@ -30,6 +31,7 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
     let session = session(problems, &raw.session, public_url.as_ref());
     let routes = routes(problems, &raw.routes);
+    let telemetry = telemetry(problems, &raw.telemetry);
     if let (Some(oidc), Some(session), Some(public_url)) = (&oidc, &session, &public_url) {
         redirect_origin(
             problems,
@@ -46,6 +48,7 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
         oidc,
         session: session?,
         routes,
+        telemetry: telemetry?,
     })
 }
 
