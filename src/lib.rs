@@ -25,6 +25,7 @@ pub mod redirect;
 pub mod request_id;
 pub mod session;
 mod sign_out;
+pub mod telemetry;
 pub mod tls;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Set when a shutdown begins (`/readyz` turns 503).
     pub draining: Draining,
+    /// OpenTelemetry traces; off unless `[telemetry] otlp_endpoint` is set.
+    pub telemetry: telemetry::Telemetry,
     identity: tokio::sync::OnceCell<Arc<identity::IdentitySigner>>,
     clock: Clock,
 }
@@ -145,6 +148,8 @@ pub enum BuildError {
     Upstream(#[from] proxy::UpstreamError),
     #[error("HTTP client for the provider: {0}")]
     HttpClient(String),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemetry::TelemetryError),
 }
 
 /// Builds the gateway with the system clock. Starts provider discovery in
@@ -200,6 +205,7 @@ fn app_state_with_backend(
         ),
         metrics,
         draining: Draining::default(),
+        telemetry: telemetry::Telemetry::start(&config.telemetry)?,
         config,
         clock,
     })

@@ -185,18 +185,20 @@ pub async fn finish_login(
         .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()));
     let http = handle.http();
-    let response = request
-        .request_async(&super::http::ProviderHttp(http))
-        .await
-        .map_err(|error| match error {
-            RequestTokenError::ServerResponse(body) => {
-                LoginError::TokenEndpointRefused(body.error().to_string())
-            }
-            RequestTokenError::Request(inner) => {
-                LoginError::TokenEndpointUnreachable(error_chain(&inner))
-            }
-            other => LoginError::TokenEndpointRefused(error_chain(&other)),
-        })?;
+    let response = crate::telemetry::traced(
+        "oidc.token_exchange",
+        request.request_async(&super::http::ProviderHttp(http)),
+    )
+    .await
+    .map_err(|error| match error {
+        RequestTokenError::ServerResponse(body) => {
+            LoginError::TokenEndpointRefused(body.error().to_string())
+        }
+        RequestTokenError::Request(inner) => {
+            LoginError::TokenEndpointUnreachable(error_chain(&inner))
+        }
+        other => LoginError::TokenEndpointRefused(error_chain(&other)),
+    })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
     let nonce = Nonce::new(login.nonce.clone());
     let claims = match verify_id_token(
