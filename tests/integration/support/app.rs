@@ -245,6 +245,9 @@ redis_url = "{redis_url}"
 cookie_secret = "{COOKIE_SECRET}"
 {session}
 
+[telemetry]
+{telemetry}
+
 {routes}
 "#,
             issuer_line = if extra("oidc").contains("provider = \"descope\"") {
@@ -255,6 +258,7 @@ cookie_secret = "{COOKIE_SECRET}"
             server = extra("server"),
             oidc = extra("oidc"),
             session = extra("session"),
+            telemetry = extra("telemetry"),
         );
         let clock = TestClock::default();
         let (state, server) = serve(&config_text, listener, &clock).await;

@@ -6,12 +6,14 @@ pub mod browser;
 pub mod cdp;
 pub mod chromium;
 pub mod nginx;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use redis::RedisServer;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG=debug for more).
