@@ -35,6 +35,7 @@ pub(crate) fn redirect(location: &str, cookies: Vec<cookie::Cookie<'static>>) ->
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::page_security::harden(&mut response);
     response
 }
 
@@ -104,8 +105,8 @@ pub async fn start(
     });
     let mut params: Vec<(String, String)> = app
         .routes
-        .find(host.as_deref(), return_to.path())
-        .map(|route| route.login_param_pairs())
+        .resolve(host.as_deref(), return_to.path())
+        .map(|(_, route)| route.login_param_pairs())
         .unwrap_or_default();
     if app.sessions.cookie_session_id(request.headers()).is_some()
         && !params.iter().any(|(name, _)| name == "prompt")

@@ -38,6 +38,13 @@ pub enum GatewayError {
     Refresh(#[from] RefreshError),
     #[error("{0}")]
     TooLarge(Limit),
+    /// Forward-auth was told which request to judge by a peer that is not
+    /// in `[server] trusted_proxies`.
+    #[error("forward-auth: the original-request headers come from a peer not in trusted_proxies")]
+    UntrustedForwardAuth,
+    /// Forward-auth was asked about a request no route covers.
+    #[error("forward-auth: no route covers the original request")]
+    NoRouteToJudge,
 }
 
 /// What a person reads on the error page.
@@ -51,7 +58,10 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::UntrustedForwardAuth => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::NoRouteToJudge => StatusCode::FORBIDDEN,
             GatewayError::NotSignedIn | GatewayError::InvalidBearer(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::Login(error) => match error {
@@ -81,6 +91,8 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => "not_found",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::UntrustedForwardAuth => "untrusted_forward_auth",
+            GatewayError::NoRouteToJudge => "no_route",
             GatewayError::NotSignedIn => "unauthorized",
             GatewayError::InvalidBearer(_) => "invalid_token",
             GatewayError::Forbidden(_) => "forbidden",
@@ -112,6 +124,22 @@ impl GatewayError {
                 title: "Bad request",
                 message: format!("The request could not be understood: {what}."),
                 advice: "Check the address and try again.",
+            },
+            GatewayError::UntrustedForwardAuth => Explanation {
+                title: "Request refused",
+                message: "The proxy asking portico to check this request is not one portico \
+                          trusts to say which request it is (its address is not in \
+                          [server] trusted_proxies)."
+                    .into(),
+                advice: "If you run this site: add the proxy's address to trusted_proxies in \
+                         portico's [server] section.",
+            },
+            GatewayError::NoRouteToJudge => Explanation {
+                title: "Access denied",
+                message: "No application is configured for this address, so portico cannot \
+                          allow it."
+                    .into(),
+                advice: "Check the address, or ask the site's operator to add a route for it.",
             },
             GatewayError::NotSignedIn => Explanation {
                 title: "Sign-in required",

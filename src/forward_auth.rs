@@ -17,64 +17,118 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::authz::{decide, Decision};
 use crate::error::GatewayError;
-use crate::pages::error_response;
-use crate::proxy::{authenticate, Principal};
+use crate::pages::{error_response, wants_json};
+use crate::proxy::{authenticate, path_error, PathError, Principal};
 use crate::request_id;
 use crate::AppState;
 
-/// The original request's host and path, from a trusted proxy's headers.
-fn original_target(headers: &HeaderMap, trusted: bool) -> (Option<String>, String) {
+/// Headers that say which request forward-auth is to judge.
+const ORIGINAL_REQUEST_HEADERS: [&str; 3] =
+    ["x-forwarded-uri", "x-original-uri", "x-forwarded-host"];
+
+/// Why forward-auth cannot judge a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unjudgeable {
+    /// An original-request header from a peer not in `trusted_proxies`.
+    Untrusted(&'static str),
+    /// An original URI that is not a path (`*`, an absolute URL, junk).
+    NotAPath,
+}
+
+/// The original request's host and path (as sent, not yet canonical):
+/// from `X-Forwarded-Uri` / `X-Original-URI` and `X-Forwarded-Host`, which
+/// only a trusted proxy may send; `/` on any host when none is sent (a plain
+/// "is anyone signed in" check). Sent by anyone else, they are an error: a
+/// silent fallback to `/` would judge another request than the one asked
+/// about.
+fn original_target(
+    headers: &HeaderMap,
+    trusted: bool,
+) -> Result<(Option<String>, String), Unjudgeable> {
     if !trusted {
-        return (None, "/".to_string());
+        if let Some(name) = ORIGINAL_REQUEST_HEADERS
+            .into_iter()
+            .find(|name| headers.contains_key(*name))
+        {
+            return Err(Unjudgeable::Untrusted(name));
+        }
+        return Ok((None, "/".to_string()));
     }
     let text = |name: &str| {
         headers
             .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string)
+            .map(|value| value.to_str().map(str::to_string))
     };
-    let uri = text("x-forwarded-uri")
-        .or_else(|| text("x-original-uri"))
-        .unwrap_or_else(|| "/".to_string());
-    let path = uri.split(['?', '#']).next().unwrap_or("/").to_string();
-    let path = if path.starts_with('/') {
-        path
-    } else {
-        "/".to_string()
+    let uri = match text("x-forwarded-uri").or_else(|| text("x-original-uri")) {
+        None => "/".to_string(),
+        Some(Ok(uri)) => uri,
+        Some(Err(_)) => return Err(Unjudgeable::NotAPath),
     };
-    let host = text("x-forwarded-host").map(|host| host.to_ascii_lowercase());
-    (host, path)
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(Unjudgeable::NotAPath);
+    }
+    let host = match text("x-forwarded-host") {
+        None => None,
+        Some(Ok(host)) => Some(host.to_ascii_lowercase()),
+        Some(Err(_)) => return Err(Unjudgeable::NotAPath),
+    };
+    Ok((host, path.to_string()))
 }
 
+/// `GET /oauth2/auth`: judges the original request as the proxy would:
+/// the same canonical path and route ([`crate::proxy::RouteTable::resolve`]),
+/// and the same rules. No route is a denial (403), never an allow.
 pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = request_id::of(&request);
     let peer = request_id::peer_of(&request).map(|address| address.ip());
     let headers = request.headers();
-    let (host, path) = original_target(headers, app.is_trusted_proxy(peer));
-    if crate::proxy::has_dot_segments(&path) {
-        return error_response(
-            &GatewayError::BadRequest("the path contains '.' or '..' segments"),
-            request_id.as_str(),
-            true,
-        );
-    }
-    let route = app.routes.find(host.as_deref(), &path);
-    if route.as_ref().is_some_and(|route| route.public) {
+    let json = wants_json(headers, false);
+    let (host, path) = match original_target(headers, app.is_trusted_proxy(peer)) {
+        Ok(target) => target,
+        Err(Unjudgeable::Untrusted(header)) => {
+            tracing::warn!(
+                peer = ?peer,
+                header,
+                "forward-auth refused: the original-request header comes from a peer not in \
+                 [server] trusted_proxies; add the proxy's address to trusted_proxies"
+            );
+            return error_response(
+                &GatewayError::UntrustedForwardAuth,
+                request_id.as_str(),
+                json,
+            );
+        }
+        Err(Unjudgeable::NotAPath) => {
+            return error_response(
+                &GatewayError::BadRequest("the original URI is not a path"),
+                request_id.as_str(),
+                json,
+            )
+        }
+    };
+    let route = match app.routes.resolve(host.as_deref(), &path) {
+        Ok((_, route)) => route,
+        Err(PathError::NoRoute) => {
+            tracing::info!("forward-auth denied: no route covers the original URI");
+            return error_response(&GatewayError::NoRouteToJudge, request_id.as_str(), json);
+        }
+        Err(error) => return error_response(&path_error(error), request_id.as_str(), json),
+    };
+    if route.public {
         return StatusCode::ACCEPTED.into_response();
     }
-    let principal = match authenticate(&app, headers, route.as_deref(), &request_id).await {
+    let principal = match authenticate(&app, headers, Some(&route), &request_id).await {
         Ok(Some(principal)) => principal,
         Ok(None) => return error_response(&GatewayError::NotSignedIn, request_id.as_str(), true),
         Err(error) => return error_response(&error, request_id.as_str(), true),
     };
-    if let Some(route) = &route {
-        if decide(route, principal.data()) != Decision::Allow {
-            return error_response(
-                &GatewayError::Forbidden("route rules".into()),
-                request_id.as_str(),
-                true,
-            );
-        }
+    if decide(&route, principal.data()) != Decision::Allow {
+        return error_response(
+            &GatewayError::Forbidden("route rules".into()),
+            request_id.as_str(),
+            true,
+        );
     }
     let mut response = StatusCode::ACCEPTED.into_response();
     let data = principal.data();
@@ -97,7 +151,7 @@ pub async fn forward_auth(State(app): State<Arc<AppState>>, request: Request) ->
         "x-auth-request-preferred-username",
         data.preferred_username.as_deref(),
     );
-    if route.as_ref().is_some_and(|route| route.pass_access_token) {
+    if route.pass_access_token {
         let token = principal.access_token(&app);
         set("x-auth-request-access-token", token.as_deref());
     }
@@ -161,11 +215,44 @@ mod tests {
         headers.insert("x-forwarded-host", HeaderValue::from_static("App.Example"));
         assert_eq!(
             original_target(&headers, true),
-            (Some("app.example".to_string()), "/admin/x".to_string())
+            Ok((Some("app.example".to_string()), "/admin/x".to_string()))
         );
-        assert_eq!(original_target(&headers, false), (None, "/".to_string()));
         let mut traefik = HeaderMap::new();
         traefik.insert("x-forwarded-uri", HeaderValue::from_static("/api"));
-        assert_eq!(original_target(&traefik, true).1, "/api");
+        assert_eq!(original_target(&traefik, true).unwrap().1, "/api");
+    }
+
+    #[test]
+    fn an_original_url_from_an_untrusted_peer_is_an_error_not_a_fallback() {
+        for name in ORIGINAL_REQUEST_HEADERS {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("/admin/x"));
+            assert_eq!(
+                original_target(&headers, false),
+                Err(Unjudgeable::Untrusted(name))
+            );
+        }
+        // Without any, a plain "is someone signed in" check of "/".
+        assert_eq!(
+            original_target(&HeaderMap::new(), false),
+            Ok((None, "/".to_string()))
+        );
+        assert_eq!(
+            original_target(&HeaderMap::new(), true),
+            Ok((None, "/".to_string()))
+        );
+    }
+
+    #[test]
+    fn an_original_url_that_is_not_a_path_cannot_be_judged() {
+        for uri in ["*", "http://evil.example/admin", "admin/x", ""] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-uri", HeaderValue::from_str(uri).unwrap());
+            assert_eq!(
+                original_target(&headers, true),
+                Err(Unjudgeable::NotAPath),
+                "{uri}"
+            );
+        }
     }
 }

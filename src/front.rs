@@ -81,6 +81,10 @@ where
         .instrument(span)
         .await;
     telemetry::end_request(trace, response.status());
+    crate::page_security::add_hsts(
+        &mut response,
+        app.config.server.public_url.scheme() == "https",
+    );
     request_id::answer_with(&mut response, &id);
     response
 }

@@ -19,10 +19,12 @@ pub mod identity;
 pub mod limits;
 pub mod oidc;
 pub mod ops;
+mod page_security;
 pub mod pages;
 pub mod proxy;
 pub mod redirect;
 pub mod request_id;
+pub mod request_path;
 pub mod session;
 mod sign_out;
 pub mod telemetry;
@@ -170,6 +172,10 @@ pub async fn build_parts(
 ) -> Result<(Arc<AppState>, Router), BuildError> {
     let state = Arc::new(app_state(config, clock)?);
     state.provider.spawn_background();
+    session::warn_if_redis_is_silent(
+        state.sessions.backend(),
+        config::shown_secret_url(state.config.session.redis_url.expose()),
+    );
     Ok((state.clone(), router(state)))
 }
 
@@ -242,6 +248,14 @@ fn router(state: Arc<AppState>) -> Router {
         router
     };
     router
+        // portico's own answers (not the proxied ones of the fallback) get
+        // the framing and sniffing headers, whatever made them.
+        .route_layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                page_security::harden(&mut response);
+                response
+            },
+        ))
         .fallback(proxy::gateway)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,12 +7,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+const USAGE: &str = "\
+portico --config PATH            serve: run the gateway with the config file PATH
+       portico check --config PATH      check the file: print the effective config or every problem
+       portico demo [--listen ADDR] [--public-url URL]
+                                        try it: gateway + dev OpenID Provider + echo app, no files
+       portico health [--url URL]       exit 0 when a running portico's /readyz says ready, else 1";
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "An OpenID Connect session gateway")]
+#[command(
+    name = "portico",
+    version,
+    about = "An OpenID Connect session gateway: browser sign-in, sessions in Redis, \
+             an authenticated reverse proxy",
+    override_usage = USAGE,
+    after_help = "With no command, portico serves: `portico --config /etc/portico/portico.toml` \
+                  (or PORTICO_CONFIG=/etc/portico/portico.toml portico).\n\
+                  Every key can be overridden by PORTICO_<SECTION>__<KEY> variables; \
+                  docs/configuration.md lists them."
+)]
 struct Cli {
-    /// The TOML config file (or PORTICO_CONFIG).
+    /// The TOML config file (or PORTICO_CONFIG). With no command, portico serves it.
     #[arg(long, env = "PORTICO_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -21,14 +39,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the config and print the effective config, secrets masked.
+    /// Validate the config and print the effective config (secrets masked),
+    /// or every problem with its fix; exit 0 or 1. No network.
     Check,
-    /// Run the gateway, a dev OpenID Provider and an echo upstream on loopback.
+    /// Try portico with no account and no files: the gateway, a dev OpenID
+    /// Provider and an echo app, with the built-in config (config/demo.toml).
+    /// Sessions in memory, or in Redis when REDIS_URL is set.
     Demo {
-        /// Where the gateway listens; the dev OP and the echo upstream take
-        /// the next two ports.
+        /// Where the gateway listens; the dev OP and the echo app take the
+        /// next two ports (the echo app on loopback only).
         #[arg(long, default_value = "127.0.0.1:4180")]
         listen: SocketAddr,
+        /// The URL browsers use to reach the gateway (default: the listen
+        /// address, or http://127.0.0.1:PORT when listening on 0.0.0.0 or ::,
+        /// as in a container that publishes the port on the host).
+        #[arg(long)]
+        public_url: Option<url::Url>,
+    },
+    /// Ask a running portico whether it is ready (GET /readyz): exit 0 when
+    /// it is, 1 otherwise. For container healthchecks; needs no curl.
+    Health {
+        /// portico's address or its /readyz URL [default: from --config's
+        /// listen address, else http://127.0.0.1:4180/readyz]
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Run the dev OpenID Provider alone (for scripts/bench), until SIGINT/SIGTERM.
     #[command(name = "dev-op", hide = true)]
@@ -70,12 +104,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     match cli.command {
         Some(Command::Check) => check(cli.config),
-        Some(Command::Demo { listen }) => {
+        Some(Command::Health { url }) => health(url, cli.config).await,
+        Some(Command::Demo { listen, public_url }) => {
+            let config_source = matches
+                .subcommand_matches("demo")
+                .and_then(|demo| demo.value_source("config"));
+            if let Some(refusal) = demo_config_refusal(config_source) {
+                eprintln!("{refusal}");
+                return ExitCode::from(2);
+            }
             portico::ops::logging::init(portico::config::LogFormat::Text);
-            match portico::demo::run(listen).await {
+            match portico::demo::run(listen, public_url).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("portico demo: {error}");
@@ -128,6 +174,60 @@ async fn dev_op(
         }
         Err(error) => {
             eprintln!("portico dev-op: cannot start on {listen}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `portico demo` runs its built-in config: a file given on the command line
+/// is refused (silently ignoring it would mislead), one from PORTICO_CONFIG
+/// only noted, since a container may set that for the serving image.
+fn demo_config_refusal(source: Option<ValueSource>) -> Option<String> {
+    match source {
+        Some(ValueSource::CommandLine) => Some(
+            "portico demo: --config is not used by the demo, which runs its built-in \
+             configuration (config/demo.toml) with its own dev OpenID Provider and echo app.\n\
+             To serve your own file:  portico --config PATH\n\
+             To change the demo:      portico demo --listen ADDR --public-url URL \
+             (and REDIS_URL=redis://… for sessions in Redis)"
+                .to_owned(),
+        ),
+        Some(ValueSource::EnvVariable) => {
+            eprintln!(
+                "portico demo: PORTICO_CONFIG is set; the demo does not use it (it runs its \
+                 built-in configuration)"
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// `portico health`: 0 when /readyz says ready, 1 otherwise (one line why).
+async fn health(url: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    use portico::ops::health;
+    let target = match (url, config) {
+        (Some(url), _) => health::readyz_url(&url),
+        (None, Some(path)) => match load(Some(path)) {
+            Ok(config) => health::readyz_url_for_listen(
+                config.server.listen,
+                config.server.tls_cert.is_some(),
+            ),
+            Err(code) => return code,
+        },
+        (None, None) => health::readyz_url(health::DEFAULT_URL),
+    };
+    let outcome = match target {
+        Ok(url) => health::probe(&url).await.map(|()| url),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(url) => {
+            println!("portico health: ready ({url})");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico health: {error}");
             ExitCode::FAILURE
         }
     }

@@ -102,6 +102,7 @@ pub fn error_response_with_retry(
         };
         html(status, page.render())
     };
+    crate::page_security::harden(&mut response);
     if status == StatusCode::UNAUTHORIZED {
         let challenge = match error {
             GatewayError::InvalidBearer(description) => HeaderValue::from_str(&format!(
@@ -171,6 +172,7 @@ fn html(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
             response
                 .headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            crate::page_security::harden(&mut response);
             response
         }
         Err(error) => {
@@ -179,6 +181,7 @@ fn html(status: StatusCode, rendered: Result<String, askama::Error>) -> Response
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            crate::page_security::harden(&mut response);
             response
         }
     }

@@ -116,6 +116,11 @@ impl Problems {
         self.settled_keys.push(key);
     }
 
+    /// Silences later reports about `key` (and keys inside it).
+    pub(crate) fn settle(&mut self, key: impl Into<String>) {
+        self.settled_keys.push(key.into());
+    }
+
     fn is_settled(&self, key: &str) -> bool {
         self.settled_keys
             .iter()

@@ -41,6 +41,11 @@ use std::path::Path;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use render::render_effective;
+
+/// A URL as it may be shown in logs: any password in it replaced by `***`.
+pub fn shown_secret_url(url: &str) -> String {
+    errors::mask_url_password(url)
+}
 pub use types::*;
 
 use errors::Problems;

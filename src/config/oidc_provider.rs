@@ -104,6 +104,15 @@ fn descope_identity(problems: &mut Problems, raw: &RawOidc) -> Option<Identity> 
             PROJECT_FIX,
         );
         None
+    } else if is_placeholder_project_id(&raw.project_id) {
+        problems.report(
+            "oidc.project_id",
+            quoted(&raw.project_id),
+            "is a placeholder, not a real project id",
+            "put in your project's id: Descope console → Project settings → Project ID \
+             (it starts with P, e.g. \"P2abc…\")",
+        );
+        None
     } else {
         Some(raw.project_id.clone())
     };
@@ -143,6 +152,24 @@ fn descope_identity(problems: &mut Problems, raw: &RawOidc) -> Option<Identity> 
         base_url: Some(base_url?),
         flow: (!raw.flow.is_empty()).then(|| raw.flow.clone()),
     })
+}
+
+/// Whether a project id is an example left in place (the one the docs and
+/// the example config ship, or anything that says "your project", "example",
+/// "placeholder" or "xxx"): it would only fail later, at discovery, with a
+/// far less helpful message.
+pub(crate) fn is_placeholder_project_id(project_id: &str) -> bool {
+    let lower = project_id.to_ascii_lowercase();
+    [
+        "yourproject",
+        "example",
+        "placeholder",
+        "changeme",
+        "xxx",
+        "projectid",
+    ]
+    .iter()
+    .any(|marker| lower.contains(marker))
 }
 
 /// Descope's API host: regional projects (ids of 32+ characters) carry the
@@ -204,6 +231,28 @@ fn secure_url(problems: &mut Problems, key: &str, text: &str, fix: &str) -> Opti
 #[allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_project_ids_are_recognised_and_real_ones_are_not() {
+        for placeholder in [
+            "P2YourProjectIdHere",
+            "YourProjectId",
+            "P2example",
+            "PXXXXXXXXXXXX",
+            "P2xxxx",
+            "Pplaceholder",
+            "P2ProjectIdHere",
+        ] {
+            assert!(is_placeholder_project_id(placeholder), "{placeholder}");
+        }
+        for real in [
+            "P2abcDEF123",
+            "P2TestProject",
+            "Peuc12xYzAbCdEfGhIjKlMnOpQrStUvW",
+        ] {
+            assert!(!is_placeholder_project_id(real), "{real}");
+        }
+    }
 
     #[test]
     fn descope_base_url_takes_the_region_from_long_project_ids() {

@@ -214,6 +214,10 @@ pub(crate) struct RawRoute {
     pub token_cookie: String,
     pub identity_jwt: bool,
     pub pass_access_token: bool,
+    pub allow_encoded_slashes: bool,
+    pub allow_path_parameters: bool,
+    pub case_insensitive: bool,
+    pub cache_control_private: bool,
 }
 
 /// `require_tenant_roles = { tenant = "…", roles = ["…"] }`
@@ -255,6 +259,10 @@ impl Default for RawRoute {
             token_cookie: String::new(),
             identity_jwt: false,
             pass_access_token: false,
+            allow_encoded_slashes: false,
+            allow_path_parameters: false,
+            case_insensitive: false,
+            cache_control_private: true,
         }
     }
 }
@@ -408,6 +416,10 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("token_cookie", Kind::Text),
             ("identity_jwt", Kind::Flag),
             ("pass_access_token", Kind::Flag),
+            ("allow_encoded_slashes", Kind::Flag),
+            ("allow_path_parameters", Kind::Flag),
+            ("case_insensitive", Kind::Flag),
+            ("cache_control_private", Kind::Flag),
         ],
     },
     Section {

@@ -249,6 +249,10 @@ pub fn render_effective(config: &Config) -> String {
         document.optional("token_cookie", route.token_cookie.as_ref());
         document.flag("identity_jwt", route.identity_jwt);
         document.flag("pass_access_token", route.pass_access_token);
+        document.flag("allow_encoded_slashes", route.allow_encoded_slashes);
+        document.flag("allow_path_parameters", route.allow_path_parameters);
+        document.flag("case_insensitive", route.case_insensitive);
+        document.flag("cache_control_private", route.cache_control_private);
     }
     for issuer in &oidc.extra_jwt_issuers {
         document.section("[[oidc.extra_jwt_issuers]]");

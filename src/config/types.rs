@@ -242,6 +242,16 @@ pub struct RouteConfig {
     pub identity_jwt: bool,
     /// Add `X-Forwarded-Access-Token`.
     pub pass_access_token: bool,
+    /// Pass paths holding an encoded slash (`%2F`, `%5C`) or a `\`
+    /// (refused with 400 otherwise; see `request_path`).
+    pub allow_encoded_slashes: bool,
+    /// Pass paths holding `;` path parameters (refused with 400 otherwise).
+    pub allow_path_parameters: bool,
+    /// Match `path_prefix` in any letter case, for case-insensitive upstreams.
+    pub case_insensitive: bool,
+    /// Tighten the upstream's `Cache-Control` to at least `private` on this
+    /// protected route's answers (default true).
+    pub cache_control_private: bool,
 }
 
 /// Rules a request must pass, each one given (all of them, together).
@@ -307,6 +317,10 @@ impl RouteConfig {
             token_cookie: None,
             identity_jwt: false,
             pass_access_token: false,
+            allow_encoded_slashes: false,
+            allow_path_parameters: false,
+            case_insensitive: false,
+            cache_control_private: true,
         }
     }
 }

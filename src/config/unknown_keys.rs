@@ -88,6 +88,36 @@ fn lookup<'a>(document: &'a toml::Value, path: &[Segment]) -> Option<&'a toml::V
         })
 }
 
+/// Tables inside a section whose keys are fixed: a typo inside one is
+/// matched against that table's keys, not the section's.
+const NESTED_TABLES: &[(&str, &[&str])] = &[
+    ("require_tenant_roles", &["tenant", "roles"]),
+    ("extra_jwt_issuers", &["issuer", "jwks_url", "audiences"]),
+];
+
+/// The fixed table the unknown key sits in (`routes[0].require_tenant_roles`
+/// → its keys), when it sits in one.
+fn nested_table(path: &[Segment]) -> Option<(&'static str, &'static [&'static str])> {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Key(key) => Some(key.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    let parent = keys
+        .len()
+        .checked_sub(2)
+        .and_then(|index| keys.get(index))?;
+    if keys.len() < 3 {
+        return None;
+    }
+    NESTED_TABLES
+        .iter()
+        .find(|(name, _)| name == parent)
+        .copied()
+}
+
 fn report_unknown(path: &[Segment], document: &toml::Value, problems: &mut Problems) {
     let key = key_path(path);
     let name = match path.last() {
@@ -98,9 +128,14 @@ fn report_unknown(path: &[Segment], document: &toml::Value, problems: &mut Probl
         Some(Segment::Key(first)) if path.len() > 1 => raw::section(first),
         _ => None,
     };
-    let (problem, suggestion) = match section {
-        None => ("unknown section", suggest_section(name)),
-        Some(section) => ("unknown key", suggest_key(section, name)),
+    let nested = nested_table(path);
+    let (problem, suggestion) = match (section, nested) {
+        (None, _) => ("unknown section", suggest_section(name)),
+        (Some(_), Some((_, keys))) => (
+            "unknown key",
+            closest(name, keys.iter().copied()).map(str::to_owned),
+        ),
+        (Some(section), None) => ("unknown key", suggest_key(section, name)),
     };
     let secret = raw::is_secret_key(name) || suggestion.as_deref().is_some_and(raw::is_secret_key);
     let value = match lookup(document, path) {
@@ -108,19 +143,49 @@ fn report_unknown(path: &[Segment], document: &toml::Value, problems: &mut Probl
         Some(value) => shown(name, value),
         None => String::new(),
     };
-    let fix = match (suggestion, section) {
-        (Some(suggestion), _) => format!("did you mean `{suggestion}`?"),
-        (None, Some(section)) => format!(
+    let fix = match (&suggestion, section, nested) {
+        (Some(suggestion), _, _) => format!("did you mean `{suggestion}`?"),
+        (None, Some(_), Some((table, keys))) => {
+            format!("remove it; `{table}` takes: {}", keys.join(", "))
+        }
+        (None, Some(section), None) => format!(
             "remove it; [{}] takes: {}",
             section.name,
             section.key_names().collect::<Vec<_>>().join(", ")
         ),
-        (None, None) => {
+        (None, None, _) => {
             "remove it; the sections are [server], [oidc], [session], [telemetry] and [[routes]]"
                 .to_owned()
         }
     };
     problems.report(key, value, problem, fix);
+    // One typo, one error: the key that was meant is missing because it was
+    // misspelt, so "missing" or "empty" reports about it would repeat the news.
+    if let Some(meant) = suggestion
+        .as_deref()
+        .and_then(|suggestion| meant_path(path, suggestion))
+    {
+        if lookup(document, &meant).is_none() {
+            problems.settle(key_path(&meant));
+        }
+    }
+}
+
+/// The full path of the suggested key: a sibling of the misspelt one, or
+/// `section.key` when the suggestion names another section.
+fn meant_path(path: &[Segment], suggestion: &str) -> Option<Vec<Segment>> {
+    match suggestion.split_once('.') {
+        Some((section, key)) => Some(vec![
+            Segment::Key(section.to_owned()),
+            Segment::Key(key.to_owned()),
+        ]),
+        None if path.len() > 1 => {
+            let mut meant = path[..path.len() - 1].to_vec();
+            meant.push(Segment::Key(suggestion.to_owned()));
+            Some(meant)
+        }
+        None => None,
+    }
 }
 
 fn suggest_section(name: &str) -> Option<String> {
@@ -241,6 +306,54 @@ mod tests {
         assert!(by_key("server.zzzzzz")
             .fix
             .starts_with("remove it; [server] takes: listen"));
+    }
+
+    #[test]
+    fn a_typo_inside_a_nested_table_suggests_that_tables_key() {
+        let (_, errors) = check_keys_of(
+            "[[routes]]\nupstream = \"http://a\"\n\
+             require_tenant_roles = { tenant = \"t1\", role = [\"admin\"] }\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "routes[0].require_tenant_roles.role");
+        assert_eq!(errors[0].fix, "did you mean `roles`?");
+        let (_, errors) = check_keys_of(
+            "[[routes]]\nupstream = \"http://a\"\n\
+             require_tenant_roles = { tenant = \"t1\", zzzzzz = 1 }\n",
+        );
+        assert_eq!(
+            errors[0].fix,
+            "remove it; `require_tenant_roles` takes: tenant, roles"
+        );
+        let (_, errors) =
+            check_keys_of("[oidc]\n[[oidc.extra_jwt_issuers]]\nissuer = \"a\"\njwks_ulr = \"b\"\n");
+        assert_eq!(errors[0].fix, "did you mean `jwks_url`?");
+    }
+
+    #[test]
+    fn one_typo_gives_one_error_even_for_a_required_key() {
+        use super::super::test_support::{errors_of, minimal};
+        let text = minimal().replace("client_id = \"portico\"", "clientid = \"portico\"");
+        let errors = errors_of(&text, &[]);
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        assert_eq!(errors.errors[0].key, "oidc.clientid");
+        assert_eq!(errors.errors[0].fix, "did you mean `client_id`?");
+
+        let text = minimal().replace(
+            "upstream = \"http://127.0.0.1:9100\"",
+            "upstream = \"http://127.0.0.1:9100\"\n\
+             require_tenant_roles = { tenant = \"t1\", role = [\"admin\"] }",
+        );
+        let errors = errors_of(&text, &[]);
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        assert_eq!(errors.errors[0].fix, "did you mean `roles`?");
+
+        // Both spellings present: the real key's own problem is still reported.
+        let text = minimal().replace(
+            "client_id = \"portico\"",
+            "client_id = \"\"\nclientid = \"portico\"",
+        );
+        assert_eq!(errors_of(&text, &[]).errors.len(), 2);
     }
 
     #[test]

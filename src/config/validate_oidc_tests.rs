@@ -82,6 +82,12 @@ fn descope_project_id_is_required_and_alphanumeric() {
     let error = problem_for(&descope("project_id = \"P2-abc\""), "oidc.project_id");
     assert_eq!(error.problem, "may only contain letters and digits");
     let error = problem_for(
+        &descope("project_id = \"P2YourProjectIdHere\""),
+        "oidc.project_id",
+    );
+    assert_eq!(error.problem, "is a placeholder, not a real project id");
+    assert!(error.fix.contains("Project settings"), "{}", error.fix);
+    let error = problem_for(
         &descope("project_id = \"P2abc\"\nbase_url = \"http://auth.example.com\""),
         "oidc.base_url",
     );

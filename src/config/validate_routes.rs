@@ -47,7 +47,7 @@ pub(crate) fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<Ro
 fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<RouteConfig> {
     let key = |name: &str| format!("routes[{index}].{name}");
     let mut valid = true;
-    if !raw.path_prefix.starts_with('/') {
+    let path_prefix = if !raw.path_prefix.starts_with('/') {
         problems.report(
             key("path_prefix"),
             quoted(&raw.path_prefix),
@@ -58,7 +58,24 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
             ),
         );
         valid = false;
-    }
+        String::new()
+    } else {
+        // Kept in the form request paths are matched in (request_path).
+        match crate::request_path::prefix_form(&raw.path_prefix) {
+            Ok(form) => form,
+            Err(refusal) => {
+                problems.report(
+                    key("path_prefix"),
+                    quoted(&raw.path_prefix),
+                    format!("cannot be matched safely: {refusal}"),
+                    "write the path as browsers send it, without '.'/'..' segments, ';', \
+                     encoded '/' or control characters, e.g. \"/admin\"",
+                );
+                valid = false;
+                String::new()
+            }
+        }
+    };
     let host = raw.host.trim().to_ascii_lowercase();
     if host.contains("://") || host.contains(['/', '?', '#', ' ']) {
         problems.report(
@@ -129,7 +146,7 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
     let rules = rules?;
     let login_params = login_params?;
     valid.then(|| RouteConfig {
-        path_prefix: raw.path_prefix.clone(),
+        path_prefix,
         host: (!host.is_empty()).then_some(host),
         upstream_origin: upstream.origin().ascii_serialization().into(),
         upstream_host: super::types::host_header(&upstream),
@@ -142,6 +159,10 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
         token_cookie: (!token_cookie.is_empty()).then(|| token_cookie.to_string()),
         identity_jwt: raw.identity_jwt,
         pass_access_token: raw.pass_access_token,
+        allow_encoded_slashes: raw.allow_encoded_slashes,
+        allow_path_parameters: raw.allow_path_parameters,
+        case_insensitive: raw.case_insensitive,
+        cache_control_private: raw.cache_control_private,
     })
 }
 

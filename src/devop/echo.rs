@@ -20,7 +20,7 @@ use futures_util::StreamExt as _;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-use super::pages::render;
+use super::pages::render_app;
 use super::server::ServerHandle;
 
 /// Longest wait `/slow` accepts, in milliseconds.
@@ -264,7 +264,7 @@ async fn echo(State(counters): State<Arc<Counters>>, request: Request) -> Respon
             headers,
             body_bytes,
         };
-        return render(status, &page);
+        return render_app(status, &page);
     }
     let header_object: Map<String, Value> = headers
         .into_iter()

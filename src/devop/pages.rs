@@ -64,8 +64,17 @@ pub(crate) struct MessagePage {
     pub is_error: bool,
 }
 
-/// Renders `template` with `status`, or a plain 500 if rendering fails.
+/// Renders one of the dev OP's own pages with `status` (with the framing
+/// and sniffing headers portico's pages carry), or a plain 500.
 pub(crate) fn render(status: StatusCode, template: &impl Template) -> Response {
+    let mut response = render_app(status, template);
+    crate::page_security::set_headers(response.headers_mut());
+    response
+}
+
+/// Renders `template` as an ordinary app would (the echo upstream), or a
+/// plain 500.
+pub(crate) fn render_app(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(body) => (status, Html(body)).into_response(),
         Err(error) => {
@@ -87,4 +96,51 @@ pub(crate) fn error_page(status: StatusCode, message: impl Into<String>) -> Resp
         is_error: true,
     };
     render(status, &page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sign_in_page_with_its_passkey_script_runs_under_the_policy() {
+        let page = LoginPage {
+            client_id: "client".into(),
+            default_username: "alice".into(),
+            users: vec![UserRow {
+                sub: "alice".into(),
+                name: "Alice".into(),
+                roles: "admin".into(),
+            }],
+            hidden_fields: vec![("state".into(), "s\"<x>".into())],
+            notice: Some(Notice::error("<script>alert(1)</script>")),
+            passkey: Some(PasskeyOffer {
+                challenge: "abc".into(),
+                rp_id: "localhost".into(),
+            }),
+            issuer: "http://localhost:1".into(),
+        };
+        let response = render(StatusCode::OK, &page);
+        let headers = response.headers();
+        assert!(headers
+            .get(http::header::CONTENT_SECURITY_POLICY)
+            .is_some_and(|policy| policy.to_str().unwrap().contains("frame-ancestors 'none'")));
+        assert_eq!(headers.get(http::header::X_FRAME_OPTIONS).unwrap(), "DENY");
+        let body = page.render().unwrap();
+        assert!(
+            body.contains("<script>"),
+            "the passkey script is on the page"
+        );
+        crate::page_security::policy_allows_inline_blocks_of(&body).unwrap();
+        let message = MessagePage {
+            title: "t".into(),
+            message: "m".into(),
+            is_error: true,
+        };
+        crate::page_security::policy_allows_inline_blocks_of(&message.render().unwrap()).unwrap();
+        assert!(render_app(StatusCode::OK, &message)
+            .headers()
+            .get(http::header::CONTENT_SECURITY_POLICY)
+            .is_none());
+    }
 }

@@ -52,6 +52,19 @@ impl RouteHandle {
         self.current.load().find(host, path).cloned()
     }
 
+    /// The canonical path and its route in the current table
+    /// ([`RouteTable::resolve`]).
+    pub fn resolve<'path>(
+        &self,
+        host: Option<&str>,
+        raw_path: &'path str,
+    ) -> Result<(std::borrow::Cow<'path, str>, Arc<RouteConfig>), crate::proxy::PathError> {
+        let table = self.current.load();
+        table
+            .resolve(host, raw_path)
+            .map(|(path, route)| (path, route.clone()))
+    }
+
     fn replace(&self, routes: &[RouteConfig]) {
         self.current.store(Arc::new(RouteTable::new(routes)));
     }

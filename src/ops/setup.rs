@@ -38,7 +38,11 @@ pub async fn setup(State(app): State<Arc<AppState>>) -> Response {
         jwks_url: &jwks,
     };
     match askama::Template::render(&page) {
-        Ok(body) => axum::response::Html(body).into_response(),
+        Ok(body) => {
+            let mut response = axum::response::Html(body).into_response();
+            crate::page_security::harden(&mut response);
+            response
+        }
         Err(error) => {
             tracing::error!(%error, "setup page failed to render");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

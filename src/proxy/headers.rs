@@ -4,6 +4,14 @@
 //! removed first, whatever its case and whether it uses `_` for `-` (some
 //! servers treat `X_Forwarded_User` as `X-Forwarded-User`). portico's own
 //! cookies never reach the upstream. Hop-by-hop headers stop at each hop.
+//!
+//! Only a trusted proxy (`[server] trusted_proxies`) may say where a request
+//! came from or where it was meant to go: from anyone else, `Forwarded`,
+//! `X-Real-IP`, every `X-Forwarded-*` portico does not set itself,
+//! `X-Original-URL`/`X-Rewrite-URL` (which IIS, Symfony and Laravel route
+//! by) and the like are removed, and X-Forwarded-For/-Proto/-Host replaced.
+//! From a trusted proxy they pass, and a `Forwarded` it sent is extended by
+//! this hop as X-Forwarded-For is (RFC 7239 §4).
 
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
@@ -49,18 +57,58 @@ const X_FORWARDED_PREFERRED_USERNAME: HeaderName =
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers that say where a request came from or was meant to go, which
+/// frameworks believe (client address, scheme, host, path): only a trusted
+/// proxy may send them. Besides these, every `x-forwarded-*`.
+const ROUTING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-original-forwarded-for",
+];
+
+/// Whether `name` and `wanted` (lower-case) are the same header, also when
+/// `name` spells `-` as `_`.
+fn same_name(wanted: &str, name: &str) -> bool {
+    wanted.len() == name.len()
+        && wanted
+            .bytes()
+            .zip(name.bytes())
+            .all(|(wanted, actual)| wanted == actual || (wanted == b'-' && actual == b'_'))
+}
+
+/// True when `name` (lower-case) is a header only a trusted proxy may send
+/// ([`ROUTING_HEADERS`] and every `x-forwarded-*`), in either spelling.
+/// Checked without allocating, for every header of every request.
+fn is_routing_header(name: &str) -> bool {
+    match name.as_bytes().first() {
+        Some(b'x' | b'f' | b't' | b'c') => {}
+        _ => return false,
+    }
+    const PREFIX: &str = "x-forwarded-";
+    (name.len() > PREFIX.len()
+        && name.is_char_boundary(PREFIX.len())
+        && same_name(PREFIX, &name[..PREFIX.len()]))
+        || ROUTING_HEADERS.iter().any(|wanted| same_name(wanted, name))
+}
 
 /// True when `name` (lower-case, as HeaderMap keeps names) is an identity
 /// header, also when spelt with `_` for `-`. Checked without allocating:
 /// this runs for every header of every request.
 fn is_identity_header(name: &str) -> bool {
-    IDENTITY_HEADERS.iter().any(|wanted| {
-        wanted.len() == name.len()
-            && wanted
-                .bytes()
-                .zip(name.bytes())
-                .all(|(wanted, actual)| wanted == actual || (wanted == b'-' && actual == b'_'))
-    })
+    IDENTITY_HEADERS
+        .iter()
+        .any(|wanted| same_name(wanted, name))
 }
 
 /// Whether `name` is a hop-by-hop header (named by `Connection` or not).
@@ -110,6 +158,8 @@ pub struct UpstreamHeaders<'a> {
     identity: &'a [(HeaderName, HeaderValue)],
     /// A websocket handshake: asks the upstream to switch protocols.
     websocket: bool,
+    /// The client is a trusted proxy: its routing headers pass.
+    from_trusted_proxy: bool,
 }
 
 impl<'a> UpstreamHeaders<'a> {
@@ -130,6 +180,7 @@ impl<'a> UpstreamHeaders<'a> {
             set: Vec::with_capacity(8),
             identity: &[],
             websocket: false,
+            from_trusted_proxy: false,
         }
     }
 
@@ -166,8 +217,9 @@ impl<'a> UpstreamHeaders<'a> {
     }
 
     /// Sets X-Forwarded-For/-Proto/-Host. From a trusted proxy the incoming
-    /// chain is kept and extended (and an incoming proto and host kept);
-    /// from anyone else they are replaced.
+    /// chain is kept and extended (and an incoming proto and host kept), as
+    /// is a `Forwarded` it sent; from anyone else they are replaced and the
+    /// other routing headers removed.
     pub fn forwarded(
         &mut self,
         client_ip: std::net::IpAddr,
@@ -175,6 +227,12 @@ impl<'a> UpstreamHeaders<'a> {
         host: Option<&str>,
         from_trusted_proxy: bool,
     ) {
+        self.from_trusted_proxy = from_trusted_proxy;
+        if from_trusted_proxy && !self.connection_named.contains(&FORWARDED) {
+            if let Some(value) = extended_forwarded(self.client, client_ip) {
+                self.set(FORWARDED, value);
+            }
+        }
         let chain = if from_trusted_proxy {
             self.client_value(&X_FORWARDED_FOR)
                 .and_then(|value| value.to_str().ok())
@@ -230,7 +288,10 @@ impl<'a> UpstreamHeaders<'a> {
         if name == COOKIE {
             return matches!(self.cookie, CookieRewrite::Unchanged);
         }
-        !is_identity_header(name.as_str()) && !self.set.iter().any(|(set, _)| set == name)
+        let name_text = name.as_str();
+        !is_identity_header(name_text)
+            && (self.from_trusted_proxy || !is_routing_header(name_text))
+            && !self.set.iter().any(|(set, _)| set == name)
     }
 
     /// Every header that goes upstream, in the order written.
@@ -297,6 +358,36 @@ fn cookie_rewrite(client: &HeaderMap, is_ours: impl Fn(&str) -> bool) -> CookieR
             .then(|| HeaderValue::try_from(kept).ok())
             .flatten(),
     )
+}
+
+/// A trusted proxy's `Forwarded` lines, joined, with this hop's element
+/// (`for=` the proxy's address, RFC 7239 §4; an IPv6 address quoted and
+/// bracketed, §6) appended; `None` when it sent none.
+fn extended_forwarded(client: &HeaderMap, peer: std::net::IpAddr) -> Option<HeaderValue> {
+    let mut lines = client.get_all(FORWARDED).iter().peekable();
+    lines.peek()?;
+    let mut text = String::with_capacity(64);
+    for line in lines {
+        let Ok(line) = line.to_str() else { continue };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        text.push_str(line);
+        text.push_str(", ");
+    }
+    match peer {
+        std::net::IpAddr::V4(_) => {
+            text.push_str("for=");
+            text.push_str(&ip_text(peer));
+        }
+        std::net::IpAddr::V6(v6) => {
+            text.push_str("for=\"[");
+            text.push_str(&v6.to_string());
+            text.push_str("]\"");
+        }
+    }
+    HeaderValue::try_from(text).ok()
 }
 
 fn identity_headers(session: &SessionData) -> Vec<(HeaderName, HeaderValue)> {
@@ -535,5 +626,125 @@ mod tests {
         fresh.identity(&session);
         assert_eq!(fresh.get("x-forwarded-user").unwrap(), "bob");
         assert_eq!(fresh.get("x-forwarded-groups").unwrap(), "admin,ops");
+    }
+
+    #[test]
+    fn routing_headers_from_untrusted_clients_do_not_pass() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("forwarded", "for=6.6.6.6;host=evil"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-ssl", "on"),
+            ("x_forwarded_server", "evil"),
+            ("x-original-url", "/admin/x"),
+            ("x-rewrite-url", "/admin/x"),
+            ("x-original-uri", "/admin/x"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-client-ip", "6.6.6.6"),
+            ("accept", "*/*"),
+            ("x-forward", "kept: not a routing header"),
+            ("forwarded-for-me", "kept"),
+        ] {
+            client.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut untrusted = UpstreamHeaders::new(&client, |_| false);
+        untrusted.forwarded(
+            "10.0.0.9".parse().unwrap(),
+            "https",
+            Some("app.example"),
+            false,
+        );
+        let mut passed = names(&untrusted);
+        passed.sort();
+        assert_eq!(
+            passed,
+            [
+                "accept",
+                "forwarded-for-me",
+                "x-forward",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+        // Until told the client is trusted, nothing of the kind passes.
+        assert!(
+            !names(&UpstreamHeaders::new(&client, |_| false)).contains(&"x-real-ip".to_string())
+        );
+
+        let mut trusted = UpstreamHeaders::new(&client, |_| false);
+        trusted.forwarded(
+            "10.0.0.9".parse().unwrap(),
+            "https",
+            Some("app.example"),
+            true,
+        );
+        for name in [
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-original-url",
+        ] {
+            assert!(trusted.get(name).is_some(), "{name}");
+        }
+        assert_eq!(
+            trusted.get("forwarded").unwrap(),
+            "for=6.6.6.6;host=evil, for=10.0.0.9"
+        );
+        assert_eq!(
+            names(&trusted)
+                .iter()
+                .filter(|name| *name == "forwarded")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn forwarded_is_extended_only_when_a_trusted_proxy_sent_one() {
+        let mut two_lines = HeaderMap::new();
+        two_lines.append(FORWARDED, HeaderValue::from_static("for=1.1.1.1"));
+        two_lines.append(
+            FORWARDED,
+            HeaderValue::from_static("for=\"[2001:db8::1]\";proto=https"),
+        );
+        assert_eq!(
+            extended_forwarded(&two_lines, "::1".parse().unwrap()).unwrap(),
+            "for=1.1.1.1, for=\"[2001:db8::1]\";proto=https, for=\"[::1]\""
+        );
+        assert!(extended_forwarded(&HeaderMap::new(), "10.0.0.1".parse().unwrap()).is_none());
+        let none = HeaderMap::new();
+        let mut trusted = UpstreamHeaders::new(&none, |_| false);
+        trusted.forwarded("10.0.0.9".parse().unwrap(), "https", None, true);
+        assert!(trusted.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn routing_header_names_are_recognised_in_both_spellings_only() {
+        for name in [
+            "forwarded",
+            "x-forwarded-anything",
+            "x_forwarded_port",
+            "x-real-ip",
+            "x_rewrite_url",
+        ] {
+            assert!(is_routing_header(name), "{name}");
+        }
+        for name in [
+            "x-forwarded-",
+            "accept",
+            "x-requested-with",
+            "cookie",
+            "x-forwardedfor",
+            "te",
+        ] {
+            assert!(!is_routing_header(name), "{name}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
+mod caching;
 mod h1;
 mod headers;
 mod identify;
@@ -19,7 +20,7 @@ use tracing::Instrument as _;
 pub use h1::WireError;
 pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
-pub use routes::{has_dot_segments, RouteTable};
+pub use routes::{PathError, RouteTable};
 use upstream::Tunnel;
 pub use upstream::{UpstreamError, Upstreams};
 
@@ -53,26 +54,30 @@ pub async fn proxied(
     // the upstream agrees (101).
     let on_upgrade = wants_websocket(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
-    if has_dot_segments(path) {
-        let json = wants_json(&parts.headers, false);
-        return error_response(
-            &GatewayError::BadRequest("the path contains '.' or '..' segments"),
-            request_id.as_str(),
-            json,
-        );
-    }
     let host = request_host(parts.headers.get(HOST), &parts.uri);
-    let Some(route) = app.routes.find(host.as_deref(), path) else {
-        let json = wants_json(&parts.headers, false);
-        return error_response(&GatewayError::NoRoute, request_id.as_str(), json);
+    // The rules judge the canonical path and the upstream receives exactly
+    // it (request_path): borrowed, and the request's own target reused,
+    // when the path already was canonical.
+    let (path, route) = match app.routes.resolve(host.as_deref(), parts.uri.path()) {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let json = wants_json(&parts.headers, false);
+            return error_response(&path_error(error), request_id.as_str(), json);
+        }
     };
     note.set_route(&route.path_prefix);
     let json = wants_json(&parts.headers, route.api);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or(path, |value| value.as_str());
+    let path_and_query: Cow<'_, str> = match (&path, parts.uri.query()) {
+        (Cow::Borrowed(_), _) => Cow::Borrowed(
+            parts
+                .uri
+                .path_and_query()
+                .map_or(path.as_ref(), |value| value.as_str()),
+        ),
+        (Cow::Owned(path), Some(query)) => Cow::Owned(format!("{path}?{query}")),
+        (Cow::Owned(path), None) => Cow::Borrowed(path.as_str()),
+    };
+    let path_and_query = path_and_query.as_ref();
 
     // Only needed when a sign-in starts: computed then, not per request.
     let login_params = || route.login_param_pairs();
@@ -222,9 +227,16 @@ pub async fn proxied(
         );
     }
     match forwarded {
-        Ok((response, tunnel)) => {
+        Ok((mut response, tunnel)) => {
             if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
                 tokio::spawn(splice(on_upgrade, tunnel).in_current_span());
+            }
+            if route.cache_control_private
+                && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                if let Some(principal) = &principal {
+                    caching::keep_private(response.headers_mut(), varies_on(principal, &route));
+                }
             }
             response
         }
@@ -232,6 +244,23 @@ pub async fn proxied(
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
             error_response(&error.into(), request_id.as_str(), json)
         }
+    }
+}
+
+/// The request headers that decided a protected answer, for `Vary`.
+fn varies_on(principal: &Principal, route: &crate::config::RouteConfig) -> &'static [&'static str] {
+    match principal {
+        Principal::Session { .. } => &["Cookie"],
+        Principal::Bearer { .. } if route.token_cookie.is_some() => &["Authorization", "Cookie"],
+        Principal::Bearer { .. } => &["Authorization"],
+    }
+}
+
+/// A path without a route: refused as it is (400), or not covered (404).
+pub fn path_error(error: PathError) -> GatewayError {
+    match error {
+        PathError::Refused(refusal) => GatewayError::BadRequest(refusal.message()),
+        PathError::NoRoute => GatewayError::NoRoute,
     }
 }
 

@@ -25,7 +25,10 @@ pub use cookies::{
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError, SealPurpose};
 pub use local_cache::{LocalCache, OpenedCookie, ENTRY_LIFETIME};
-pub use store::{redis_pool, SessionBackend, StoreSetupError, TimedStore, REDIS_COMMAND_TIMEOUT};
+pub use store::{
+    redis_pool, warn_if_redis_is_silent, SessionBackend, StoreSetupError, TimedStore,
+    REDIS_COMMAND_TIMEOUT,
+};
 
 use crate::config::{SessionConfig, StoreKind};
 use crate::ops::Metrics;

@@ -73,6 +73,37 @@ impl SessionBackend {
     }
 }
 
+/// How long start-up waits for Redis before saying that it does not answer.
+const STARTUP_GRACE: Duration = Duration::from_millis(2000);
+
+/// At start-up, when Redis does not answer within [`STARTUP_GRACE`], logs a
+/// warning at once naming the URL (password masked), so a wrong `redis_url`
+/// or `REDIS_URL` is seen in the log and not only by `/readyz`. portico keeps
+/// running either way: the pool reconnects by itself.
+pub fn warn_if_redis_is_silent(backend: &SessionBackend, shown_url: String) {
+    let SessionBackend::Redis { pool, .. } = backend else {
+        return;
+    };
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let answered = async {
+            pool.wait_for_connect().await?;
+            pool.next_connected().ping::<String>(None).await
+        };
+        if !matches!(
+            tokio::time::timeout(STARTUP_GRACE, answered).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!(
+                redis_url = %shown_url,
+                "Redis does not answer; sessions cannot be stored until it does \
+                 (sign-ins get a 503, /readyz says not ready); check redis_url or REDIS_URL \
+                 and that Redis is running — portico keeps trying"
+            );
+        }
+    });
+}
+
 /// A fred pool that times out commands, fails fast while disconnected and
 /// reconnects forever with capped exponential backoff.
 pub fn redis_pool(url: &str) -> Result<Pool, StoreSetupError> {

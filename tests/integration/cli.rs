@@ -197,7 +197,7 @@ fn serving_without_a_config_says_how_to_start() {
 }
 
 /// Kills the demo when the test ends, pass or fail.
-pub(crate) struct Child(std::process::Child);
+pub(crate) struct Child(pub(crate) std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -244,7 +244,7 @@ pub(crate) fn demo_port() -> u16 {
 
 /// Signs in through a running demo on `port` as a person would (the login
 /// form, username alice) and returns the echo upstream's page.
-async fn sign_in_through_the_demo(port: u16) -> crate::support::Page {
+pub(crate) async fn sign_in_through_the_demo(port: u16) -> crate::support::Page {
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::new();
     let mut login_page = None;
@@ -324,6 +324,8 @@ async fn the_demo_lets_a_person_sign_in_at_the_dev_op_and_see_their_identity() {
 
 #[tokio::test]
 async fn sessions_can_live_in_redis_over_tls() {
+    crate::support::programs::require("redis-server", "redis-server");
+    crate::support::programs::require("openssl", "openssl");
     let directory = std::env::temp_dir().join(format!("portico-rediss-{}", std::process::id()));
     let (cert, key) = crate::support::self_signed_certificate(&directory);
     let redis_port = crate::support::redis::free_port();
@@ -385,4 +387,101 @@ async fn sessions_can_live_in_redis_over_tls() {
         .unwrap_or(0);
     assert!(count >= 1, "the session is stored in the TLS Redis");
     let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[test]
+fn help_says_what_each_form_does() {
+    let output = portico().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for form in [
+        "portico --config PATH            serve",
+        "portico check --config PATH",
+        "portico demo",
+        "portico health [--url URL]",
+    ] {
+        assert!(help.contains(form), "{form:?} missing from:\n{help}");
+    }
+    assert!(help.contains("With no command, portico serves"), "{help}");
+}
+
+#[test]
+fn the_demo_refuses_a_config_file_and_says_what_to_run_instead() {
+    let output = portico()
+        .args(["demo", "--config", "mine.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(errors.contains("built-in configuration"), "{errors}");
+    assert!(errors.contains("portico --config PATH"), "{errors}");
+    assert!(errors.contains("--public-url"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_redis_that_does_not_answer_at_start_is_a_warning_with_the_password_masked() {
+    use tokio::io::AsyncBufReadExt;
+    let closed = crate::support::redis::free_port();
+    let port = demo_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("PORTICO_CONFIG")
+        .env(
+            "REDIS_URL",
+            format!("redis://:s3cr3t-pw@127.0.0.1:{closed}/0"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let warning = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("Redis does not answer") {
+                return Some(line);
+            }
+            seen.push(line);
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no warning about Redis; stderr:\n{}", seen.join("\n")));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(&format!("redis://:***@127.0.0.1:{closed}/0")),
+        "{warning}"
+    );
+    assert!(!warning.contains("s3cr3t-pw"), "{warning}");
+    let _ = child.kill().await;
+}
+
+#[test]
+fn health_asks_the_listen_address_of_the_config_when_given_no_url() {
+    let closed = crate::support::redis::free_port();
+    let path = write_config(
+        "health",
+        &format!(
+            "[server]\nlisten = \"0.0.0.0:{closed}\"\npublic_url = \"https://app.example.com\"\n\
+             [oidc]\nissuer = \"https://op.example.com\"\nclient_id = \"c\"\n\
+             [session]\ncookie_secret = \"{SECRET}\"\n[[routes]]\nupstream = \"http://127.0.0.1:9100\"\n"
+        ),
+    );
+    let output = portico()
+        .args(["health", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = String::from_utf8_lossy(&output.stderr);
+    // 0.0.0.0 is asked on loopback.
+    assert!(
+        errors.contains(&format!("http://127.0.0.1:{closed}/readyz")),
+        "{errors}"
+    );
 }

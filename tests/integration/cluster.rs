@@ -24,6 +24,7 @@ impl Drop for Cluster {
 }
 
 fn start_cluster() -> Cluster {
+    crate::support::programs::require("redis-server", "redis-server");
     let ports: Vec<u16> = (0..3).map(|_| crate::support::redis::free_port()).collect();
     let directory = std::env::temp_dir().join(format!(
         "portico-cluster-{}-{}",

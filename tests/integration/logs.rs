@@ -19,10 +19,10 @@ use crate::support::app::{CLIENT_SECRET, COOKIE_SECRET};
 use crate::support::{query_param, Browser, TestApp};
 
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
@@ -47,7 +47,7 @@ impl<'writer> MakeWriter<'writer> for Capture {
 }
 
 /// Captures every log line at debug and above (trace for portico), in `format`.
-fn capture(format: LogFormat) -> (Capture, tracing::subscriber::DefaultGuard) {
+pub(crate) fn capture(format: LogFormat) -> (Capture, tracing::subscriber::DefaultGuard) {
     capture_with(format, "debug,portico=trace")
 }
 

@@ -23,6 +23,7 @@ struct Sentinel {
 
 impl Sentinel {
     fn start(master_port: u16) -> Sentinel {
+        crate::support::programs::require("redis-server", "redis-server");
         let port = free_port();
         let directory =
             std::env::temp_dir().join(format!("portico-sentinel-{}-{port}", std::process::id()));
@@ -50,7 +51,7 @@ impl Sentinel {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (see README: Running the tests)");
+            .expect("redis-server starts");
         let sentinel = Sentinel {
             child,
             port,

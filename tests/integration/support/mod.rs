@@ -5,9 +5,12 @@ pub mod app;
 pub mod browser;
 pub mod cdp;
 pub mod chromium;
+pub mod lenient_upstream;
 pub mod nginx;
 pub mod otlp;
 pub mod process;
+pub mod programs;
+pub mod redirect_corpus;
 pub mod redis;
 
 pub use app::{TestApp, CLIENT_ID};
@@ -55,6 +58,7 @@ pub fn csrf_of(page: &str) -> String {
 pub fn self_signed_certificate(
     directory: &std::path::Path,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
+    programs::require("openssl", "openssl");
     std::fs::create_dir_all(directory).expect("certificate directory");
     let cert = directory.join("cert.pem");
     let key = directory.join("key.pem");

@@ -27,9 +27,12 @@ impl Nginx {
         let Some(binary) = binary else {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "nginx is not installed; .ci/run installs it"
+                "nginx is not installed: `sudo apt-get install nginx` (scripts/test installs it)"
             );
-            eprintln!("notice: nginx is not installed; skipping this nginx test (CI runs it)");
+            eprintln!(
+                "SKIPPED an nginx test: nginx is not installed (`sudo apt-get install nginx`, or \
+                 run scripts/test); with CI=true this is a failure"
+            );
             return None;
         };
         let directory =

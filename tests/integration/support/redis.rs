@@ -39,6 +39,7 @@ impl RedisServer {
 
     /// (Re)starts redis-server on this server's port.
     pub fn start(&mut self) {
+        super::programs::require("redis-server", "redis-server");
         let script = format!(
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
              --databases 4096 --loglevel warning --enable-debug-command local >/dev/null 2>&1 & pid=$!; echo started; read _; kill $pid",
@@ -51,7 +52,7 @@ impl RedisServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("redis-server must be installed (see README: Running the tests)");
+            .expect("sh starts");
         if let Some(stdout) = child.stdout.take() {
             let mut line = String::new();
             let _ = BufReader::new(stdout).read_line(&mut line);
