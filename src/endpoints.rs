@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
@@ -88,32 +89,83 @@ pub struct StartQuery {
 /// `GET /oauth2/start?rd=…`: begin a login, returning to `rd` if allowed.
 pub async fn start(
     State(app): State<Arc<AppState>>,
-    Query(query): Query<StartQuery>,
+    query: Result<Query<StartQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
     let request_id = request_id::of(&request);
-    let return_to = query
-        .rd
-        .as_deref()
-        .and_then(|rd| app.return_policy.check(rd))
-        .unwrap_or_else(|| app.return_policy.default_target());
-    // The route the browser returns to may ask for its own login parameters;
-    // starting a login while signed in means "sign in again" (step-up).
-    let host = return_to.host_str().map(|host| match return_to.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    });
-    let mut params: Vec<(String, String)> = app
-        .routes
-        .resolve(host.as_deref(), return_to.path())
-        .map(|(_, route)| route.login_param_pairs())
-        .unwrap_or_default();
+    let Ok(Query(query)) = query else {
+        let json = wants_json(request.headers(), false);
+        return error_response(
+            &GatewayError::BadRequest("the query string is malformed"),
+            request_id.as_str(),
+            json,
+        );
+    };
+    let return_to = app.return_target(query.rd.as_deref());
+    let mut params = login_params_for(&app, &return_to);
+    // Starting a login while signed in means "sign in again" (step-up).
     if app.sessions.cookie_session_id(request.headers()).is_some()
         && !params.iter().any(|(name, _)| name == "prompt")
     {
         params.push(("prompt".to_string(), "login".to_string()));
     }
     begin_login(&app, request.headers(), &return_to, &request_id, &params)
+}
+
+/// The login parameters of the route `return_to` leads to (its `login_params`).
+pub(crate) fn login_params_for(app: &AppState, return_to: &Url) -> Vec<(String, String)> {
+    let host = return_to.host_str().map(|host| match return_to.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    });
+    app.routes
+        .resolve(host.as_deref(), return_to.path())
+        .map(|(_, route)| route.login_param_pairs())
+        .unwrap_or_default()
+}
+
+/// "Sign in with another account": a login to `return_to` that asks the
+/// provider to let the person pick or re-enter an account (the `prompt`
+/// value [`oidc::switch_account_prompt`] chose from discovery), whatever
+/// `prompt` the route asks for.
+pub(crate) fn begin_switch_account(
+    app: &AppState,
+    headers: &HeaderMap,
+    return_to: &Url,
+    request_id: &RequestId,
+) -> Response {
+    let mut params = login_params_for(app, return_to);
+    params.retain(|(name, _)| name != "prompt");
+    if let Some(prompt) = app
+        .provider
+        .get()
+        .and_then(|provider| provider.switch_account_prompt)
+    {
+        params.push(("prompt".to_string(), prompt.to_string()));
+    }
+    begin_login(app, headers, return_to, request_id, &params)
+}
+
+/// Any other path under `/oauth2/` or `/.well-known/portico/`: portico's
+/// own namespace, never proxied; a 404 page (or JSON).
+pub async fn unknown_endpoint(request: Request) -> Response {
+    let json = wants_json(request.headers(), false);
+    error_response(
+        &GatewayError::UnknownEndpoint,
+        request_id::of(&request).as_str(),
+        json,
+    )
+}
+
+/// A method one of portico's endpoints does not take: a 405 page (or JSON);
+/// axum adds the `Allow` header.
+pub async fn method_not_allowed(request: Request) -> Response {
+    let json = wants_json(request.headers(), false);
+    error_response(
+        &GatewayError::MethodNotAllowed,
+        request_id::of(&request).as_str(),
+        json,
+    )
 }
 
 /// `GET /oauth2/callback`: finish the login the state names.
@@ -169,6 +221,16 @@ async fn complete(
     let fail = |error: GatewayError| (error, retry.clone());
 
     if let Some(error) = query.get("error") {
+        // The provider's words are shown only for a sign-in this browser
+        // started: anyone can send a browser here with any text in
+        // `error_description`, and it must not appear on our origin.
+        let ours = match (&login, query.get("state")) {
+            (Some(login), Some(state)) => constant_time_eq(&login.state, state),
+            _ => false,
+        };
+        if !ours {
+            return Err(fail(LoginError::UnknownState.into()));
+        }
         return Err(fail(
             LoginError::ProviderRefused {
                 error: error.chars().take(64).collect(),

@@ -16,6 +16,12 @@ use crate::session::SessionError;
 pub enum GatewayError {
     #[error("no route matches this request")]
     NoRoute,
+    #[error("no such endpoint of portico's")]
+    UnknownEndpoint,
+    #[error("the setup page is turned off")]
+    SetupPageOff,
+    #[error("method not allowed here")]
+    MethodNotAllowed,
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
     #[error("not signed in")]
@@ -57,7 +63,10 @@ pub struct Explanation {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::NoRoute | GatewayError::UnknownEndpoint | GatewayError::SetupPageOff => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest(_) | GatewayError::UntrustedForwardAuth => {
                 StatusCode::BAD_REQUEST
             }
@@ -89,7 +98,10 @@ impl GatewayError {
     /// A stable machine-readable code for JSON answers.
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::NoRoute => "not_found",
+            GatewayError::NoRoute | GatewayError::UnknownEndpoint | GatewayError::SetupPageOff => {
+                "not_found"
+            }
+            GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::UntrustedForwardAuth => "untrusted_forward_auth",
             GatewayError::NoRouteToJudge => "no_route",
@@ -119,6 +131,23 @@ impl GatewayError {
                 title: "Page not found",
                 message: "No application is configured for this address.".into(),
                 advice: "Check the address, or ask the site's operator which URL to use.",
+            },
+            GatewayError::UnknownEndpoint => Explanation {
+                title: "Page not found",
+                message: "There is no page at this address.".into(),
+                advice: "Check the address, or go to the start page.",
+            },
+            GatewayError::SetupPageOff => Explanation {
+                title: "Page not found",
+                message: "The setup page is turned off.".into(),
+                advice: "An operator can turn it on with setup_page = true in the [server] \
+                         section of portico's configuration while connecting a provider.",
+            },
+            GatewayError::MethodNotAllowed => Explanation {
+                title: "Method not allowed",
+                message: "This address does not accept this kind of request.".into(),
+                advice: "Open the address in the browser, or use the buttons on this site's \
+                         own pages.",
             },
             GatewayError::BadRequest(what) => Explanation {
                 title: "Bad request",

@@ -77,9 +77,9 @@ where
         observation.finish(app, &response);
         response
     };
-    let mut response = telemetry::within(trace.as_ref(), work)
-        .instrument(span)
-        .await;
+    let answer = telemetry::within(trace.as_ref(), work).instrument(span);
+    // Every page rendered for this request names the app as configured.
+    let mut response = crate::pages::with_branding(app.branding.clone(), answer).await;
     telemetry::end_request(trace, response.status());
     crate::page_security::add_hsts(
         &mut response,

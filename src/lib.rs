@@ -33,7 +33,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 
 use crate::config::Config;
@@ -62,6 +62,8 @@ pub struct AppState {
     pub draining: Draining,
     /// OpenTelemetry traces; off unless `[telemetry] otlp_endpoint` is set.
     pub telemetry: telemetry::Telemetry,
+    /// `[server] app_name` and `logo_url`, for every page (see `pages`).
+    pub branding: Arc<config::Branding>,
     identity: tokio::sync::OnceCell<Arc<identity::IdentitySigner>>,
     clock: Clock,
 }
@@ -128,6 +130,13 @@ impl AppState {
             })
             .await
             .cloned()
+    }
+
+    /// Where a login started with return URL `rd` comes back to: `rd` when
+    /// the return-URL policy allows it, else the default target.
+    pub fn return_target(&self, rd: Option<&str>) -> url::Url {
+        rd.and_then(|rd| self.return_policy.check(rd))
+            .unwrap_or_else(|| self.return_policy.default_target())
     }
 
     /// Whether the peer may set X-Forwarded-* and X-Request-Id for us.
@@ -212,6 +221,7 @@ fn app_state_with_backend(
         metrics,
         draining: Draining::default(),
         telemetry: telemetry::Telemetry::start(&config.telemetry)?,
+        branding: Arc::new(config.server.branding.clone()),
         config,
         clock,
     })
@@ -240,6 +250,13 @@ fn router(state: Arc<AppState>) -> Router {
             get(forward_auth::identity_jwks),
         )
         .route("/oauth2/setup", get(ops::setup::setup))
+        .route(pages::STYLESHEET_PATH, get(pages_stylesheet))
+        .route("/oauth2/", any(endpoints::unknown_endpoint))
+        .route("/oauth2/{*rest}", any(endpoints::unknown_endpoint))
+        .route(
+            "/.well-known/portico/{*rest}",
+            any(endpoints::unknown_endpoint),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     let router = if metrics_here {
@@ -248,6 +265,7 @@ fn router(state: Arc<AppState>) -> Router {
         router
     };
     router
+        .method_not_allowed_fallback(endpoints::method_not_allowed)
         // portico's own answers (not the proxied ones of the fallback) get
         // the framing and sniffing headers, whatever made them.
         .route_layer(axum::middleware::map_response(
@@ -262,6 +280,10 @@ fn router(state: Arc<AppState>) -> Router {
             front::front,
         ))
         .with_state(state)
+}
+
+async fn pages_stylesheet() -> axum::response::Response {
+    pages::stylesheet()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,9 @@
 //! leaking where they were: on every page and error portico renders, and on
 //! the dev OP's pages.
 //!
-//! - `Content-Security-Policy`: nothing loads but the pages' own inline
-//!   `<style>` and `<script>` blocks, each allowed by its SHA-256 hash (CSP
+//! - `Content-Security-Policy`: nothing loads but the pages' stylesheet
+//!   (served by portico, `'self'`) and their own inline `<style>` and
+//!   `<script>` blocks, each allowed by its SHA-256 hash (CSP
 //!   Level 3 §8.3), taken from the template *sources*: a block whose
 //!   rendered text differs from its source (an interpolated value) does not
 //!   run. Images may come from the site or https (a configured logo).
@@ -105,10 +106,12 @@ fn policy() -> String {
         policy.push_str("; script-src ");
         policy.push_str(&scripts.join(" "));
     }
-    let styles = hashes("style");
-    if !styles.is_empty() {
-        policy.push_str("; style-src ");
-        policy.push_str(&styles.join(" "));
+    // The pages' one stylesheet is served by portico itself
+    // (`/oauth2/assets/portico.css`, the dev OP's `/assets/portico.css`).
+    policy.push_str("; style-src 'self'");
+    for hash in hashes("style") {
+        policy.push(' ');
+        policy.push_str(&hash);
     }
     policy.push_str("; img-src 'self' data: https:; base-uri 'none'; frame-ancestors 'none'");
     policy

@@ -249,8 +249,25 @@ impl SegmentShape {
 }
 
 /// Whether `bytes[at..]` starts with two hex digits.
+/// Whether two hex digits follow at `at`, each as it stands or as an escape
+/// of one (`%25%61%61` decodes to `%aa`: double encoding all the same).
 fn hex_pair_at(bytes: &[u8], at: usize) -> bool {
-    matches!(bytes.get(at..at + 2), Some([high, low]) if hex_value(*high).is_some() && hex_value(*low).is_some())
+    let Some(after_first) = hex_digit_at(bytes, at) else {
+        return false;
+    };
+    hex_digit_at(bytes, after_first).is_some()
+}
+
+/// Where the text after a hex digit at `at` begins, when one stands there
+/// (plain, or escaped as `%3x`/`%4x`/`%6x`).
+fn hex_digit_at(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at) {
+        Some(byte) if hex_value(*byte).is_some() => Some(at + 1),
+        Some(b'%') => escape_at(bytes, at)
+            .filter(|value| hex_value(*value).is_some())
+            .map(|_| at + 3),
+        _ => None,
+    }
 }
 
 /// Bytes that are canonical as they stand wherever they are: printable

@@ -140,6 +140,9 @@ fn malformed_and_double_escapes_are_refused() {
     }
     assert_eq!(refusal("/%2561dmin"), PathRefusal::DoubleEncoding);
     assert_eq!(refusal("/a%252F"), PathRefusal::DoubleEncoding);
+    // The digits after %25 may themselves be escaped.
+    assert_eq!(refusal("/%25%61%61"), PathRefusal::DoubleEncoding);
+    assert_eq!(refusal("/%25a%62"), PathRefusal::DoubleEncoding);
 }
 
 #[test]

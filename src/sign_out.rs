@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use http::header::CACHE_CONTROL;
+use http::header::{CACHE_CONTROL, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::endpoints::redirect;
+use crate::endpoints::{begin_switch_account, redirect};
 use crate::error::GatewayError;
 use crate::oidc;
 use crate::pages::{self, error_response, wants_json};
@@ -26,17 +27,31 @@ pub struct SignOutQuery {
 }
 
 /// `GET /oauth2/sign_out`: a confirmation page; a GET never ends a session
-/// (a link or image on another site must not sign anyone out).
+/// (a link or image on another site must not sign anyone out). Without a
+/// session, a page saying so, with a way to sign in.
 pub async fn sign_out_page(
     State(app): State<Arc<AppState>>,
-    Query(query): Query<SignOutQuery>,
+    query: Result<Query<SignOutQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
     let request_id = request_id::of(&request);
-    let session_id = app.sessions.cookie_session_id(request.headers());
-    let csrf = session_id
-        .map(|id| app.sessions.keys.csrf_token(&id.to_string()))
-        .unwrap_or_default();
+    let Ok(Query(query)) = query else {
+        return error_response(
+            &GatewayError::BadRequest("the query string is malformed"),
+            request_id.as_str(),
+            wants_json(request.headers(), false),
+        );
+    };
+    // Only an allowed return URL is echoed into the page (hidden field and "Stay" link).
+    let rd = query
+        .rd
+        .as_deref()
+        .and_then(|rd| app.return_policy.check(rd))
+        .map(|url| url.to_string());
+    let Some(session_id) = app.sessions.cookie_session_id(request.headers()) else {
+        return pages::not_signed_in(rd.as_deref(), request_id.as_str());
+    };
+    let csrf = app.sessions.keys.csrf_token(&session_id.to_string());
     // Who is signing out, when the session can be read; the page works without it.
     let user = match app.sessions.load(request.headers()).await {
         Ok(Some(active)) => Some(
@@ -46,18 +61,12 @@ pub async fn sign_out_page(
                 .clone()
                 .unwrap_or_else(|| active.data.sub.clone()),
         ),
-        Ok(None) => None,
+        Ok(None) => return pages::not_signed_in(rd.as_deref(), request_id.as_str()),
         Err(error) => {
             tracing::debug!(%error, "sign-out page could not read the session");
             None
         }
     };
-    // Only an allowed return URL is echoed into the page (hidden field and "Stay" link).
-    let rd = query
-        .rd
-        .as_deref()
-        .and_then(|rd| app.return_policy.check(rd))
-        .map(|url| url.to_string());
     pages::sign_out_confirmation(user.as_deref(), &csrf, rd.as_deref(), request_id.as_str())
 }
 
@@ -67,6 +76,10 @@ pub struct SignOutForm {
     csrf: String,
     rd: Option<String>,
     everywhere: Option<String>,
+    /// Set by the 403 page's "Sign in with another account": once the
+    /// session is ended, sign in again (to `rd`) instead of signing out at
+    /// the provider.
+    switch_account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -90,7 +103,7 @@ pub async fn sign_out(
     Query(options): Query<SignOutOptions>,
     headers: HeaderMap,
     request_id: Option<axum::Extension<RequestId>>,
-    Form(form): Form<SignOutForm>,
+    form: Result<Form<SignOutForm>, FormRejection>,
 ) -> Response {
     let request_id = request_id
         .map(|extension| extension.0)
@@ -99,6 +112,13 @@ pub async fn sign_out(
     if !same_origin(&headers, &app.config.server.public_url) {
         return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
     }
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            return error_response(&form_error(&rejection), request_id.as_str(), json)
+        }
+    };
+    let switch_account = is_true(form.switch_account.as_deref());
     let active = match app.sessions.load(&headers).await {
         Ok(active) => active,
         Err(error) => return error_response(&error.into(), request_id.as_str(), json),
@@ -111,6 +131,9 @@ pub async fn sign_out(
     let cookies = vec![app.sessions.cookies.session_removal()];
     let Some(active) = active else {
         // Nothing to end here; still clear a stale cookie.
+        if switch_account {
+            return switch_to_another_account(&app, &headers, form.rd.as_deref(), &request_id);
+        }
         return redirect(rd.as_deref().unwrap_or("/oauth2/signed_out"), cookies);
     };
     if !app
@@ -120,7 +143,8 @@ pub async fn sign_out(
     {
         return error_response(&GatewayError::CrossSite, request_id.as_str(), json);
     }
-    let everywhere = is_true(options.everywhere.as_deref()) || is_true(form.everywhere.as_deref());
+    let everywhere = !switch_account
+        && (is_true(options.everywhere.as_deref()) || is_true(form.everywhere.as_deref()));
     let ended = if everywhere {
         app.sessions
             .end_all_of_subject(&active.data.sub)
@@ -133,7 +157,10 @@ pub async fn sign_out(
         tracing::warn!(%error, "sign-out could not delete the session");
         return error_response(&error.into(), request_id.as_str(), json);
     }
-    tracing::info!(target: "portico::auth", sub = %active.data.sub, everywhere, "signed out");
+    tracing::info!(target: "portico::auth", sub = %active.data.sub, everywhere, switch_account, "signed out");
+    if switch_account {
+        return switch_to_another_account(&app, &headers, form.rd.as_deref(), &request_id);
+    }
     let provider_logout = app.provider.get().and_then(|provider| {
         let endpoint = provider.end_session_endpoint.clone()?;
         let tokens = app.sessions.open_tokens(&active.data);
@@ -162,6 +189,35 @@ pub async fn sign_out(
     match provider_logout {
         Some(url) => redirect(url.as_str(), cookies),
         None => redirect(rd.as_deref().unwrap_or("/oauth2/signed_out"), cookies),
+    }
+}
+
+/// After the session has ended: straight on to the provider's sign-in,
+/// asking it to let the person choose or re-enter an account, and back to
+/// `rd` (the page that was refused) afterwards. One navigation from the 403
+/// page; the session cookie is removed on the same answer. The provider's
+/// own session is left alone: `prompt` makes it ask anyway, and ending it
+/// too would cost a round trip through its logout for nothing.
+fn switch_to_another_account(
+    app: &AppState,
+    headers: &HeaderMap,
+    rd: Option<&str>,
+    request_id: &RequestId,
+) -> Response {
+    let return_to = app.return_target(rd);
+    let mut response = begin_switch_account(app, headers, &return_to, request_id);
+    if let Ok(value) = HeaderValue::from_str(&app.sessions.cookies.session_removal().to_string()) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+/// What a sign-out form that cannot be read gets.
+fn form_error(rejection: &FormRejection) -> GatewayError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        GatewayError::TooLarge(crate::limits::Limit::Body)
+    } else {
+        GatewayError::BadRequest("the sign-out form could not be read")
     }
 }
 
@@ -198,15 +254,15 @@ pub struct SignedOutQuery {
 /// ending its session; `state` (sealed by us) may name where to go next.
 pub async fn signed_out(
     State(app): State<Arc<AppState>>,
-    Query(query): Query<SignedOutQuery>,
+    query: Result<Query<SignedOutQuery>, QueryRejection>,
 ) -> Response {
     let target = query
-        .state
-        .as_deref()
+        .ok()
+        .and_then(|Query(query)| query.state)
         .and_then(|state| {
             app.sessions
                 .keys
-                .open(crate::session::SealPurpose::SignOutState, state)
+                .open(crate::session::SealPurpose::SignOutState, &state)
                 .ok()
         })
         .and_then(|bytes| serde_json::from_slice::<SignOutState>(&bytes).ok())

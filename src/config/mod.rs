@@ -25,6 +25,7 @@ mod size;
 mod types;
 mod unknown_keys;
 mod validate;
+mod validate_branding;
 mod validate_oidc;
 mod validate_routes;
 mod validate_session;

@@ -66,6 +66,8 @@ pub(crate) struct RawServer {
     pub max_cookie_bytes: String,
     pub max_query_bytes: String,
     pub max_body_bytes: String,
+    pub app_name: String,
+    pub logo_url: String,
 }
 
 impl Default for RawServer {
@@ -88,6 +90,8 @@ impl Default for RawServer {
             max_cookie_bytes: "16KiB".to_owned(),
             max_query_bytes: "8KiB".to_owned(),
             max_body_bytes: "10MiB".to_owned(),
+            app_name: "portico".to_owned(),
+            logo_url: String::new(),
         }
     }
 }
@@ -346,6 +350,8 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("max_cookie_bytes", Kind::Text),
             ("max_query_bytes", Kind::Text),
             ("max_body_bytes", Kind::Text),
+            ("app_name", Kind::Text),
+            ("logo_url", Kind::Text),
         ],
     },
     Section {

@@ -97,6 +97,11 @@ pub fn render_effective(config: &Config) -> String {
     document.text("max_cookie_bytes", &format_size(limits.max_cookie_bytes));
     document.text("max_query_bytes", &format_size(limits.max_query_bytes));
     document.text("max_body_bytes", &format_size(limits.max_body_bytes));
+    document.text("app_name", &server.branding.app_name);
+    document.text(
+        "logo_url",
+        server.branding.logo_url.as_deref().unwrap_or_default(),
+    );
 
     let oidc = &config.oidc;
     document.section("[oidc]");

@@ -97,6 +97,25 @@ pub struct ServerConfig {
     pub upstream_timeout: Duration,
     /// Request size limits (extensions of the contract), in bytes.
     pub limits: RequestLimits,
+    /// What portico's own pages call the application (keys `app_name`, `logo_url`).
+    pub branding: Branding,
+}
+
+/// The application's name on portico's pages (default "portico") and an
+/// optional logo: an https URL or a path on portico's origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    pub app_name: String,
+    pub logo_url: Option<String>,
+}
+
+impl Default for Branding {
+    fn default() -> Self {
+        Branding {
+            app_name: "portico".to_owned(),
+            logo_url: None,
+        }
+    }
 }
 
 /// How large a request may be. Keys `max_header_bytes` (all header names and

@@ -19,6 +19,7 @@ use super::errors::{quoted, Problems};
 use super::raw::{RawConfig, RawServer};
 use super::size::{parse_size, SIZE_FIX};
 use super::types::{Config, LogFormat, RequestLimits, ServerConfig};
+use super::validate_branding::branding;
 use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes};
 use super::validate_session::session;
@@ -163,6 +164,7 @@ fn server(
         );
     }
     let limits = limits(problems, raw);
+    let branding = branding(problems, &raw.app_name, &raw.logo_url);
     let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     let identity_key = match super::secrets::read_secret(
         problems,
@@ -201,6 +203,7 @@ fn server(
         identity_key: identity_key?,
         upstream_timeout: upstream_timeout?,
         limits: limits?,
+        branding: branding?,
     })
 }
 

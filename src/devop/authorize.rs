@@ -179,6 +179,7 @@ pub(crate) fn approve(
     let code = {
         let mut mutable = shared.lock();
         let user = mutable.user_or_create(sub);
+        mutable.remember_sign_in(&user.sub);
         mutable.stats.logins += 1;
         let sid = format!("op-session-{}", mutable.stats.logins);
         mutable.stats.last_sid = Some(sid.clone());
@@ -240,8 +241,8 @@ pub(crate) fn login_page(
         }
     });
     let users = mutable
-        .users
-        .iter()
+        .recent_users()
+        .into_iter()
         .map(|user| UserRow {
             sub: user.sub.clone(),
             name: user.name.clone(),
@@ -251,12 +252,12 @@ pub(crate) fn login_page(
     drop(mutable);
     let page = LoginPage {
         client_id: shared.options.client_id.clone(),
+        // Empty (and focused) at first, so typing a name gives just that name;
+        // a name typed before an error (a failed passkey ceremony) is kept.
         default_username: fields
             .get("username")
-            .map(|name| name.trim())
-            .filter(|name| !name.is_empty())
-            .unwrap_or("alice")
-            .to_owned(),
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_default(),
         users,
         hidden_fields,
         notice,

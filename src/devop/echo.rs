@@ -98,6 +98,8 @@ impl EchoUpstream {
 struct EchoPage {
     signed_in_as: Option<String>,
     identity_headers: Vec<(String, String)>,
+    /// The `amr` claim of `X-Portico-Identity` (how the user signed in), comma-joined.
+    amr: Option<String>,
     method: String,
     path: String,
     query: String,
@@ -120,6 +122,34 @@ fn prefers_html(headers: &HeaderMap) -> bool {
         .and_then(|accept| accept.split(',').next())
         .map(|first| first.split(';').next().unwrap_or_default().trim())
         .is_some_and(|media| media.eq_ignore_ascii_case("text/html"))
+}
+
+/// The claims of the `X-Portico-Identity` JWT portico adds on routes with `identity_jwt`,
+/// read without checking the signature: this app only shows them. (An app that acts on them
+/// verifies the token with portico's `/.well-known/portico/jwks.json` first.)
+fn identity_token_claims(headers: &HeaderMap) -> Option<Map<String, Value>> {
+    use base64::Engine as _;
+    let token = headers.get("x-portico-identity")?.to_str().ok()?;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+/// The `amr` values (RFC 8176) of the identity token, comma-joined, when there are any.
+fn authentication_methods(headers: &HeaderMap) -> Option<String> {
+    let claims = identity_token_claims(headers)?;
+    let methods: Vec<&str> = claims
+        .get("amr")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!methods.is_empty()).then(|| methods.join(", "))
 }
 
 /// Request headers with repeated names joined by ", " (names are lower-case in `HeaderMap`).
@@ -258,6 +288,7 @@ async fn echo(State(counters): State<Arc<Counters>>, request: Request) -> Respon
         let page = EchoPage {
             signed_in_as,
             identity_headers,
+            amr: authentication_methods(&parts.headers),
             method: parts.method.to_string(),
             path,
             query: query.unwrap_or_default(),
@@ -299,6 +330,29 @@ mod tests {
             "application/json, text/html".parse().unwrap(),
         );
         assert!(!prefers_html(&headers));
+    }
+
+    #[test]
+    fn the_identity_token_s_amr_is_read_for_display() {
+        use base64::Engine as _;
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let mut headers = HeaderMap::new();
+        assert_eq!(authentication_methods(&headers), None);
+        let token = format!(
+            "{}.{}.sig",
+            encode(r#"{"alg":"ES256"}"#),
+            encode(r#"{"sub":"carol","amr":["webauthn","user"]}"#)
+        );
+        headers.insert("x-portico-identity", token.parse().unwrap());
+        assert_eq!(
+            authentication_methods(&headers).as_deref(),
+            Some("webauthn, user")
+        );
+        let without = format!("{}.{}.sig", encode("{}"), encode(r#"{"amr":[]}"#));
+        headers.insert("x-portico-identity", without.parse().unwrap());
+        assert_eq!(authentication_methods(&headers), None);
+        headers.insert("x-portico-identity", "not-a-jwt".parse().unwrap());
+        assert_eq!(authentication_methods(&headers), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(crate) fn router(shared: Arc<SharedState>) -> Router {
         .route("/token", axum::routing::post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
         .route("/end_session", get(end_session))
+        .route("/assets/portico.css", get(stylesheet))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             unavailable_when_told,
@@ -91,7 +92,19 @@ pub(crate) fn discovery_document(shared: &SharedState, misbehavior: &Misbehavior
             "email_verified", "name", "preferred_username", "roles", "groups",
         ],
         "authorization_response_iss_parameter_supported": shared.options.send_iss_in_callback,
+        // The sign-in page always offers the username form and the recent accounts, so a
+        // `prompt` of `login` or `select_account` is always honoured.
+        "prompt_values_supported": ["login", "select_account"],
     })
+}
+
+/// The sign-in page's stylesheet: portico's own.
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::pages::STYLESHEET,
+    )
+        .into_response()
 }
 
 async fn discovery(State(shared): State<Arc<SharedState>>) -> Json<Value> {
@@ -149,10 +162,8 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
         .get("sub")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    match shared.lock().user(sub) {
-        Some(user) => Json(Value::Object(user_claims(&user))).into_response(),
-        None => Json(json!({"sub": sub})).into_response(),
-    }
+    let user = shared.lock().user_or_create(sub);
+    Json(Value::Object(user_claims(&user))).into_response()
 }
 
 /// `GET /end_session` (RP-Initiated Logout 1.0).

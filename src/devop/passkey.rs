@@ -213,7 +213,6 @@ pub(crate) async fn passkey_submit(
                     let user_verified = credential.user_verified;
                     let added = {
                         let mut mutable = shared.lock();
-                        mutable.user_or_create(username);
                         let added = mutable.passkeys.add(username, credential);
                         if added {
                             mutable.stats.passkeys_registered += 1;

@@ -4,6 +4,7 @@
 //! and a poisoned lock is recovered (the data stays consistent: every update is one assignment
 //! or one map operation).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,7 +42,13 @@ pub(crate) struct MutableState {
     pub ceremonies: Ceremonies,
     pub passkeys: PasskeyStore,
     pub stats: DevOpStats,
+    /// Who signed in lately, most recent first, at most [`MAX_RECENT`]: the
+    /// sign-in page's chips.
+    pub recent: VecDeque<String>,
 }
+
+/// How many names the sign-in page offers as chips.
+pub(crate) const MAX_RECENT: usize = 5;
 
 /// Everything the handlers share.
 pub(crate) struct SharedState {
@@ -74,6 +81,7 @@ impl SharedState {
                 ceremonies: Ceremonies::default(),
                 passkeys: PasskeyStore::default(),
                 stats: DevOpStats::default(),
+                recent: VecDeque::new(),
             }),
         }
     }
@@ -147,14 +155,38 @@ impl MutableState {
         self.users.iter().find(|user| user.sub == sub).cloned()
     }
 
-    /// The user with this sub, created (with no roles) when unknown.
-    pub fn user_or_create(&mut self, sub: &str) -> DevUser {
-        if let Some(user) = self.user(sub) {
-            return user;
+    /// The user with this sub; an unknown one is made up (no roles) and not
+    /// stored, so typing names at the sign-in page grows nothing: the same
+    /// sub always makes the same user.
+    pub fn user_or_create(&self, sub: &str) -> DevUser {
+        self.user(sub).unwrap_or_else(|| DevUser::new(sub))
+    }
+
+    /// Notes that `sub` just signed in: first among the recent names.
+    pub fn remember_sign_in(&mut self, sub: &str) {
+        self.recent.retain(|known| known != sub);
+        self.recent.push_front(sub.to_owned());
+        self.recent.truncate(MAX_RECENT);
+    }
+
+    /// The users the sign-in page offers: who signed in lately, then the
+    /// configured users, at most [`MAX_RECENT`] in all.
+    pub fn recent_users(&self) -> Vec<DevUser> {
+        let mut chosen: Vec<DevUser> = self
+            .recent
+            .iter()
+            .map(|sub| self.user_or_create(sub))
+            .collect();
+        for user in &self.users {
+            if chosen.len() >= MAX_RECENT {
+                break;
+            }
+            if !chosen.iter().any(|known| known.sub == user.sub) {
+                chosen.push(user.clone());
+            }
         }
-        let user = DevUser::new(sub);
-        self.users.push(user.clone());
-        user
+        chosen.truncate(MAX_RECENT);
+        chosen
     }
 
     /// Adds `user`, or replaces the user with the same sub.
@@ -196,6 +228,39 @@ mod tests {
         assert!(!is_loopback_http_uri("http://127.0.0.1/cb#fragment"));
         assert!(!is_loopback_http_uri("javascript:alert(1)"));
         assert!(!is_loopback_http_uri("/relative"));
+    }
+
+    #[test]
+    fn the_sign_in_page_offers_at_most_five_recent_names_newest_first() {
+        let state = SharedState::new(
+            "http://127.0.0.1:9".to_owned(),
+            DevOpOptions::default(),
+            super::super::keys::key_at(0).unwrap(),
+        );
+        let mut mutable = state.lock();
+        let names = |mutable: &MutableState| -> Vec<String> {
+            mutable
+                .recent_users()
+                .into_iter()
+                .map(|user| user.sub)
+                .collect()
+        };
+        // Before anyone signs in: the configured users.
+        assert_eq!(names(&mutable), ["alice", "bob"]);
+        mutable.remember_sign_in("carol");
+        assert_eq!(names(&mutable), ["carol", "alice", "bob"]);
+        for name in ["d1", "d2", "d3", "d4", "d5", "d6"] {
+            mutable.remember_sign_in(name);
+        }
+        assert_eq!(names(&mutable), ["d6", "d5", "d4", "d3", "d2"]);
+        mutable.remember_sign_in("d3");
+        assert_eq!(names(&mutable), ["d3", "d6", "d5", "d4", "d2"]);
+        // Typed names are not kept as users: nothing grows with each new name.
+        assert_eq!(mutable.users.len(), 2);
+        assert_eq!(mutable.user_or_create("d3").email, "d3@example.test");
+        // A configured user keeps its roles on its chip.
+        mutable.remember_sign_in("alice");
+        assert_eq!(mutable.recent_users()[0].roles, ["admin"]);
     }
 
     #[test]

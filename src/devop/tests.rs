@@ -163,8 +163,18 @@ async fn sign_in_round_trip_with_pkce_then_rotating_refresh() {
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains("<title>dev OP — sign in</title>"));
-    assert!(html.contains("value=\"alice\""));
-    assert!(!html.contains("<link") && !html.contains("<script"));
+    // The username starts empty; alice is offered as a chip.
+    assert!(html.contains("id=\"username\" name=\"username\" value=\"\""));
+    assert!(html.contains("name=\"chosen_user\" value=\"alice\""));
+    // Nothing from elsewhere: one stylesheet, from this OP itself, and no script (passkeys
+    // are off on an IP-address issuer).
+    let stylesheet = format!("{}/assets/portico.css", op.issuer());
+    assert_eq!(html.matches("<link").count(), 1);
+    assert!(html.contains(&format!("<link rel=\"stylesheet\" href=\"{stylesheet}\">")));
+    assert!(!html.contains("<script"));
+    let css = client().get(&stylesheet).send().await.unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 
     let mut form: Vec<(String, String)> = Url::parse(&authorize_url(&op))
         .unwrap()

@@ -85,8 +85,13 @@ pub fn start_login(
     {
         request = request.add_scope(Scope::new("offline_access".to_string()));
     }
+    // A parameter this login sets itself (a route's `login_params`, the
+    // `prompt` of a step-up or an account switch) replaces the configured one:
+    // a provider seeing `prompt` twice may take either, or refuse.
     for (name, value) in settings.extra_auth_params.iter() {
-        request = request.add_extra_param(name.clone(), value.clone());
+        if !extra_params.iter().any(|(extra, _)| extra == name) {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
     }
     for (name, value) in extra_params {
         request = request.add_extra_param(name.clone(), value.clone());

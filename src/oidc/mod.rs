@@ -22,7 +22,7 @@ pub use login::{
     LoginStart, LoginState, MAX_CONCURRENT_LOGINS,
 };
 pub use logout::{validate_logout_token, LogoutRequest, LogoutTokenError, LOGOUT_TOKEN_MAX_AGE};
-pub use provider::{Provider, ProviderError, ProviderHandle};
+pub use provider::{switch_account_prompt, Provider, ProviderError, ProviderHandle};
 pub use refetch::{
     GLOBAL_INTERVAL as JWKS_CLIENT_REFETCH_INTERVAL, PER_KID_INTERVAL as JWKS_PER_KID_INTERVAL,
 };

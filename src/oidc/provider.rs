@@ -44,6 +44,9 @@ pub struct Provider {
     /// The provider lists `offline_access` among its scopes: ask for it, so
     /// sessions get refresh tokens.
     pub offers_offline_access: bool,
+    /// The `prompt` that "Sign in with another account" sends (see
+    /// [`switch_account_prompt`]).
+    pub switch_account_prompt: Option<&'static str>,
     jwks_uri: openidconnect::JsonWebKeySetUrl,
     jwks: ArcSwap<CoreJsonWebKeySet>,
     /// Refetches for kids in clients' tokens.
@@ -108,6 +111,7 @@ impl Provider {
             },
             end_session_endpoint,
             offers_offline_access,
+            switch_account_prompt: switch_account_prompt(extra.prompt_values_supported.as_deref()),
             sends_iss_parameter: extra
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),
@@ -257,5 +261,62 @@ impl ProviderHandle {
                 false
             }
         }
+    }
+}
+
+/// The `prompt` value that lets a person sign in with another account,
+/// given the provider's `prompt_values_supported` (None: not published).
+///
+/// OpenID Connect Core 1.0 §3.1.2.1 defines `select_account` ("prompt the
+/// End-User to select a user account") and `login` ("prompt the End-User for
+/// reauthentication"), but an OP need not honour every value, and the
+/// `prompt_values_supported` discovery field (Initiating User Registration
+/// via OpenID Connect 1.0, §4.1) is how it says which it does. So:
+/// `select_account` when the provider lists it (the closest meaning: choose
+/// another account); otherwise `login`, when listed or when nothing is
+/// published (Core's values; the safe default, since a fresh sign-in can be
+/// made with any account); no `prompt` when the provider lists values but
+/// neither of these (sending one it refuses could end the sign-in with an
+/// error). portico has ended its own session before this sign-in starts, so
+/// even then the person reaches the provider's sign-in, not the old session.
+pub fn switch_account_prompt(supported: Option<&[String]>) -> Option<&'static str> {
+    let Some(values) = supported else {
+        return Some("login");
+    };
+    let listed = |wanted: &str| values.iter().any(|value| value == wanted);
+    if listed("select_account") {
+        Some("select_account")
+    } else if listed("login") {
+        Some("login")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(list: &[&str]) -> Vec<String> {
+        list.iter().map(|value| (*value).to_string()).collect()
+    }
+
+    #[test]
+    fn switching_accounts_asks_for_select_account_when_the_provider_lists_it() {
+        let listed = values(&["none", "login", "consent", "select_account"]);
+        assert_eq!(switch_account_prompt(Some(&listed)), Some("select_account"));
+    }
+
+    #[test]
+    fn switching_accounts_asks_for_login_when_select_account_is_not_offered() {
+        assert_eq!(switch_account_prompt(None), Some("login"));
+        let listed = values(&["none", "login", "create"]);
+        assert_eq!(switch_account_prompt(Some(&listed)), Some("login"));
+    }
+
+    #[test]
+    fn switching_accounts_sends_no_prompt_the_provider_says_it_does_not_take() {
+        assert_eq!(switch_account_prompt(Some(&values(&["none"]))), None);
+        assert_eq!(switch_account_prompt(Some(&[])), None);
     }
 }

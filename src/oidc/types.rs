@@ -39,6 +39,10 @@ pub struct ExtraProviderMetadata {
     /// Back-Channel Logout.
     #[serde(default)]
     pub backchannel_logout_supported: Option<bool>,
+    /// The `prompt` values the provider honours (Initiating User Registration
+    /// via OpenID Connect 1.0, §4.1: the discovery field `prompt_values_supported`).
+    #[serde(default)]
+    pub prompt_values_supported: Option<Vec<String>>,
 }
 impl AdditionalProviderMetadata for ExtraProviderMetadata {}
 

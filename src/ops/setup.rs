@@ -3,15 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Request, State};
+use axum::response::Response;
 use http::StatusCode;
 
-use crate::AppState;
+use crate::config::Branding;
+use crate::error::GatewayError;
+use crate::pages::{branding, error_response, html, wants_json};
+use crate::{request_id, AppState};
 
 #[derive(askama::Template)]
 #[template(path = "setup.html")]
 struct SetupPage<'a> {
+    brand: &'a Branding,
     redirect_url: &'a str,
     post_logout_url: &'a str,
     backchannel_url: &'a str,
@@ -22,14 +26,21 @@ struct SetupPage<'a> {
 
 /// `GET /oauth2/setup`, only with `[server] setup_page = true`: the URLs to
 /// register at the provider, as portico will use them.
-pub async fn setup(State(app): State<Arc<AppState>>) -> Response {
+/// Off, it is a 404 page saying so (JSON for API clients).
+pub async fn setup(State(app): State<Arc<AppState>>, request: Request) -> Response {
     if !app.config.server.setup_page {
-        return StatusCode::NOT_FOUND.into_response();
+        return error_response(
+            &GatewayError::SetupPageOff,
+            request_id::of(&request).as_str(),
+            wants_json(request.headers(), false),
+        );
     }
     let public = app.config.server.public_url.as_str().trim_end_matches('/');
     let backchannel = format!("{public}/oauth2/backchannel_logout");
     let jwks = format!("{public}/.well-known/portico/jwks.json");
+    let brand = branding();
     let page = SetupPage {
+        brand: &brand,
         redirect_url: app.config.oidc.redirect_url.as_str(),
         post_logout_url: app.config.oidc.post_logout_redirect_url.as_str(),
         backchannel_url: &backchannel,
@@ -37,15 +48,5 @@ pub async fn setup(State(app): State<Arc<AppState>>) -> Response {
         client_id: &app.config.oidc.client_id,
         jwks_url: &jwks,
     };
-    match askama::Template::render(&page) {
-        Ok(body) => {
-            let mut response = axum::response::Html(body).into_response();
-            crate::page_security::harden(&mut response);
-            response
-        }
-        Err(error) => {
-            tracing::error!(%error, "setup page failed to render");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    html(StatusCode::OK, askama::Template::render(&page))
 }

@@ -134,7 +134,8 @@ pub async fn proxied(
                     Principal::Bearer { .. } => String::new(),
                 };
                 let user = data.email.as_deref().or(Some(data.sub.as_str()));
-                return forbidden(user, &csrf, request_id.as_str(), json);
+                let refused = return_to().to_string();
+                return forbidden(user, &csrf, Some(&refused), request_id.as_str(), json);
             }
         }
     }

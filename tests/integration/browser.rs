@@ -268,6 +268,8 @@ async fn two_tabs_signing_in_at_once_each_return_to_their_own_page() {
         .count();
     assert_eq!(login_cookies, 2, "one login cookie per sign-in in progress");
 
+    first.fill("#username", "alice").await;
+    second.fill("#username", "alice").await;
     let (first_landing, second_landing) =
         tokio::join!(first.submit("#sign-in"), second.submit("#sign-in"));
     assert_eq!(first_landing.url, first_page, "{}", first_landing.text);
@@ -337,13 +339,14 @@ async fn a_refusal_at_the_provider_is_explained_on_portico_s_error_page() {
     chromium.close().await;
 }
 
-/// Not a check: walks a running `portico demo` and saves the screenshots the README shows
-/// (`target/screenshots/demo-*.png`). Start the demo, then
-/// `cargo test --test integration demo_journey` (it starts the demo itself, or uses
-/// the one at `PORTICO_DEMO_URL`).
+/// The real `portico demo` binary (or the one at `PORTICO_DEMO_URL`), walked from a refusal
+/// through sign-out to a passkey sign-in. Its screenshots go to `target/screenshots/demo-*.png`;
+/// the README's come from `cargo test --test integration screenshots` (see `screenshots.rs`).
 #[tokio::test]
-async fn demo_journey_screenshots() {
-    let Some(chromium) = Chromium::launch("demo_journey_screenshots").await else {
+async fn the_real_demo_walks_from_a_refusal_to_a_passkey_sign_in() {
+    let Some(chromium) =
+        Chromium::launch("the_real_demo_walks_from_a_refusal_to_a_passkey_sign_in").await
+    else {
         return;
     };
     // The real `portico demo`, unless one is already running at PORTICO_DEMO_URL.
@@ -385,6 +388,8 @@ async fn demo_journey_screenshots() {
     tab.screenshot("demo-5-passkey-saved").await;
     let landing = tab.submit("#passkey-sign-in").await;
     assert!(landing.shows("Signed in as alice"), "{landing:?}");
+    // The demo's routes send X-Portico-Identity, so the echo app shows the passkey's amr.
+    assert!(landing.shows("amr: webauthn"), "{landing:?}");
     assert_eq!(tab.authenticator_credentials(&authenticator).await.len(), 1);
     tab.screenshot("demo-6-landing").await;
 

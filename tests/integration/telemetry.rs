@@ -277,3 +277,51 @@ async fn with_no_endpoint_nothing_is_traced_and_traceparent_passes_as_sent() {
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.json()["headers"]["traceparent"], TRACEPARENT);
 }
+
+#[tokio::test]
+async fn a_zero_ratio_records_no_new_trace_but_follows_a_trusted_sampled_parent() {
+    let receiver = OtlpReceiver::start().await;
+    let app = TestApp::builder()
+        .route("path_prefix = \"/\"\nupstream = \"{upstream}\"\npublic = true")
+        .config("server", "trusted_proxies = [\"127.0.0.1/32\"]")
+        .config(
+            "telemetry",
+            &format!("otlp_endpoint = \"{}\"\nsample_ratio = 0", receiver.url()),
+        )
+        .build()
+        .await;
+    let browser = Browser::new();
+    let unsampled = browser.get(&app.url("/new")).await;
+    assert_eq!(unsampled.status, StatusCode::OK);
+    // Not recorded, but the upstream still gets a context (flag 00).
+    let traceparent = unsampled.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        traceparent.starts_with("00-") && traceparent.ends_with("-00"),
+        "{traceparent}"
+    );
+    let continued = browser
+        .get_with(&app.url("/continued"), &[("traceparent", TRACEPARENT)])
+        .await;
+    assert_eq!(continued.status, StatusCode::OK);
+    flush(&app).await;
+    let continued_id = request_id(&continued);
+    let spans = receiver
+        .wait_for(|spans| {
+            spans
+                .iter()
+                .any(|span| span.attribute("portico.request_id") == Some(&continued_id))
+        })
+        .await;
+    let (request, _) = one_trace(&spans, &continued_id);
+    assert_eq!(request.trace_id, TRACE_ID);
+    let unsampled_id = request_id(&unsampled);
+    assert!(
+        spans
+            .iter()
+            .all(|span| span.attribute("portico.request_id") != Some(&unsampled_id)),
+        "a new trace at ratio 0 is not exported: {spans:#?}"
+    );
+}
