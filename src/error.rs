@@ -75,6 +75,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::Login(error) => match error {
                 LoginError::TokenEndpointUnreachable(_) => StatusCode::BAD_GATEWAY,
+                LoginError::ClientRejected { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 LoginError::ProviderRefused { .. } => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
             },
@@ -218,6 +219,15 @@ impl GatewayError {
                           did not answer."
                     .into(),
                 advice: "Wait a moment and try again.",
+            },
+            GatewayError::Login(LoginError::ClientRejected { .. }) => Explanation {
+                title: "Sign-in is not set up correctly",
+                message: "The identity provider did not accept this gateway's client \
+                          credentials, so the sign-in could not finish."
+                    .into(),
+                advice: "This is not something you did. Tell the site's operator, quoting the \
+                         request id below. Operators: check oidc.client_secret (for Descope, an \
+                         access key of this project) and oidc.token_auth_method.",
             },
             GatewayError::Login(_) => Explanation {
                 title: "Sign-in failed",

@@ -335,7 +335,8 @@ pub async fn backchannel_logout(
         }
         Err(error) => return store_unavailable(&error),
     }
-    let ended = match (&request.sid, &request.sub) {
+    let descope = app.config.oidc.provider == crate::config::ProviderKind::Descope;
+    let ended = match (&request.sid, request.subject(descope)) {
         (Some(sid), _) => app.sessions.end_all_of_provider_session(sid).await,
         (None, Some(sub)) => app.sessions.end_all_of_subject(sub).await,
         (None, None) => Ok(0),

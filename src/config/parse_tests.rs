@@ -30,9 +30,13 @@ fn minimal_config_gets_contract_defaults() {
         config.oidc.post_logout_redirect_url.as_str(),
         "https://app.example.com/oauth2/signed_out"
     );
+    // Every asymmetric algorithm, and nothing else (never none, never HMAC).
     assert_eq!(
         config.oidc.allowed_algs,
-        ["RS256", "ES256", "PS256", "EdDSA"]
+        [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+            "EdDSA"
+        ]
     );
     assert_eq!(config.oidc.clock_skew, Duration::from_secs(30));
     assert_eq!(config.oidc.jwks_refresh, Duration::from_secs(900));

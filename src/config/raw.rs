@@ -108,7 +108,8 @@ pub(crate) struct RawOidc {
     pub client_secret_file: String,
     pub redirect_url: String,
     pub post_logout_redirect_url: String,
-    pub scopes: Vec<String>,
+    /// None: the provider's default (Descope asks for more, see validate_oidc).
+    pub scopes: Option<Vec<String>>,
     pub extra_auth_params: BTreeMap<String, String>,
     pub extra_audiences: Vec<String>,
     pub bearer_audiences: Vec<String>,
@@ -124,6 +125,9 @@ pub(crate) struct RawOidc {
     pub project_id: String,
     pub base_url: String,
     pub flow: String,
+    pub token_auth_method: String,
+    pub client_assertion_key_file: String,
+    pub client_assertion_kid: String,
 }
 
 impl Default for RawOidc {
@@ -136,12 +140,12 @@ impl Default for RawOidc {
             client_secret_file: String::new(),
             redirect_url: String::new(),
             post_logout_redirect_url: String::new(),
-            scopes: strings(&["openid", "profile", "email"]),
+            scopes: None,
             extra_auth_params: BTreeMap::new(),
             extra_audiences: Vec::new(),
             bearer_audiences: Vec::new(),
             require_azp: false,
-            allowed_algs: strings(&["RS256", "ES256", "PS256", "EdDSA"]),
+            allowed_algs: strings(crate::oidc::ASYMMETRIC_ALGORITHMS),
             clock_skew: "30s".to_owned(),
             jwks_refresh: "15m".to_owned(),
             provider_timeout: "10s".to_owned(),
@@ -152,6 +156,9 @@ impl Default for RawOidc {
             project_id: String::new(),
             base_url: String::new(),
             flow: String::new(),
+            token_auth_method: String::new(),
+            client_assertion_key_file: String::new(),
+            client_assertion_kid: String::new(),
         }
     }
 }
@@ -381,6 +388,9 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("project_id", Kind::Text),
             ("base_url", Kind::Text),
             ("flow", Kind::Text),
+            ("token_auth_method", Kind::Text),
+            ("client_assertion_key_file", Kind::Text),
+            ("client_assertion_kid", Kind::Text),
         ],
     },
     Section {
@@ -460,6 +470,7 @@ mod tests {
     fn schema_lists_exactly_the_struct_fields() {
         let mut raw = RawConfig::default();
         raw.session.cookie_secure = Some(true);
+        raw.oidc.scopes = Some(Vec::new());
         // Optional rule keys serialise only when present.
         raw.routes.push(RawRoute {
             require_all_roles: Some(Vec::new()),
@@ -492,8 +503,14 @@ mod tests {
         let raw = RawConfig::default();
         assert_eq!(raw.server.listen, "127.0.0.1:4180");
         assert_eq!(raw.server.upstream_timeout, "30s");
-        assert_eq!(raw.oidc.scopes, ["openid", "profile", "email"]);
-        assert_eq!(raw.oidc.allowed_algs, ["RS256", "ES256", "PS256", "EdDSA"]);
+        assert_eq!(raw.oidc.scopes, None);
+        assert_eq!(
+            raw.oidc.allowed_algs,
+            [
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                "EdDSA"
+            ]
+        );
         assert_eq!(raw.oidc.groups_claim, "groups");
         assert_eq!(raw.session.redis_url, "redis://127.0.0.1:6379/0");
         assert_eq!(raw.session.cookie_name, "portico_session");

@@ -138,6 +138,16 @@ pub fn render_effective(config: &Config) -> String {
         oidc.post_logout_redirect_url.as_str(),
     );
     document.list("scopes", &oidc.scopes);
+    document.text("token_auth_method", oidc.token_auth_method.name());
+    if oidc.token_auth_method == crate::config::TokenAuthMethod::FromDiscovery {
+        let _ = writeln!(
+            document.text,
+            "# derived: client_secret_basic, or client_secret_post when discovery lists only that"
+        );
+    }
+    if oidc.client_assertion_key.is_some() {
+        document.raw("client_assertion_key_file", MASKED);
+    }
     let parameters = oidc
         .extra_auth_params
         .iter()

@@ -166,7 +166,7 @@ pub struct OidcConfig {
     pub bearer_audiences: Vec<String>,
     pub require_azp: bool,
     /// Upper-case JOSE names, each one of RS256 RS384 RS512 PS256 PS384 PS512
-    /// ES256 ES384 EdDSA (HS* only when explicitly listed).
+    /// ES256 ES384 ES512 EdDSA (HS* only when explicitly listed).
     pub allowed_algs: Vec<String>,
     pub clock_skew: Duration,
     pub jwks_refresh: Duration,
@@ -186,6 +186,35 @@ pub struct OidcConfig {
     pub project_id: Option<String>,
     pub base_url: Option<Url>,
     pub flow: Option<String>,
+    /// How portico authenticates at the token endpoint.
+    pub token_auth_method: TokenAuthMethod,
+    /// `private_key_jwt` only: the PKCS#8 key (DER) that signs client
+    /// assertions, and the kid to name (RFC 7523).
+    pub client_assertion_key: Option<Secret<Vec<u8>>>,
+    pub client_assertion_kid: Option<String>,
+}
+
+/// `oidc.token_auth_method`: client authentication at the token endpoint
+/// (OpenID Connect Core §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    /// Basic, unless discovery lists only `client_secret_post` (key unset).
+    FromDiscovery,
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// A JWT signed with the client's private key (RFC 7523 §2.2).
+    PrivateKeyJwt,
+}
+
+impl TokenAuthMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenAuthMethod::FromDiscovery => "",
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 impl OidcConfig {

@@ -15,8 +15,8 @@ use super::validate::{duration, http_url, is_loopback, non_empty};
 
 /// The JOSE algorithms portico can verify, in their canonical spelling.
 const SUPPORTED_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
-    "HS384", "HS512",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
 ];
 
 /// Authorization request parameters portico sets itself; letting
@@ -51,7 +51,20 @@ pub(crate) fn oidc(
     };
     let redirect_url = redirect_url(problems, raw, public_url);
     let post_logout_redirect_url = post_logout_redirect_url(problems, raw, public_url);
-    let scopes = scopes(problems, &raw.scopes);
+    let default_scopes = if raw.provider == "descope" {
+        DESCOPE_DEFAULT_SCOPES
+    } else {
+        GENERIC_DEFAULT_SCOPES
+    };
+    let scopes = match &raw.scopes {
+        Some(scopes) => scopes.clone(),
+        None => default_scopes
+            .iter()
+            .map(|scope| (*scope).to_owned())
+            .collect(),
+    };
+    let scopes = scopes_valid(problems, &scopes);
+    let token_auth = super::validate_token_auth::token_auth(problems, raw, has_secret(raw));
     let extra_auth_params = extra_auth_params(problems, &raw.extra_auth_params);
     let extra_audiences = non_empty_items(problems, "oidc.extra_audiences", &raw.extra_audiences);
     let bearer_audiences =
@@ -86,6 +99,7 @@ pub(crate) fn oidc(
     );
     let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
     let identity = identity?;
+    let token_auth = token_auth?;
     let bearer_audiences = bearer_audiences.filter(|audiences| {
         bearer_audiences_exclude_the_client(problems, audiences, &identity.client_id)
     });
@@ -122,6 +136,9 @@ pub(crate) fn oidc(
         project_id: identity.project_id,
         base_url: identity.base_url,
         flow: identity.flow,
+        token_auth_method: token_auth.method,
+        client_assertion_key: token_auth.key,
+        client_assertion_kid: token_auth.kid,
     })
 }
 
@@ -192,7 +209,30 @@ fn explicit_or_derived(
     }
 }
 
-fn scopes(problems: &mut Problems, scopes: &[String]) -> Option<Vec<String>> {
+/// Scopes when `oidc.scopes` is not set.
+const GENERIC_DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email"];
+
+/// Descope puts roles, permissions and tenants in the ID token only when the
+/// scopes ask for them: its own OIDC client asks for `openid email roles
+/// descope.custom_claims offline_access` (descope/descope-js,
+/// packages/sdks/web-js-sdk `createOidc`), Grafana's Descope guide for
+/// `openid profile email descope.claims descope.custom_claims` (grafana/grafana
+/// docs, generic OAuth, "Set up OAuth2 with Descope"). `descope.claims` brings
+/// roles, permissions and tenants; `descope.custom_claims` the JWT template's
+/// and the user's custom claims. `offline_access` is added from discovery.
+const DESCOPE_DEFAULT_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "descope.claims",
+    "descope.custom_claims",
+];
+
+fn has_secret(raw: &RawOidc) -> bool {
+    !raw.client_secret.is_empty() || !raw.client_secret_file.is_empty()
+}
+
+fn scopes_valid(problems: &mut Problems, scopes: &[String]) -> Option<Vec<String>> {
     let mut valid = true;
     for (index, scope) in scopes.iter().enumerate() {
         if scope.is_empty() || scope.contains(char::is_whitespace) {

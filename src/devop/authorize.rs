@@ -135,7 +135,8 @@ fn redirect_back(
         }
         if *misbehavior == Misbehavior::WrongIssParam {
             query.append_pair("iss", &wrong_issuer(&shared.issuer));
-        } else if shared.options.send_iss_in_callback {
+        } else if shared.options.send_iss_in_callback && shared.descope().is_none() {
+            // Descope sends no RFC 9207 `iss` (see `descope.rs`).
             query.append_pair("iss", &shared.issuer);
         }
     }
@@ -262,7 +263,9 @@ pub(crate) fn login_page(
         hidden_fields,
         notice,
         passkey,
-        issuer: shared.issuer.clone(),
+        // The page posts to `{issuer}/authorize`: give it where the
+        // authorization endpoint lives (Descope: `{base}/oauth2/v1`).
+        issuer: shared.endpoint_base(),
     };
     render(StatusCode::OK, &page)
 }

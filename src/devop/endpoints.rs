@@ -40,6 +40,37 @@ pub(crate) fn router(shared: Arc<SharedState>) -> Router {
         .with_state(shared)
 }
 
+/// The `descope` profile's router: Descope's paths (see `descope.rs`).
+pub(crate) fn descope_router(shared: Arc<SharedState>, project: &str) -> Router {
+    Router::new()
+        .route(
+            &format!("/{project}/.well-known/openid-configuration"),
+            get(discovery),
+        )
+        .route(&format!("/{project}/.well-known/jwks.json"), get(jwks))
+        .route(&format!("/v2/keys/{project}"), get(jwks))
+        .route(
+            "/oauth2/v1/authorize",
+            get(authorize_page).post(authorize_submit),
+        )
+        .route(
+            "/oauth2/v1/authorize/passkey",
+            axum::routing::post(passkey_submit),
+        )
+        .route("/oauth2/v1/token", axum::routing::post(token))
+        .route("/oauth2/v1/userinfo", get(userinfo).post(userinfo))
+        .route("/oauth2/v1/logout", get(end_session))
+        .route(
+            "/v1/auth/accesskey/exchange",
+            axum::routing::post(super::descope::access_key_exchange),
+        )
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            unavailable_when_told,
+        ))
+        .with_state(shared)
+}
+
 /// Longest `Misbehavior::Slow` delay.
 const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -72,17 +103,44 @@ pub(crate) fn discovery_document(shared: &SharedState, misbehavior: &Misbehavior
     } else {
         issuer.clone()
     };
+    let base = shared.endpoint_base();
+    let mut signing_algs = vec![shared.lock().signing_alg.name()];
+    if !signing_algs.contains(&"RS256") {
+        signing_algs.push("RS256");
+    }
+    if shared.descope().is_some() {
+        // Descope's discovery: OAuth endpoints under /oauth2/v1, JWKS under
+        // the issuer, no RFC 9207 `iss` (see `descope.rs`).
+        return json!({
+            "issuer": advertised_issuer,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "userinfo_endpoint": format!("{base}/userinfo"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "end_session_endpoint": format!("{base}/logout"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": signing_algs,
+            "scopes_supported": ["openid", "profile", "email", "phone", "roles",
+                "descope.claims", "descope.custom_claims", "offline_access"],
+            "token_endpoint_auth_methods_supported": shared.options.token_auth_methods.names(),
+            "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr",
+                "email", "email_verified", "name", "roles", "permissions", "tenants", "dsub"],
+        });
+    }
     json!({
         "issuer": advertised_issuer,
-        "authorization_endpoint": format!("{issuer}/authorize"),
-        "token_endpoint": format!("{issuer}/token"),
-        "userinfo_endpoint": format!("{issuer}/userinfo"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
         "jwks_uri": format!("{issuer}/jwks"),
-        "end_session_endpoint": format!("{issuer}/end_session"),
+        "end_session_endpoint": format!("{base}/end_session"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": signing_algs,
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "token_endpoint_auth_methods_supported": shared.options.token_auth_methods.names(),
         "code_challenge_methods_supported": ["S256"],
@@ -117,12 +175,14 @@ async fn discovery(State(shared): State<Arc<SharedState>>) -> Json<Value> {
 }
 
 pub(crate) async fn jwks(State(shared): State<Arc<SharedState>>) -> Json<Value> {
-    let key = {
+    let (key, alg_keys) = {
         let mut mutable = shared.lock();
         mutable.stats.jwks_requests += 1;
-        mutable.current_key.clone()
+        (mutable.current_key.clone(), mutable.alg_keys.clone())
     };
-    Json(json!({"keys": [key.public_jwk()]}))
+    let mut keys: Vec<Value> = alg_keys.iter().map(|key| key.public_jwk()).collect();
+    keys.push(key.public_jwk());
+    Json(json!({"keys": keys}))
 }
 
 fn bearer_challenge(error: Option<&str>) -> Response {
@@ -155,7 +215,9 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
         return bearer_challenge(None);
     };
     let keys = shared.lock().used_keys.clone();
-    let Some(claims) = check_access_token(&token, &keys, &shared.issuer, shared.now()) else {
+    let Some(claims) =
+        check_access_token(&token, &keys, &shared.access_token_issuer(), shared.now())
+    else {
         return bearer_challenge(Some("invalid_token"));
     };
     let sub = claims

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::keys::KeyPair;
+use super::signers::AlgKey;
 
 /// How a token is signed.
 pub(crate) enum Signing<'a> {
@@ -24,6 +25,8 @@ pub(crate) enum Signing<'a> {
     Unsigned,
     /// HS256 keyed with these bytes (a confused verifier would use the client secret).
     Hs256(&'a [u8]),
+    /// The key's own algorithm (any asymmetric one); the header names its kid.
+    With(&'a AlgKey),
 }
 
 /// Why a token could not be produced.
@@ -31,6 +34,8 @@ pub(crate) enum Signing<'a> {
 pub(crate) enum JwtError {
     #[error("could not sign the token: {0}")]
     Signing(#[from] rsa::signature::Error),
+    #[error("could not sign the token: {0}")]
+    OtherSigning(#[from] super::signers::SignerError),
     #[error("could not serialise the token: {0}")]
     Serialising(#[from] serde_json::Error),
 }
@@ -48,6 +53,7 @@ pub(crate) fn encode(
         }
         Signing::Unsigned => json!({"alg": "none"}),
         Signing::Hs256(_) => json!({"alg": "HS256", "typ": token_type}),
+        Signing::With(key) => json!({"alg": key.alg().name(), "typ": token_type, "kid": key.kid()}),
     };
     let signing_input = format!(
         "{}.{}",
@@ -65,6 +71,7 @@ pub(crate) fn encode(
         }
         Signing::Unsigned => Vec::new(),
         Signing::Hs256(secret) => hmac_sha256(secret, signing_input.as_bytes()).to_vec(),
+        Signing::With(key) => key.sign(signing_input.as_bytes())?,
     };
     Ok(format!(
         "{signing_input}.{}",

@@ -78,6 +78,24 @@ impl KeyPair {
         Ok(signature)
     }
 
+    /// An RSA signature of `message` with `padding` (PKCS#1 v1.5 or PSS, any SHA-2).
+    pub fn sign_with(
+        &self,
+        padding: &'static dyn ring::signature::RsaEncoding,
+        message: &[u8],
+    ) -> Result<Vec<u8>, rsa::signature::Error> {
+        let mut signature = vec![0; self.signing_key.public().modulus_len()];
+        self.signing_key
+            .sign(
+                padding,
+                &ring::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| rsa::signature::Error::new())?;
+        Ok(signature)
+    }
+
     /// Whether `signature` is a valid RS256 signature of `message` by this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match Signature::try_from(signature) {

@@ -78,6 +78,16 @@ pub(crate) fn logout_token(shared: &SharedState, spec: &LogoutTokenSpec) -> Stri
     if defect != Some(LogoutDefect::NoSubjectOrSession) {
         if let Some(sub) = &spec.sub {
             claims.insert("sub".into(), Value::String(sub.clone()));
+            // Descope with the JWT template's subject override: `sub` is the
+            // login id and `dsub` the user id, as in its ID tokens.
+            let overridden = shared
+                .descope()
+                .is_some_and(|descope| descope.override_subject);
+            let user = overridden.then(|| shared.lock().user(sub)).flatten();
+            if let Some(user) = user {
+                claims.insert("dsub".into(), Value::String(sub.clone()));
+                claims.insert("sub".into(), Value::String(user.email));
+            }
         }
         if let Some(sid) = &spec.sid {
             claims.insert("sid".into(), Value::String(sid.clone()));

@@ -3,10 +3,13 @@
 //! portico's integration tests need a real OP on a real port: one that does discovery, shows a
 //! sign-in page, exchanges codes with PKCE, signs genuine RS256 tokens and rotates its keys — and
 //! that can misbehave on demand ([`Misbehavior`]), so each test can prove portico refuses one
-//! kind of bad token or answer. The echo upstream ([`EchoUpstream`]) is the app behind portico:
-//! it shows what portico forwarded.
+//! kind of bad token or answer. It signs with any asymmetric JWS algorithm ([`SigningAlg`]), and
+//! its strict `descope` profile ([`DescopeShape`]) behaves as Descope's public docs and SDKs say
+//! (paths, claims per scope, session JWTs, access-key exchange). The echo upstream
+//! ([`EchoUpstream`]) is the app behind portico: it shows what portico forwarded.
 
 mod authorize;
+mod descope;
 mod echo;
 mod endpoints;
 mod grants;
@@ -19,6 +22,7 @@ mod options;
 mod pages;
 mod passkey;
 mod server;
+mod signers;
 mod state;
 mod token_endpoint;
 mod tokens;
@@ -42,10 +46,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use descope::{DescopeAccessKey, DescopeShape, SessionIssuerForm};
 pub use echo::EchoUpstream;
 pub use logout::{LogoutDefect, LogoutTokenSpec, BACKCHANNEL_LOGOUT_EVENT};
 pub use mint::MintKey;
-pub use options::{DescopeShape, DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
+pub use options::{DevOpOptions, DevOpStats, DevUser, Misbehavior, TokenAuthMethods};
+pub use signers::{AlgKey, SignerError, SigningAlg};
 
 use server::ServerHandle;
 use state::SharedState;
@@ -103,14 +109,9 @@ impl DevOp {
             None => origin,
         };
         let shared = Arc::new(SharedState::new(issuer, options, key));
+        shared.prepare_alg_keys().map_err(std::io::Error::other)?;
         let router = match &descope_project {
-            // Descope: everything under /{project}, session keys at /v2/keys/{project}.
-            Some(project) => axum::Router::new()
-                .nest(&format!("/{project}"), endpoints::router(shared.clone()))
-                .route(
-                    &format!("/v2/keys/{project}"),
-                    axum::routing::get(endpoints::jwks).with_state(shared.clone()),
-                ),
+            Some(project) => endpoints::descope_router(shared.clone(), project),
             None => endpoints::router(shared.clone()),
         };
         let server = ServerHandle::spawn(listener, router, |_| {})?;
@@ -160,6 +161,14 @@ impl DevOp {
                 keys::prepare_in_background(next + 1);
             }
             Err(error) => tracing::error!(%error, "dev OP could not generate a signing key"),
+        }
+    }
+
+    /// Signs ID tokens with `alg` from now on; its key joins the JWKS (the
+    /// keys already published stay).
+    pub fn set_signing_alg(&self, alg: SigningAlg) {
+        if let Err(error) = self.shared.use_signing_alg(alg) {
+            tracing::error!(%error, "dev OP could not make a signing key");
         }
     }
 

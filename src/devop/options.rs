@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::descope::DescopeShape;
+use super::signers::SigningAlg;
+
 /// A user the dev OP can sign in.
 #[derive(Clone, Debug)]
 pub struct DevUser {
@@ -92,10 +95,17 @@ pub struct DevOpOptions {
     pub send_iss_in_callback: bool,
     /// When set (e.g. "localhost"), the issuer is `http://{public_host}:{port}`.
     pub public_host: Option<String>,
-    /// Issue tokens the way Descope does (issuer `{base}/{project_id}`,
-    /// `aud` = [project id, client id], no `azp` unless asked, session-key
-    /// JWKS at `/v2/keys/{project_id}`).
+    /// The strict `descope` profile: Descope's paths, claims, tokens and
+    /// access-key exchange (see `descope.rs` for each behaviour's source).
     pub descope: Option<DescopeShape>,
+    /// The algorithm ID tokens are signed with (access tokens stay RS256).
+    pub signing_alg: SigningAlg,
+    /// Algorithms whose keys the JWKS publishes from the start, besides the
+    /// signing one and the RSA key (so tests can switch without a refetch).
+    pub published_algs: Vec<SigningAlg>,
+    /// Public JWKs of the client's `private_key_jwt` keys; empty: the token
+    /// endpoint takes no client assertions.
+    pub client_assertion_keys: Vec<Value>,
 }
 
 impl Default for DevOpOptions {
@@ -115,16 +125,11 @@ impl Default for DevOpOptions {
             send_iss_in_callback: true,
             public_host: None,
             descope: None,
+            signing_alg: SigningAlg::Rs256,
+            published_algs: Vec::new(),
+            client_assertion_keys: Vec::new(),
         }
     }
-}
-
-/// The Descope-shaped mode of the dev OP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DescopeShape {
-    pub project_id: String,
-    /// Add `azp` = client id (Descope does so only with a JWT template claim).
-    pub send_azp: bool,
 }
 
 /// A way the dev OP can misbehave, so tests can prove the relying party refuses it.
@@ -191,6 +196,10 @@ pub struct DevOpStats {
     pub last_authorize_query: Option<String>,
     /// The `amr` of the last ID token issued (`["pwd"]` or `["webauthn"]`).
     pub last_amr: Vec<String>,
+    /// The `alg` of the last ID token issued ("RS256", "ES384", …).
+    pub last_id_token_alg: Option<String>,
+    /// Token requests whose client authenticated with a `private_key_jwt` assertion.
+    pub client_assertions: u64,
     /// Passkeys registered so far.
     pub passkeys_registered: u64,
     /// Passkey ceremonies refused (bad answer, unknown or used challenge, unknown credential).

@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use url::{Host, Url};
 
+use super::descope::DescopeShape;
 use super::grants::{CodeStore, RefreshStore};
 use super::keys::KeyPair;
 use super::options::{DevOpOptions, DevOpStats, DevUser, Misbehavior};
 use super::passkey::{relying_party_for, Ceremonies, PasskeyStore};
+use super::signers::{AlgKey, SignerError, SigningAlg};
 use super::tokens::TokenContext;
 use super::webauthn::RelyingParty;
 
@@ -45,6 +47,10 @@ pub(crate) struct MutableState {
     /// Who signed in lately, most recent first, at most [`MAX_RECENT`]: the
     /// sign-in page's chips.
     pub recent: VecDeque<String>,
+    /// The algorithm ID tokens are signed with.
+    pub signing_alg: SigningAlg,
+    /// Keys for algorithms other than RS256 with the pool key, all published.
+    pub alg_keys: Vec<Arc<AlgKey>>,
 }
 
 /// How many names the sign-in page offers as chips.
@@ -82,6 +88,8 @@ impl SharedState {
                 passkeys: PasskeyStore::default(),
                 stats: DevOpStats::default(),
                 recent: VecDeque::new(),
+                signing_alg: SigningAlg::Rs256,
+                alg_keys: Vec::new(),
             }),
         }
     }
@@ -107,6 +115,7 @@ impl SharedState {
     }
 
     pub fn token_context(&self, now: u64) -> TokenContext<'_> {
+        let descope = self.options.descope.as_ref();
         TokenContext {
             issuer: &self.issuer,
             client_id: &self.options.client_id,
@@ -114,19 +123,86 @@ impl SharedState {
             now,
             id_token_ttl_seconds: self.options.id_token_ttl.as_secs(),
             access_token_ttl_seconds: self.options.access_token_ttl.as_secs(),
-            audience: match &self.options.descope {
+            // Descope: `aud` = the project id (and a federated app's client
+            // id beside it when that differs).
+            audience: match descope {
                 Some(descope) if descope.project_id != self.options.client_id => {
                     serde_json::json!([descope.project_id, self.options.client_id])
                 }
-                Some(descope) => serde_json::json!([descope.project_id]),
+                Some(descope) => serde_json::json!(descope.project_id),
                 None => serde_json::json!(self.options.client_id),
             },
-            send_azp: self
-                .options
-                .descope
-                .as_ref()
-                .is_none_or(|descope| descope.send_azp),
+            send_azp: descope.is_none_or(|descope| descope.send_azp),
+            descope,
+            scope: "openid",
         }
+    }
+
+    /// The `iss` of this OP's access tokens: the issuer, or in the Descope
+    /// profile the session-JWT issuer form it is set to.
+    pub fn access_token_issuer(&self) -> String {
+        match self.descope() {
+            Some(descope) => {
+                super::descope::session_issuer(descope, &self.issuer, descope.session_issuer)
+            }
+            None => self.issuer.clone(),
+        }
+    }
+
+    /// The Descope profile, when on.
+    pub fn descope(&self) -> Option<&DescopeShape> {
+        self.options.descope.as_ref()
+    }
+
+    /// Where the OAuth endpoints live: `{issuer}` normally, Descope's
+    /// `{base}/oauth2/v1` in the Descope profile.
+    pub fn endpoint_base(&self) -> String {
+        match self.descope() {
+            Some(descope) => format!(
+                "{}/oauth2/v1",
+                super::descope::base_of(&self.issuer, &descope.project_id)
+            ),
+            None => self.issuer.clone(),
+        }
+    }
+
+    /// Makes the keys the options ask for (signing and published algorithms).
+    pub fn prepare_alg_keys(&self) -> Result<(), SignerError> {
+        for alg in self.options.published_algs.clone() {
+            self.alg_key(alg)?;
+        }
+        self.use_signing_alg(self.options.signing_alg)
+    }
+
+    /// The key for `alg`, made (and published) on first use; None for RS256,
+    /// which the pool key signs.
+    pub fn alg_key(&self, alg: SigningAlg) -> Result<Option<Arc<AlgKey>>, SignerError> {
+        if alg == SigningAlg::Rs256 {
+            return Ok(None);
+        }
+        if let Some(key) = self.lock().alg_keys.iter().find(|key| key.alg() == alg) {
+            return Ok(Some(key.clone()));
+        }
+        let key = Arc::new(AlgKey::new(alg)?);
+        self.lock().alg_keys.push(key.clone());
+        Ok(Some(key))
+    }
+
+    pub fn use_signing_alg(&self, alg: SigningAlg) -> Result<(), SignerError> {
+        self.alg_key(alg)?;
+        self.lock().signing_alg = alg;
+        Ok(())
+    }
+
+    /// The key ID tokens are signed with now (None: the RS256 pool key).
+    pub fn id_token_key(&self) -> Option<Arc<AlgKey>> {
+        let mutable = self.lock();
+        let alg = mutable.signing_alg;
+        mutable
+            .alg_keys
+            .iter()
+            .find(|key| key.alg() == alg)
+            .cloned()
     }
 
     /// Whether `/authorize` and `/token` accept this redirect URI.

@@ -57,7 +57,7 @@ fn form_decode(text: &str) -> Option<String> {
 }
 
 /// Compares secrets without an early exit on the first differing byte.
-fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()
@@ -123,6 +123,75 @@ pub(crate) fn authenticate_client(
     }
 }
 
+/// Checks a `private_key_jwt` client assertion (RFC 7523 §3): signed by one
+/// of the client's registered keys, `iss` = `sub` = the client id, `aud` the
+/// token endpoint (or the issuer), unexpired, and no other credentials.
+pub(crate) fn check_client_assertion(
+    keys: &[Value],
+    client_id: &str,
+    audiences: &[String],
+    authorization: Option<&str>,
+    form: &HashMap<String, String>,
+    now: u64,
+) -> Result<(), &'static str> {
+    if keys.is_empty() {
+        return Err("private_key_jwt is not registered for this client");
+    }
+    if authorization.is_some() || form.contains_key("client_secret") {
+        return Err("more than one client authentication method");
+    }
+    let assertion = form
+        .get("client_assertion")
+        .ok_or("client_assertion is required")?;
+    let decoded =
+        super::jwt::decode_unverified(assertion).ok_or("client_assertion is not a JWT")?;
+    let alg = decoded
+        .header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or("client_assertion has no alg")?;
+    let kid = decoded.header.get("kid").and_then(Value::as_str);
+    let signed = keys.iter().filter_map(Value::as_object).any(|jwk| {
+        kid.is_none_or(|kid| jwk.get("kid").and_then(Value::as_str) == Some(kid))
+            && crate::oidc::signature_verifies(
+                jwk,
+                alg,
+                decoded.signing_input.as_bytes(),
+                &decoded.signature,
+            )
+    });
+    if !signed {
+        return Err("client_assertion is not signed by a registered key");
+    }
+    let text = |name: &str| decoded.claims.get(name).and_then(Value::as_str);
+    if text("iss") != Some(client_id) || text("sub") != Some(client_id) {
+        return Err("client_assertion iss and sub must be the client id");
+    }
+    if form.get("client_id").is_some_and(|id| id != client_id) {
+        return Err("client_id differs from the client_assertion");
+    }
+    let audience_ok = match decoded.claims.get("aud") {
+        Some(Value::String(aud)) => audiences.contains(aud),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|aud| audiences.iter().any(|accepted| accepted == aud)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err("client_assertion aud is not this token endpoint");
+    }
+    let unexpired = decoded
+        .claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|exp| exp > now);
+    if !unexpired {
+        return Err("client_assertion expired");
+    }
+    Ok(())
+}
+
 /// The keys an ID token may need now; generating the stranger key can block, so off-thread.
 async fn signing_keys(shared: &SharedState, misbehavior: &Misbehavior) -> SigningKeys {
     let current = shared.lock().current_key.clone();
@@ -141,7 +210,11 @@ async fn signing_keys(shared: &SharedState, misbehavior: &Misbehavior) -> Signin
     } else {
         None
     };
-    SigningKeys { current, stranger }
+    SigningKeys {
+        current,
+        id_token_key: shared.id_token_key(),
+        stranger,
+    }
 }
 
 /// Issues an access, ID and (rotated) refresh token for `user`.
@@ -158,7 +231,8 @@ async fn issue_tokens(
     let user = &user;
     let misbehavior = shared.misbehavior();
     let keys = signing_keys(shared, &misbehavior).await;
-    let context = shared.token_context(shared.now());
+    let mut context = shared.token_context(shared.now());
+    context.scope = scope;
     let signed = issue_id_token(
         &context,
         &keys,
@@ -184,26 +258,42 @@ async fn issue_tokens(
             );
         }
     };
+    // Descope issues a refresh token only for `offline_access` (descope-js
+    // asks for it to get one).
+    let offline = scope.split(' ').any(|scope| scope == "offline_access");
     let refresh_token = {
         let mut mutable = shared.lock();
         mutable.stats.last_amr = vec![method.amr().to_owned()];
-        mutable.refresh_tokens.issue(RefreshGrant {
-            client_id: shared.options.client_id.clone(),
-            sub: user.sub.clone(),
-            scope: scope.to_owned(),
-            auth_time,
-            sid: sid.to_owned(),
-            method,
-        })
+        mutable.stats.last_id_token_alg = Some(
+            keys.id_token_key
+                .as_ref()
+                .map_or("RS256", |key| key.alg().name())
+                .to_owned(),
+        );
+        if shared.descope().is_some() && !offline {
+            None
+        } else {
+            Some(mutable.refresh_tokens.issue(RefreshGrant {
+                client_id: shared.options.client_id.clone(),
+                sub: user.sub.clone(),
+                scope: scope.to_owned(),
+                auth_time,
+                sid: sid.to_owned(),
+                method,
+            }))
+        }
     };
     let body: Value = json!({
         "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": context.access_token_ttl_seconds,
         "id_token": id_token,
-        "refresh_token": refresh_token,
         "scope": scope,
     });
+    let mut body = body;
+    if let Some(refresh_token) = refresh_token {
+        body["refresh_token"] = json!(refresh_token);
+    }
     let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -231,7 +321,25 @@ pub(crate) async fn token(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     let options = &shared.options;
-    if let Err(reason) = authenticate_client(
+    let asserted = form.get("client_assertion_type").map(String::as_str)
+        == Some(crate::oidc::CLIENT_ASSERTION_TYPE);
+    if asserted {
+        let audiences = [
+            format!("{}/token", shared.endpoint_base()),
+            shared.issuer.clone(),
+        ];
+        if let Err(reason) = check_client_assertion(
+            &options.client_assertion_keys,
+            &options.client_id,
+            &audiences,
+            authorization,
+            &form,
+            shared.now(),
+        ) {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", reason);
+        }
+        shared.lock().stats.client_assertions += 1;
+    } else if let Err(reason) = authenticate_client(
         options.token_auth_methods,
         &options.client_id,
         &options.client_secret,

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use super::descope::{keep_scoped_claims, session_issuer, DescopeShape};
 use super::grants::{random_token, AuthMethod};
 use super::jwt::{self, JwtError, Signing};
 use super::keys::KeyPair;
 use super::misbehavior::{apply_to_id_token, SignatureChoice};
 use super::options::{DevUser, Misbehavior};
+use super::signers::AlgKey;
 
 /// The `typ` of access tokens (RFC 9068), so one is never mistaken for an ID token.
 pub(crate) const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -36,11 +38,17 @@ pub(crate) struct TokenContext<'a> {
     /// The `aud` of ID tokens (the client id, or Descope's array).
     pub audience: Value,
     pub send_azp: bool,
+    /// The Descope profile: claims only for the scopes asked, etc.
+    pub descope: Option<&'a DescopeShape>,
+    /// The scopes granted (space-separated).
+    pub scope: &'a str,
 }
 
 /// The keys a token may be signed with.
 pub(crate) struct SigningKeys {
     pub current: Arc<KeyPair>,
+    /// Signs ID tokens when the OP signs with another algorithm than RS256.
+    pub id_token_key: Option<Arc<AlgKey>>,
     /// Present when the `UnknownKid` misbehaviour is on.
     pub stranger: Option<Arc<KeyPair>>,
 }
@@ -87,11 +95,16 @@ pub(crate) fn id_token_claims(
     );
     claims.insert("iat".to_owned(), json!(context.now));
     claims.insert("auth_time".to_owned(), json!(auth_time));
-    if let Some(nonce) = nonce {
+    // Descope may not echo the nonce (unknown; `echo_nonce` switches).
+    let echo_nonce = context.descope.is_none_or(|descope| descope.echo_nonce);
+    if let Some(nonce) = nonce.filter(|_| echo_nonce) {
         claims.insert("nonce".to_owned(), json!(nonce));
     }
     claims.insert("amr".to_owned(), json!([method.amr()]));
     claims.extend(user_claims(user));
+    if let Some(descope) = context.descope {
+        keep_scoped_claims(&mut claims, descope, context.scope, &user.email);
+    }
     claims
 }
 
@@ -113,7 +126,10 @@ pub(crate) fn issue_id_token(
         context.id_token_ttl_seconds,
     );
     let signing = match (choice, &keys.stranger) {
-        (SignatureChoice::Normal, _) => Signing::Rs256(&keys.current),
+        (SignatureChoice::Normal, _) => match &keys.id_token_key {
+            Some(key) => Signing::With(key),
+            None => Signing::Rs256(&keys.current),
+        },
         (SignatureChoice::Corrupted, _) => Signing::Rs256Corrupted(&keys.current),
         (SignatureChoice::Unsigned, _) => Signing::Unsigned,
         (SignatureChoice::ClientSecretHmac, _) => Signing::Hs256(context.client_secret.as_bytes()),
@@ -133,6 +149,30 @@ pub(crate) fn issue_access_token(
     user: &DevUser,
     scope: &str,
 ) -> Result<String, JwtError> {
+    if let Some(descope) = context.descope {
+        // A Descope session JWT: no `aud`, the issuer form the project uses.
+        let tenants = match user.extra_claims.get("tenants") {
+            Some(Value::Object(tenants)) => tenants.clone(),
+            _ => Map::new(),
+        };
+        let iss = session_issuer(descope, context.issuer, descope.session_issuer);
+        let mut claims = super::descope::session_claims(
+            &iss,
+            &user.sub,
+            &user.roles,
+            &tenants,
+            context.now,
+            std::time::Duration::from_secs(context.access_token_ttl_seconds),
+        );
+        if let Some(permissions) = user.extra_claims.get("permissions") {
+            claims.insert("permissions".to_owned(), permissions.clone());
+        }
+        if descope.override_subject {
+            claims.insert("dsub".to_owned(), json!(user.sub));
+            claims.insert("sub".to_owned(), json!(user.email));
+        }
+        return jwt::encode(&claims, ACCESS_TOKEN_TYPE, Signing::Rs256(key));
+    }
     let mut claims = Map::new();
     claims.insert("iss".to_owned(), json!(context.issuer));
     claims.insert("sub".to_owned(), json!(user.sub));
@@ -184,12 +224,15 @@ mod tests {
             access_token_ttl_seconds: 600,
             audience: json!("portico-test"),
             send_azp: true,
+            descope: None,
+            scope: "openid",
         }
     }
 
     fn keys() -> SigningKeys {
         SigningKeys {
             current: key_at(0).unwrap(),
+            id_token_key: None,
             stranger: Some(stranger_key().unwrap()),
         }
     }

@@ -13,6 +13,11 @@
 //! Subjects are scoped by issuer: a token from an extra issuer names
 //! `{issuer}#{sub}`, never a bare `sub` that the provider may also have
 //! given to one of its users (see docs/security.md).
+//!
+//! With `provider = "descope"`, a token whose `iss` is one of the project's
+//! forms is a Descope session JWT: verified with the provider's or the
+//! project's session keys, and judged by `descope::check_session_audience`
+//! (no `aud` accepted, a foreign one refused) instead of the audience check.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -69,6 +74,16 @@ pub struct BearerVerifier {
     provider_audiences: Vec<String>,
     /// Clients an `azp` in a provider's bearer token may name.
     provider_parties: Vec<String>,
+    /// The Descope project's session keys (provider "descope" only).
+    descope_session: Option<IssuerKeys>,
+}
+
+/// The audiences a Descope session token may name when it has one.
+fn descope_audiences(settings: &OidcConfig) -> Vec<String> {
+    let mut audiences = vec![settings.client_id.clone()];
+    audiences.extend(settings.project_id.iter().cloned());
+    audiences.extend(settings.extra_audiences.iter().cloned());
+    audiences
 }
 
 /// The subject portico names for `sub` from `issuer`: `sub` itself for the
@@ -85,7 +100,7 @@ pub fn scoped_subject(issuer: &str, sub: &str, scoped: bool) -> String {
 
 impl BearerVerifier {
     pub fn new(provider: Arc<ProviderHandle>, settings: &OidcConfig) -> Self {
-        let mut extra: Vec<IssuerKeys> = settings
+        let extra: Vec<IssuerKeys> = settings
             .extra_jwt_issuers
             .iter()
             .map(|issuer| {
@@ -98,22 +113,20 @@ impl BearerVerifier {
             })
             .collect();
         // Descope session JWTs: signed with the project's session keys, their
-        // iss either the issuer URL or the bare project id.
-        if let (Some(jwks_url), Some(project)) = (
+        // iss one of the project's forms (see `descope`), `aud` optional.
+        // Their subjects are the provider's users (not scoped).
+        let descope_session = match (
             settings.descope_session_jwks_url(),
             settings.project_id.as_ref(),
         ) {
-            let mut audiences = vec![settings.client_id.clone(), project.clone()];
-            audiences.extend(settings.extra_audiences.iter().cloned());
-            for issuer in [settings.issuer.clone(), project.clone()] {
-                extra.push(IssuerKeys::new(
-                    issuer,
-                    audiences.clone(),
-                    jwks_url.clone(),
-                    false,
-                ));
-            }
-        }
+            (Some(jwks_url), Some(project)) => Some(IssuerKeys::new(
+                project.clone(),
+                descope_audiences(settings),
+                jwks_url,
+                false,
+            )),
+            _ => None,
+        };
         let provider_audiences = bearer_audiences(
             &settings.client_id,
             &settings.extra_audiences,
@@ -130,6 +143,7 @@ impl BearerVerifier {
             extra,
             provider_audiences,
             provider_parties,
+            descope_session,
         }
     }
 
@@ -137,6 +151,17 @@ impl BearerVerifier {
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, TokenRejection> {
         let issuer = unverified_issuer(token)?;
         let allowed = parse_algorithms(&self.settings.allowed_algs);
+        let descope_session = self.descope_session.as_ref().filter(|_| {
+            match (&self.settings.project_id, &self.settings.base_url) {
+                (Some(project), Some(base)) => super::descope::is_project_session_issuer(
+                    &issuer,
+                    project,
+                    base,
+                    &self.settings.issuer,
+                ),
+                _ => false,
+            }
+        });
         let (verified, audiences, parties, scoped) = if issuer == self.settings.issuer {
             let provider = self
                 .provider
@@ -155,10 +180,7 @@ impl BearerVerifier {
                     verified = verify_jws(token, &provider.jwks(), &allowed);
                 }
             }
-            match (
-                verified,
-                self.extra.iter().find(|keys| keys.issuer == issuer),
-            ) {
+            match (verified, descope_session) {
                 // Same issuer, other keys (Descope session tokens).
                 (Err(TokenRejection::UnknownKey), Some(keys)) => (
                     self.verify_extra(keys, token, &allowed).await?,
@@ -173,6 +195,13 @@ impl BearerVerifier {
                     false,
                 ),
             }
+        } else if let Some(keys) = descope_session {
+            (
+                self.verify_extra(keys, token, &allowed).await?,
+                keys.audiences.as_slice(),
+                keys.audiences.as_slice(),
+                keys.scoped_subjects,
+            )
         } else if let Some(keys) = self.extra.iter().find(|keys| keys.issuer == issuer) {
             (
                 self.verify_extra(keys, token, &allowed).await?,
@@ -187,7 +216,13 @@ impl BearerVerifier {
         };
         check_access_token_kind(&verified.header, &verified.claims)?;
         let claims = verified.claims;
-        check_claims(&claims, audiences, parties, self.settings.clock_skew, now)?;
+        if descope_session.is_some() {
+            // A Descope session token: `aud` optional, never foreign.
+            super::descope::check_session_audience(&claims, &descope_audiences(&self.settings))?;
+            check_times(&claims, self.settings.clock_skew, now)?;
+        } else {
+            check_claims(&claims, audiences, parties, self.settings.clock_skew, now)?;
+        }
         let mut identity = identity_from_json(&claims, &self.settings);
         identity.access_token_expires_at = claims.get("exp").and_then(|exp| exp.as_i64());
         if identity.sub.is_empty() {
@@ -293,6 +328,15 @@ pub fn check_claims(
             return Err(TokenRejection::AuthorizedParty(party.to_string()));
         }
     }
+    check_times(claims, clock_skew, now)
+}
+
+/// `exp` (required), `nbf` and `iat` against `now`, with `clock_skew`.
+pub fn check_times(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    clock_skew: std::time::Duration,
+    now: SystemTime,
+) -> Result<(), TokenRejection> {
     let now = unix_seconds(now);
     let skew = i64::try_from(clock_skew.as_secs()).unwrap_or(0);
     let Some(expires_at) = claims.get("exp").and_then(|exp| exp.as_i64()) else {

@@ -1,9 +1,10 @@
 //! Compact JWS verification against the provider's JWKS, for tokens that
 //! are not ID tokens (logout tokens now; bearer access tokens later).
 //!
-//! The algorithm comes from an allow-list (never `none`), the key is chosen
-//! by `kid`, and the signature is checked with openidconnect's own key
-//! types, so every algorithm portico accepts for ID tokens works here too.
+//! The algorithm comes from an allow-list (asymmetric only: never `none`,
+//! never HMAC), the key is chosen by `kid` and must fit the algorithm's key
+//! type and curve, and the signature is checked by `algorithms`. ID tokens
+//! go through here too, so every token portico takes is checked one way.
 //! Claims are returned as JSON for the caller to judge.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +12,7 @@ use base64::Engine;
 use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::JsonWebKey;
 
+use super::algorithms::{key_fits, signature_verifies, ASYMMETRIC_ALGORITHMS};
 use super::verify::TokenRejection;
 
 /// A JWS whose signature checked out.
@@ -63,7 +65,9 @@ pub fn verify_jws(
     let alg: CoreJwsSigningAlgorithm =
         serde_json::from_value(serde_json::Value::String(alg_name.to_string()))
             .map_err(|_| TokenRejection::Algorithm(alg_name.to_string()))?;
-    if alg == CoreJwsSigningAlgorithm::None || !allowed_algs.contains(&alg) {
+    // `none` and HMAC are never checked with a provider's (public) keys,
+    // whatever the allow-list says.
+    if !ASYMMETRIC_ALGORITHMS.contains(&alg_name) || !allowed_algs.contains(&alg) {
         return Err(TokenRejection::Algorithm(alg_name.to_string()));
     }
     let signature = URL_SAFE_NO_PAD
@@ -83,12 +87,9 @@ pub fn verify_jws(
         return Err(TokenRejection::UnknownKey);
     }
     let signing_input = &token[..header_part.len() + 1 + claims_part.len()];
-    let verified = candidates.iter().any(|key| {
-        ring_verifies(key, &alg, signing_input.as_bytes(), &signature)
-            || key
-                .verify_signature(&alg, signing_input.as_bytes(), &signature)
-                .is_ok()
-    });
+    let verified = candidates
+        .iter()
+        .any(|key| key_verifies(key, alg_name, &alg, signing_input.as_bytes(), &signature));
     if !verified {
         return Err(TokenRejection::Signature(
             "no key verifies the signature".into(),
@@ -100,87 +101,30 @@ pub fn verify_jws(
     })
 }
 
-/// RSASSA-PKCS1-v1_5 signatures checked with ring, which is several times
-/// faster than the pure-Rust RSA behind openidconnect's keys (a bearer
-/// token is verified on every request). Anything ring cannot take (other
-/// algorithms, keys under 2048 bits) returns false and is left to
-/// openidconnect, so what is accepted does not change, only how fast.
-fn ring_verifies(
+/// Whether `key` checks `signature` under `alg`: only a key whose type and
+/// curve fit the algorithm (see `algorithms`). RSA keys under 2048 bits, which
+/// ring refuses, are still checked by openidconnect's own RSA code.
+fn key_verifies(
     key: &openidconnect::core::CoreJsonWebKey,
+    alg_name: &str,
     alg: &CoreJwsSigningAlgorithm,
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    let (parameters, alg_name) = match alg {
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256 => {
-            (&ring::signature::RSA_PKCS1_2048_8192_SHA256, "RS256")
-        }
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384 => {
-            (&ring::signature::RSA_PKCS1_2048_8192_SHA384, "RS384")
-        }
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512 => {
-            (&ring::signature::RSA_PKCS1_2048_8192_SHA512, "RS512")
-        }
-        _ => return false,
-    };
     let Ok(serde_json::Value::Object(jwk)) = serde_json::to_value(key) else {
         return false;
     };
-    let text = |name: &str| jwk.get(name).and_then(|value| value.as_str());
-    // The key must be RSA and, when it says so, meant for signatures with
-    // this very algorithm (as openidconnect also requires).
-    if text("kty") != Some("RSA")
-        || text("use").is_some_and(|key_use| key_use != "sig")
-        || text("alg").is_some_and(|key_alg| key_alg != alg_name)
-    {
+    if !key_fits(&jwk, alg_name) {
         return false;
     }
-    let component = |name: &str| {
-        text(name).and_then(|text| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
-    };
-    let (Some(n), Some(e)) = (component("n"), component("e")) else {
-        return false;
-    };
-    ring::signature::RsaPublicKeyComponents { n, e }
-        .verify(parameters, message, signature)
-        .is_ok()
+    signature_verifies(&jwk, alg_name, message, signature)
+        || (jwk.get("kty").and_then(|kty| kty.as_str()) == Some("RSA")
+            && key.verify_signature(alg, message, signature).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ring_checks_rsa_signatures_only_with_keys_meant_for_them() {
-        let pair = crate::devop::keys::key_at(0).unwrap();
-        let message = b"header.claims";
-        let signature = pair.sign(message).unwrap();
-        let jwk = |change: &dyn Fn(&mut serde_json::Value)| {
-            let mut value = pair.public_jwk();
-            change(&mut value);
-            serde_json::from_value::<openidconnect::core::CoreJsonWebKey>(value).unwrap()
-        };
-        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
-        let plain = jwk(&|_| {});
-        assert!(ring_verifies(&plain, &rs256, message, &signature));
-        assert!(!ring_verifies(&plain, &rs256, b"header.other", &signature));
-        let mut tampered = signature.clone();
-        tampered[10] ^= 1;
-        assert!(!ring_verifies(&plain, &rs256, message, &tampered));
-        // A key marked for encryption, or for another algorithm, is not used.
-        let encryption = jwk(&|value| value["use"] = "enc".into());
-        assert!(!ring_verifies(&encryption, &rs256, message, &signature));
-        let other_alg = jwk(&|value| value["alg"] = "RS512".into());
-        assert!(!ring_verifies(&other_alg, &rs256, message, &signature));
-        // openidconnect agrees on every case.
-        assert!(plain.verify_signature(&rs256, message, &signature).is_ok());
-        assert!(encryption
-            .verify_signature(&rs256, message, &signature)
-            .is_err());
-        assert!(other_alg
-            .verify_signature(&rs256, message, &signature)
-            .is_err());
-    }
 
     #[test]
     fn malformed_tokens_are_refused_before_any_key_is_tried() {

@@ -135,6 +135,10 @@ pub enum LoginError {
     MissingIssuer,
     #[error("the token endpoint refused the code: {0}")]
     TokenEndpointRefused(String),
+    /// `invalid_client` (RFC 6749 §5.2): the provider does not accept how
+    /// portico authenticates, a setup problem the operator must fix.
+    #[error("the token endpoint refused portico's client authentication (invalid_client{method}): check oidc.client_id, oidc.client_secret (for Descope: an access key of this project) and oidc.token_auth_method")]
+    ClientRejected { method: String },
     #[error("the token endpoint could not be reached: {0}")]
     TokenEndpointUnreachable(String),
     #[error("the token response has no ID token")]
@@ -154,6 +158,7 @@ impl LoginError {
             LoginError::IssuerMismatch => "iss_mismatch",
             LoginError::MissingIssuer => "iss_missing",
             LoginError::TokenEndpointRefused(_) => "token_endpoint_refused",
+            LoginError::ClientRejected { .. } => "invalid_client",
             LoginError::TokenEndpointUnreachable(_) => "token_endpoint_unreachable",
             LoginError::MissingIdToken => "no_id_token",
             LoginError::InvalidIdToken(rejection) => rejection.label(),
@@ -184,11 +189,17 @@ pub async fn finish_login(
     code: String,
     now: SystemTime,
 ) -> Result<(Identity, TokenSet), LoginError> {
-    let request = provider
+    let mut request = provider
         .client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()));
+    for (name, value) in provider
+        .client_assertion_params(settings, unix_seconds(now))
+        .map_err(|error| LoginError::TokenEndpointUnreachable(error.to_string()))?
+    {
+        request = request.add_extra_param(name, value);
+    }
     let http = handle.http();
     let response = crate::telemetry::traced(
         "oidc.token_exchange",
@@ -196,6 +207,13 @@ pub async fn finish_login(
     )
     .await
     .map_err(|error| match error {
+        RequestTokenError::ServerResponse(body)
+            if *body.error() == openidconnect::core::CoreErrorResponseType::InvalidClient =>
+        {
+            LoginError::ClientRejected {
+                method: format!(", sent as {}", provider.token_auth_method.name()),
+            }
+        }
         RequestTokenError::ServerResponse(body) => {
             LoginError::TokenEndpointRefused(body.error().to_string())
         }
@@ -206,11 +224,18 @@ pub async fn finish_login(
     })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
     let nonce = Nonce::new(login.nonce.clone());
+    let nonce_check = || {
+        if settings.provider == crate::config::ProviderKind::Descope {
+            NonceCheck::EqualWhenPresent(&nonce)
+        } else {
+            NonceCheck::Equal(&nonce)
+        }
+    };
     let claims = match verify_id_token(
         id_token,
         &provider.jwks(),
         &provider.expectations,
-        NonceCheck::Equal(&nonce),
+        nonce_check(),
         now,
     ) {
         Err(TokenRejection::UnknownKey) => {
@@ -228,7 +253,7 @@ pub async fn finish_login(
                     id_token,
                     &provider.jwks(),
                     &provider.expectations,
-                    NonceCheck::Equal(&nonce),
+                    nonce_check(),
                     now,
                 )
             } else {

@@ -21,7 +21,21 @@ pub const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(600);
 pub struct LogoutRequest {
     pub sid: Option<String>,
     pub sub: Option<String>,
+    /// Descope's user id when its JWT template overrides `sub` (the same
+    /// claim sessions are keyed by, see `claims`).
+    pub dsub: Option<String>,
     pub jti: String,
+}
+
+impl LogoutRequest {
+    /// The subject whose sessions end: `dsub` for Descope when present
+    /// (as at sign-in and refresh), else `sub`.
+    pub fn subject(&self, descope: bool) -> Option<&str> {
+        match (&self.dsub, &self.sub) {
+            (Some(dsub), _) if descope => Some(dsub),
+            (_, sub) => sub.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,11 +119,39 @@ pub fn validate_logout_token(
         return Err(LogoutTokenError::NoncePresent);
     }
     let (sid, sub) = (text("sid"), text("sub"));
-    if sid.is_none() && sub.is_none() {
+    if sid.is_none() && sub.is_none() && text("dsub").is_none() {
         return Err(LogoutTokenError::NoSubject);
     }
     let jti = text("jti")
         .filter(|jti| !jti.is_empty())
         .ok_or(LogoutTokenError::NoJti)?;
-    Ok(LogoutRequest { sid, sub, jti })
+    let dsub = text("dsub").filter(|dsub| !dsub.is_empty());
+    Ok(LogoutRequest {
+        sid,
+        sub,
+        dsub,
+        jti,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descope_logouts_end_the_sessions_of_dsub_and_others_of_sub() {
+        let request = LogoutRequest {
+            sid: None,
+            sub: Some("erin@example.test".into()),
+            dsub: Some("U2erin".into()),
+            jti: "j".into(),
+        };
+        assert_eq!(request.subject(true), Some("U2erin"));
+        assert_eq!(request.subject(false), Some("erin@example.test"));
+        let plain = LogoutRequest {
+            dsub: None,
+            ..request
+        };
+        assert_eq!(plain.subject(true), Some("erin@example.test"));
+    }
 }

@@ -1,7 +1,10 @@
 //! OpenID Connect: provider discovery and keys, login, token verification.
 
+mod algorithms;
 mod bearer;
 mod claims;
+mod client_auth;
+mod descope;
 mod http;
 mod jws;
 mod login;
@@ -13,8 +16,12 @@ mod token_kind;
 mod types;
 mod verify;
 
+pub use algorithms::{key_fits, signature_verifies, ASYMMETRIC_ALGORITHMS};
 pub use bearer::{check_claims, BearerVerifier};
 pub use claims::{claim_at, identity_from_claims, identity_from_json, string_list};
+pub use client_auth::{
+    assertion_key_algorithm, auth_type, choose_auth_method, client_assertion, CLIENT_ASSERTION_TYPE,
+};
 pub use http::{provider_call, ProviderCallError, ProviderHttp};
 pub use jws::{unverified_kid, verify_jws, VerifiedJws};
 pub use login::{

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use openidconnect::core::{CoreClientAuthMethod, CoreJsonWebKeySet};
-use openidconnect::{AuthType, ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
+use openidconnect::core::CoreJsonWebKeySet;
+use openidconnect::{ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
 use url::Url;
 
 use super::refetch::RefetchLimiter;
@@ -41,6 +41,10 @@ pub struct Provider {
     pub expectations: Expectations,
     pub end_session_endpoint: Option<Url>,
     pub sends_iss_parameter: bool,
+    /// The client authentication method in use (configured or discovered).
+    pub token_auth_method: crate::config::TokenAuthMethod,
+    /// Where client assertions are addressed (`aud`, RFC 7523 §3).
+    pub token_endpoint: String,
     /// The provider lists `offline_access` among its scopes: ask for it, so
     /// sessions get refresh tokens.
     pub offers_offline_access: bool,
@@ -61,6 +65,36 @@ impl Provider {
         self.jwks.load_full()
     }
 
+    /// The extra token-request parameters of `private_key_jwt` (RFC 7523
+    /// §2.2) at `now`; empty for the other methods.
+    pub fn client_assertion_params(
+        &self,
+        settings: &OidcConfig,
+        now: i64,
+    ) -> Result<Vec<(String, String)>, super::client_auth::AssertionError> {
+        let Some(key) = settings
+            .client_assertion_key
+            .as_ref()
+            .filter(|_| self.token_auth_method == crate::config::TokenAuthMethod::PrivateKeyJwt)
+        else {
+            return Ok(Vec::new());
+        };
+        let assertion = super::client_auth::client_assertion(
+            key.expose(),
+            settings.client_assertion_kid.as_deref(),
+            &settings.client_id,
+            &self.token_endpoint,
+            now,
+        )?;
+        Ok(vec![
+            (
+                "client_assertion_type".to_string(),
+                super::client_auth::CLIENT_ASSERTION_TYPE.to_string(),
+            ),
+            ("client_assertion".to_string(), assertion),
+        ])
+    }
+
     fn from_metadata(metadata: Metadata, settings: &OidcConfig) -> Result<Provider, ProviderError> {
         let client_secret = settings
             .client_secret
@@ -68,11 +102,19 @@ impl Provider {
             .map(|secret| ClientSecret::new(secret.expose().clone()));
         let redirect_url = RedirectUrl::new(settings.redirect_url.to_string())
             .map_err(|error| ProviderError::Metadata(error.to_string()))?;
-        let auth_methods = metadata.token_endpoint_auth_methods_supported();
-        let post_only = auth_methods.is_some_and(|methods| {
-            methods.contains(&CoreClientAuthMethod::ClientSecretPost)
-                && !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
-        });
+        let token_auth_method = super::client_auth::choose_auth_method(
+            settings.token_auth_method,
+            metadata
+                .token_endpoint_auth_methods_supported()
+                .map(Vec::as_slice),
+        );
+        let token_endpoint = metadata
+            .token_endpoint()
+            .map(|url| url.url().to_string())
+            .unwrap_or_default();
+        // private_key_jwt proves the client with an assertion, never a secret.
+        let client_secret = client_secret
+            .filter(|_| token_auth_method != crate::config::TokenAuthMethod::PrivateKeyJwt);
         let extra = metadata.additional_metadata().clone();
         let offers_offline_access = metadata.scopes_supported().is_some_and(|scopes| {
             scopes
@@ -93,11 +135,7 @@ impl Provider {
             client_secret.clone(),
         )
         .set_redirect_uri(redirect_url)
-        .set_auth_type(if post_only {
-            AuthType::RequestBody
-        } else {
-            AuthType::BasicAuth
-        });
+        .set_auth_type(super::client_auth::auth_type(token_auth_method));
         Ok(Provider {
             client,
             expectations: Expectations {
@@ -110,6 +148,8 @@ impl Provider {
                 clock_skew: settings.clock_skew,
             },
             end_session_endpoint,
+            token_auth_method,
+            token_endpoint,
             offers_offline_access,
             switch_account_prompt: switch_account_prompt(extra.prompt_values_supported.as_deref()),
             sends_iss_parameter: extra

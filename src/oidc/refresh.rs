@@ -197,10 +197,18 @@ async fn refresh_with_provider(
         return Attempt::Failed("no refresh token".into());
     };
     let refresh_token = RefreshToken::new(refresh_token);
-    let request = match provider.client.exchange_refresh_token(&refresh_token) {
+    let mut request = match provider.client.exchange_refresh_token(&refresh_token) {
         Ok(request) => request,
         Err(error) => return Attempt::Failed(error.to_string()),
     };
+    match provider.client_assertion_params(settings, unix_seconds(now)) {
+        Ok(params) => {
+            for (name, value) in params {
+                request = request.add_extra_param(name, value);
+            }
+        }
+        Err(error) => return Attempt::Failed(error.to_string()),
+    }
     let http = handle.http();
     let response = match crate::telemetry::traced(
         "oidc.refresh",
@@ -250,10 +258,15 @@ async fn refresh_with_provider(
             other => other,
         };
         match verified {
-            Ok(claims) if claims.subject().as_str() == current.data.sub => {
-                identity = Some(identity_from_claims(&claims, settings));
+            // The same subject as at sign-in, read the same way (Descope:
+            // `dsub` when the JWT template overrides `sub`).
+            Ok(claims) => {
+                let refreshed = identity_from_claims(&claims, settings);
+                if refreshed.sub != current.data.sub {
+                    return Attempt::Refused("refreshed ID token names another subject".into());
+                }
+                identity = Some(refreshed);
             }
-            Ok(_) => return Attempt::Refused("refreshed ID token names another subject".into()),
             Err(rejection) => {
                 return Attempt::Failed(format!("refreshed ID token refused: {rejection}"))
             }

@@ -79,6 +79,11 @@ impl TokenRejection {
 /// there is none to compare.
 pub enum NonceCheck<'a> {
     Equal(&'a Nonce),
+    /// Equal when the token carries one; an absent nonce is accepted. For
+    /// providers not known to echo it (Descope's docs do not say), where the
+    /// code flow's PKCE and one-use state already bind the answer to this
+    /// login (OpenID Connect Core §3.1.2.1: nonce is optional in the code flow).
+    EqualWhenPresent(&'a Nonce),
     Skip,
 }
 
@@ -113,6 +118,16 @@ pub fn verify_id_token(
             jwks.clone(),
         ),
     };
+    // Asymmetric signatures are checked by `verify_jws` (every algorithm,
+    // key type and curve matched to it); openidconnect, which knows neither
+    // ES512 nor a key's curve for every alg, then checks only the claims.
+    // HMAC with the client secret (only when configured) stays with it.
+    let raw = token.to_string();
+    let uses_asymmetric = header_alg(&raw).is_none_or(|alg| !alg.starts_with("HS"));
+    if uses_asymmetric {
+        super::jws::verify_jws(&raw, jwks, &expectations.allowed_algs)?;
+        verifier = verifier.insecure_disable_signature_check();
+    }
     let extra_audiences = expectations.extra_audiences.clone();
     verifier = verifier
         .set_allowed_algs(expectations.allowed_algs.clone())
@@ -128,6 +143,13 @@ pub fn verify_id_token(
 
     let claims = match nonce {
         NonceCheck::Equal(expected) => token.claims(&verifier, expected),
+        NonceCheck::EqualWhenPresent(expected) => {
+            token.claims(&verifier, |nonce: Option<&Nonce>| match nonce {
+                None => Ok(()),
+                Some(nonce) if nonce.secret() == expected.secret() => Ok(()),
+                Some(_) => Err("nonce does not match the login".to_string()),
+            })
+        }
         NonceCheck::Skip => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     }
     .map_err(classify)?
@@ -150,6 +172,17 @@ pub fn verify_id_token(
         _ => {}
     }
     Ok(claims)
+}
+
+/// The `alg` a compact JWS's header names, read before any check.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("alg")?.as_str().map(str::to_string)
 }
 
 fn classify(error: ClaimsVerificationError) -> TokenRejection {

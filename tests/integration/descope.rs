@@ -1,51 +1,61 @@
-//! Descope first: the preset against the dev OP in Descope shape, bearer
-//! Descope session tokens, the setup page, and https served by portico.
+//! Descope first: the preset against the dev OP's strict `descope` profile
+//! (Descope's paths, claims only for the scopes asked, no `aud` on session
+//! JWTs, no callback `iss`), with a config that names only what a Descope
+//! user has: provider, project id, base URL and an access key. Also the
+//! setup page and https served by portico.
 
-use portico::devop::{DescopeShape, DevUser, MintKey};
+use portico::devop::{DescopeShape, DevOp, DevOpOptions, DevUser, MintKey};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Browser, TestApp, CLIENT_ID};
+use crate::support::{Browser, TestApp, TestAppBuilder, CLIENT_ID};
 
-const PROJECT: &str = "P2TestProject";
+pub const PROJECT: &str = "P2TestProject";
+/// The access key portico uses as its client secret (the harness's secret).
+pub const ACCESS_KEY: &str = crate::support::app::CLIENT_SECRET;
 
-/// portico configured with only the Descope preset keys (plus the dev OP's
-/// address as base_url, the way a custom domain is given).
-async fn descope_app(routes: &[&str]) -> TestApp {
-    let mut builder = TestApp::builder().op_options(|options| {
-        options.descope = Some(DescopeShape {
-            project_id: PROJECT.into(),
-            send_azp: false,
-        });
-        options.access_token_ttl = std::time::Duration::from_secs(600);
-    });
+/// A dev OP in the strict Descope profile, `change`d as a test needs.
+pub async fn descope_op(project: &str, change: impl FnOnce(&mut DevOpOptions)) -> DevOp {
+    let mut options = DevOpOptions {
+        descope: Some(DescopeShape::new(project)),
+        client_id: project.into(),
+        client_secret: ACCESS_KEY.into(),
+        access_token_ttl: std::time::Duration::from_secs(600),
+        ..Default::default()
+    };
+    change(&mut options);
+    DevOp::start(options).await.unwrap()
+}
+
+/// The OP's origin: what a Descope user writes as `base_url` (their custom
+/// domain, or the API host).
+pub fn base_of(op: &DevOp) -> String {
+    op.issuer()
+        .trim_end_matches(&format!("/{PROJECT}"))
+        .to_string()
+}
+
+/// portico configured with only the Descope preset keys: provider, project
+/// id, base_url, and the access key as client secret (from the harness).
+pub fn descope_builder(op: DevOp, routes: &[&str]) -> TestAppBuilder {
+    let mut builder = TestApp::builder();
     for route in routes {
         builder = builder.route(route);
     }
-    // The OP's origin is only known once it runs: start it through the builder
-    // and point base_url at it.
-    let op = portico::devop::DevOp::start(portico::devop::DevOpOptions {
-        descope: Some(DescopeShape {
-            project_id: PROJECT.into(),
-            send_azp: false,
-        }),
-        client_id: CLIENT_ID.into(),
-        client_secret: crate::support::app::CLIENT_SECRET.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let origin = op
-        .issuer()
-        .trim_end_matches(&format!("/{PROJECT}"))
-        .to_string();
-    builder = builder
+    let origin = base_of(&op);
+    builder
         .config("oidc", "provider = \"descope\"")
         .config("oidc", &format!("project_id = \"{PROJECT}\""))
         .config("oidc", &format!("base_url = \"{origin}\""))
+        .with_op(op)
+}
+
+async fn descope_app(routes: &[&str]) -> TestApp {
+    let op = descope_op(PROJECT, |_| {}).await;
+    descope_builder(op, routes)
         .config("oidc", "flow = \"sign-up-or-in\"")
-        .with_op(op);
-    builder.build().await
+        .build()
+        .await
 }
 
 fn dana() -> DevUser {
@@ -61,6 +71,13 @@ fn dana() -> DevUser {
     dana
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[tokio::test]
 async fn descope_preset_signs_in_with_tenant_role_and_passkey_rules() {
     let app = descope_app(&[
@@ -74,11 +91,19 @@ async fn descope_preset_signs_in_with_tenant_role_and_passkey_rules() {
     let browser = Browser::new();
     let start = browser.get(&app.url("/billing/invoices")).await;
     let authorize = start.location().unwrap();
+    // Descope's authorization endpoint, not under the issuer.
     assert!(
-        authorize.starts_with(&format!("{}/authorize?", app.op.issuer())),
+        authorize.starts_with(&format!("{}/oauth2/v1/authorize?", base_of(&app.op))),
         "{authorize}"
     );
     assert!(authorize.contains("flow=sign-up-or-in"), "{authorize}");
+    // The preset asks for the scopes that bring roles, tenants and custom claims.
+    assert!(
+        authorize.contains(
+            "scope=openid+profile+email+descope.claims+descope.custom_claims+offline_access"
+        ),
+        "{authorize}"
+    );
     let landing = browser.open(&authorize).await;
     assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
     assert_eq!(landing.json()["path"], "/billing/invoices");
@@ -96,29 +121,55 @@ async fn descope_preset_signs_in_with_tenant_role_and_passkey_rules() {
 #[tokio::test]
 async fn descope_session_tokens_verify_with_the_project_session_keys() {
     let app = descope_app(&["path_prefix = \"/\"\nupstream = \"{upstream}\"\napi = true"]).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    for issuer in [app.op.issuer(), PROJECT.to_string()] {
-        let token = app.op.mint_jwt(
-            json!({
-                "iss": issuer, "sub": "machine-1", "aud": PROJECT,
-                "iat": now, "exp": now + 600, "roles": ["reporter"],
-            })
+    let now = now();
+    let base = base_of(&app.op);
+    // Every issuer form Descope uses, with and without an `aud` naming us.
+    for issuer in [
+        app.op.issuer(),
+        PROJECT.to_string(),
+        format!("{base}/v1/apps/{PROJECT}"),
+        format!("{base}/{PROJECT}/federated-app"),
+    ] {
+        for aud in [None, Some(PROJECT)] {
+            let mut claims = json!({
+                "iss": issuer, "sub": "machine-1", "iat": now, "exp": now + 600,
+                "roles": ["reporter"], "drn": "DS",
+            });
+            if let Some(aud) = aud {
+                claims["aud"] = json!(aud);
+            }
+            let token = app
+                .op
+                .mint_jwt(claims.as_object().unwrap(), MintKey::Current);
+            let page = Browser::new()
+                .get_with(
+                    &app.url("/reports"),
+                    &[("Authorization", &format!("Bearer {token}"))],
+                )
+                .await;
+            assert_eq!(
+                page.status,
+                StatusCode::OK,
+                "iss {issuer} aud {aud:?}: {}",
+                page.body
+            );
+            assert_eq!(page.json()["headers"]["x-forwarded-user"], "machine-1");
+        }
+    }
+    // Another host's URL ending in the project id is not the project's.
+    let token = app.op.mint_jwt(
+        json!({"iss": format!("http://127.0.0.1:1/{PROJECT}"), "sub": "m", "iat": now, "exp": now + 600})
             .as_object()
             .unwrap(),
-            MintKey::Current,
-        );
-        let page = Browser::new()
-            .get_with(
-                &app.url("/reports"),
-                &[("Authorization", &format!("Bearer {token}"))],
-            )
-            .await;
-        assert_eq!(page.status, StatusCode::OK, "iss {issuer}: {}", page.body);
-        assert_eq!(page.json()["headers"]["x-forwarded-user"], "machine-1");
-    }
+        MintKey::Current,
+    );
+    let page = Browser::new()
+        .get_with(
+            &app.url("/reports"),
+            &[("Authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@ mod cli;
 mod cluster;
 mod compose;
 mod descope;
+mod descope_browser;
+mod descope_scenarios;
 mod lifecycle;
 mod limits;
 mod login;

@@ -235,7 +235,6 @@ public_url = "{public}"
 
 [oidc]
 {issuer_line}
-client_id = "{CLIENT_ID}"
 client_secret = "{CLIENT_SECRET}"
 {oidc}
 
@@ -250,10 +249,12 @@ cookie_secret = "{COOKIE_SECRET}"
 
 {routes}
 "#,
+            // The Descope preset derives the issuer and client id from the
+            // project id, as a Descope user's config does.
             issuer_line = if extra("oidc").contains("provider = \"descope\"") {
                 String::new()
             } else {
-                format!("issuer = \"{}\"", op.issuer())
+                format!("issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"", op.issuer())
             },
             server = extra("server"),
             oidc = extra("oidc"),

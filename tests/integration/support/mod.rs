@@ -13,7 +13,7 @@ pub mod programs;
 pub mod redirect_corpus;
 pub mod redis;
 
-pub use app::{TestApp, CLIENT_ID};
+pub use app::{TestApp, TestAppBuilder, CLIENT_ID};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
