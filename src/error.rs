@@ -8,7 +8,7 @@
 use http::StatusCode;
 
 use crate::limits::Limit;
-use crate::oidc::{LoginError, RefreshError};
+use crate::oidc::{LoginError, RefreshError, UserinfoError};
 use crate::proxy::UpstreamError;
 use crate::session::SessionError;
 
@@ -74,7 +74,8 @@ impl GatewayError {
             GatewayError::NotSignedIn | GatewayError::InvalidBearer(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) | GatewayError::CrossSite => StatusCode::FORBIDDEN,
             GatewayError::Login(error) => match error {
-                LoginError::TokenEndpointUnreachable(_) => StatusCode::BAD_GATEWAY,
+                LoginError::TokenEndpointUnreachable(_)
+                | LoginError::Userinfo(UserinfoError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
                 LoginError::ClientRejected { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 LoginError::ProviderRefused { .. } => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
@@ -213,7 +214,10 @@ impl GatewayError {
                     .into(),
                 advice: "Open the page you wanted again; you will be asked to sign in afresh.",
             },
-            GatewayError::Login(LoginError::TokenEndpointUnreachable(_)) => Explanation {
+            GatewayError::Login(
+                LoginError::TokenEndpointUnreachable(_)
+                | LoginError::Userinfo(UserinfoError::Unreachable(_)),
+            ) => Explanation {
                 title: "Identity provider unreachable",
                 message: "Your sign-in could not be completed because the identity provider \
                           did not answer."

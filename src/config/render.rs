@@ -167,6 +167,7 @@ pub fn render_effective(config: &Config) -> String {
     document.text("roles_claim", &oidc.roles_claim);
     document.text("groups_claim", &oidc.groups_claim);
     document.text("permissions_claim", &oidc.permissions_claim);
+    document.text("userinfo", oidc.userinfo.name());
 
     let session = &config.session;
     document.section("[session]");

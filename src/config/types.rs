@@ -141,6 +141,28 @@ impl Default for RequestLimits {
     }
 }
 
+/// `[oidc] userinfo`: when portico asks the provider's userinfo endpoint
+/// for the End-User claims (OpenID Connect Core 1.0 §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserinfoMode {
+    /// Only when the ID token lacks a claim portico uses (`wanted_claims`).
+    Auto,
+    /// At every sign-in and refresh.
+    Always,
+    /// Never: the ID token's claims are all there is.
+    Never,
+}
+
+impl UserinfoMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            UserinfoMode::Auto => "auto",
+            UserinfoMode::Always => "always",
+            UserinfoMode::Never => "never",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     Generic,
@@ -182,6 +204,14 @@ pub struct OidcConfig {
     /// Claims a session keeps beyond the standard ones, because a route rule
     /// reads them (derived from the routes, not a key).
     pub kept_claims: Vec<String>,
+    /// Key `userinfo`, default "auto".
+    pub userinfo: UserinfoMode,
+    /// The claims (dot paths) portico reads from a person's claims: email,
+    /// name, preferred_username, the roles and groups claims, the
+    /// permissions claim when a route requires permissions, and every claim a
+    /// route rule names. With `userinfo = "auto"`, an ID token lacking one of
+    /// them sends portico to the userinfo endpoint. Derived, not a key.
+    pub wanted_claims: Vec<String>,
     /// Descope only.
     pub project_id: Option<String>,
     pub base_url: Option<Url>,

@@ -21,7 +21,7 @@ use super::size::{parse_size, SIZE_FIX};
 use super::types::{Config, LogFormat, RequestLimits, ServerConfig};
 use super::validate_branding::branding;
 use super::validate_oidc::oidc;
-use super::validate_routes::{kept_claims, routes};
+use super::validate_routes::{kept_claims, routes, wanted_claims};
 use super::validate_session::session;
 use super::validate_telemetry::telemetry;
 
@@ -44,6 +44,7 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let mut oidc = oidc?;
     let routes = routes?;
     oidc.kept_claims = kept_claims(&routes);
+    oidc.wanted_claims = wanted_claims(&oidc, &routes);
     Some(Config {
         server: server?,
         oidc,

@@ -10,7 +10,7 @@ use super::errors::{quoted, quoted_list, Problems};
 use super::oidc_provider::identity;
 use super::raw::RawOidc;
 use super::secrets::{read_secret, SecretInput};
-use super::types::{OidcConfig, Secret};
+use super::types::{OidcConfig, Secret, UserinfoMode};
 use super::validate::{duration, http_url, is_loopback, non_empty};
 
 /// The JOSE algorithms portico can verify, in their canonical spelling.
@@ -98,6 +98,7 @@ pub(crate) fn oidc(
         "the name of the claim holding permissions, e.g. \"permissions\"",
     );
     let extra_jwt_issuers = extra_jwt_issuers(problems, &raw.extra_jwt_issuers);
+    let userinfo = userinfo_mode(problems, &raw.userinfo);
     let identity = identity?;
     let token_auth = token_auth?;
     let bearer_audiences = bearer_audiences.filter(|audiences| {
@@ -133,6 +134,8 @@ pub(crate) fn oidc(
         permissions_claim: permissions_claim?,
         extra_jwt_issuers: extra_jwt_issuers?,
         kept_claims: Vec::new(),
+        userinfo: userinfo?,
+        wanted_claims: Vec::new(),
         project_id: identity.project_id,
         base_url: identity.base_url,
         flow: identity.flow,
@@ -140,6 +143,24 @@ pub(crate) fn oidc(
         client_assertion_key: token_auth.key,
         client_assertion_kid: token_auth.kid,
     })
+}
+
+fn userinfo_mode(problems: &mut Problems, text: &str) -> Option<UserinfoMode> {
+    match text {
+        "auto" => Some(UserinfoMode::Auto),
+        "always" => Some(UserinfoMode::Always),
+        "never" => Some(UserinfoMode::Never),
+        _ => {
+            problems.report(
+                "oidc.userinfo",
+                quoted(text),
+                "is not a userinfo mode",
+                "use \"auto\" (ask the provider's userinfo endpoint when the ID token lacks \
+                 a claim portico uses), \"always\" or \"never\"",
+            );
+            None
+        }
+    }
 }
 
 fn redirect_url(problems: &mut Problems, raw: &RawOidc, public_url: Option<&Url>) -> Option<Url> {

@@ -230,3 +230,54 @@ fn bearer_audiences_are_kept_and_may_not_name_the_client() {
     let problem = problem_for(&text, "oidc.bearer_audiences[1]");
     assert!(problem.to_string().contains("ID token"), "{problem}");
 }
+
+#[test]
+fn userinfo_mode_defaults_to_auto_and_takes_the_three_names() {
+    use super::super::types::UserinfoMode;
+    let config = parse(&minimal(), &no_environment()).expect("valid");
+    assert_eq!(config.oidc.userinfo, UserinfoMode::Auto);
+    for (name, mode) in [
+        ("auto", UserinfoMode::Auto),
+        ("always", UserinfoMode::Always),
+        ("never", UserinfoMode::Never),
+    ] {
+        let text = minimal_with("[oidc]", &format!("userinfo = \"{name}\""));
+        assert_eq!(
+            parse(&text, &no_environment()).expect(name).oidc.userinfo,
+            mode
+        );
+    }
+    let error = problem_for(
+        &minimal_with("[oidc]", "userinfo = \"sometimes\""),
+        "oidc.userinfo",
+    );
+    assert_eq!(error.value, "\"sometimes\"");
+    assert!(error.fix.contains("\"always\""), "{}", error.fix);
+}
+
+#[test]
+fn wanted_claims_follow_the_claim_settings_and_the_route_rules() {
+    let plain = parse(&minimal(), &no_environment()).expect("valid");
+    assert_eq!(
+        plain.oidc.wanted_claims,
+        ["email", "name", "preferred_username", "roles", "groups"]
+    );
+    let text = minimal_with("[oidc]", "roles_claim = \"realm_access.roles\"").replace(
+        "upstream = \"http://127.0.0.1:9100\"",
+        "upstream = \"http://127.0.0.1:9100\"\nrequire_permissions = [\"read\"]\n\
+             require_claims = { \"org.id\" = [\"acme\"], email = [\"a@b.c\"] }",
+    );
+    let config = parse(&text, &no_environment()).expect("valid");
+    assert_eq!(
+        config.oidc.wanted_claims,
+        [
+            "email",
+            "name",
+            "preferred_username",
+            "realm_access.roles",
+            "groups",
+            "permissions",
+            "org.id"
+        ]
+    );
+}

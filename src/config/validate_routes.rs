@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::errors::{quoted, quoted_list, Problems};
 use super::raw::{RawRoute, RawTenantRoles};
-use super::types::{RouteConfig, RouteRules, TenantRoles};
+use super::types::{OidcConfig, RouteConfig, RouteRules, TenantRoles};
 use super::validate::http_url;
 
 pub(crate) fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<RouteConfig>> {
@@ -387,4 +387,32 @@ pub(crate) fn kept_claims(routes: &[RouteConfig]) -> Vec<String> {
         }
     }
     kept.into_iter().collect()
+}
+
+/// The claims portico reads about a person (see `OidcConfig::wanted_claims`):
+/// with `userinfo = "auto"`, an ID token lacking one of them is completed
+/// from the userinfo endpoint. Permissions count only when a route requires
+/// some, since nothing else reads them.
+pub(crate) fn wanted_claims(oidc: &OidcConfig, routes: &[RouteConfig]) -> Vec<String> {
+    let mut wanted: Vec<String> = ["email", "name", "preferred_username"]
+        .iter()
+        .map(|name| (*name).to_string())
+        .collect();
+    wanted.push(oidc.roles_claim.clone());
+    wanted.push(oidc.groups_claim.clone());
+    if routes
+        .iter()
+        .any(|route| !route.rules.require_permissions.is_empty())
+    {
+        wanted.push(oidc.permissions_claim.clone());
+    }
+    for route in routes {
+        wanted.extend(route.rules.require_claims.keys().cloned());
+        if route.rules.require_tenant_roles.is_some() {
+            wanted.push("tenants".to_string());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    wanted.retain(|name| seen.insert(name.clone()));
+    wanted
 }

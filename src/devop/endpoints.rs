@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::authorize::{authorize_page, authorize_submit};
-use super::misbehavior::wrong_issuer;
+use super::jwt::{self, Signing};
+use super::misbehavior::{wrong_issuer, SOMEONE_ELSE};
 use super::options::Misbehavior;
 use super::pages::{render, MessagePage};
 use super::passkey::passkey_submit;
@@ -175,14 +176,25 @@ async fn discovery(State(shared): State<Arc<SharedState>>) -> Json<Value> {
 }
 
 pub(crate) async fn jwks(State(shared): State<Arc<SharedState>>) -> Json<Value> {
-    let (key, alg_keys) = {
+    let (key, alg_keys, misbehavior) = {
         let mut mutable = shared.lock();
         mutable.stats.jwks_requests += 1;
-        (mutable.current_key.clone(), mutable.alg_keys.clone())
+        (
+            mutable.current_key.clone(),
+            mutable.alg_keys.clone(),
+            mutable.misbehavior.clone(),
+        )
     };
     let mut keys: Vec<Value> = alg_keys.iter().map(|key| key.public_jwk()).collect();
     keys.push(key.public_jwk());
-    Json(json!({"keys": keys}))
+    if misbehavior == Misbehavior::OmitKidAmongSeveralKeys {
+        // A second RSA key that signs nothing: a token without kid now fits two keys.
+        match tokio::task::spawn_blocking(super::keys::stranger_key).await {
+            Ok(Ok(other)) => keys.push(other.public_jwk()),
+            _ => tracing::warn!("dev OP could not add a second key to its JWKS"),
+        }
+    }
+    Json(json!({ "keys": keys }))
 }
 
 fn bearer_challenge(error: Option<&str>) -> Response {
@@ -203,8 +215,22 @@ fn bearer_challenge(error: Option<&str>) -> Response {
     response
 }
 
-/// `GET|POST /userinfo` with an access token from this OP.
+/// `GET|POST /userinfo` with an access token from this OP (OpenID Connect
+/// Core 1.0 §5.3): the user's claims as JSON, or as a signed JWT with `iss`
+/// and `aud` when `signed_userinfo` is on (§5.3.2).
 async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) -> Response {
+    let misbehavior = {
+        let mut mutable = shared.lock();
+        mutable.stats.userinfo_requests += 1;
+        mutable.misbehavior.clone()
+    };
+    if misbehavior == Misbehavior::UserinfoUnavailable {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dev OP userinfo is unavailable (on purpose)",
+        )
+            .into_response();
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -225,7 +251,36 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
         .and_then(Value::as_str)
         .unwrap_or_default();
     let user = shared.lock().user_or_create(sub);
-    Json(Value::Object(user_claims(&user))).into_response()
+    let mut answer = user_claims(&user);
+    if misbehavior == Misbehavior::UserinfoWrongSub {
+        answer.insert("sub".to_owned(), json!(SOMEONE_ELSE));
+    }
+    let wrong_audience = misbehavior == Misbehavior::UserinfoWrongAudience;
+    if !shared.options.signed_userinfo && !wrong_audience {
+        return Json(Value::Object(answer)).into_response();
+    }
+    answer.insert("iss".to_owned(), json!(shared.issuer));
+    let audience = if wrong_audience {
+        SOMEONE_ELSE
+    } else {
+        shared.options.client_id.as_str()
+    };
+    answer.insert("aud".to_owned(), json!(audience));
+    let key = shared.lock().current_key.clone();
+    match jwt::encode(&answer, "JWT", Signing::Rs256(&key)) {
+        Ok(signed) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwt"),
+            )],
+            signed,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "dev OP could not sign a userinfo answer");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// `GET /end_session` (RP-Initiated Logout 1.0).

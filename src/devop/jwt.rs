@@ -19,6 +19,8 @@ use super::signers::AlgKey;
 pub(crate) enum Signing<'a> {
     /// RS256 with this key; the header names its kid.
     Rs256(&'a KeyPair),
+    /// RS256 with this key; the header names no kid.
+    Rs256NoKid(&'a KeyPair),
     /// RS256 with this key, then the signature bytes are corrupted.
     Rs256Corrupted(&'a KeyPair),
     /// Header `{"alg":"none"}` and an empty signature.
@@ -51,6 +53,7 @@ pub(crate) fn encode(
         Signing::Rs256(key) | Signing::Rs256Corrupted(key) => {
             json!({"alg": "RS256", "typ": token_type, "kid": key.kid})
         }
+        Signing::Rs256NoKid(_) => json!({"alg": "RS256", "typ": token_type}),
         Signing::Unsigned => json!({"alg": "none"}),
         Signing::Hs256(_) => json!({"alg": "HS256", "typ": token_type}),
         Signing::With(key) => json!({"alg": key.alg().name(), "typ": token_type, "kid": key.kid()}),
@@ -61,7 +64,7 @@ pub(crate) fn encode(
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
     );
     let signature = match signing {
-        Signing::Rs256(key) => key.sign(signing_input.as_bytes())?,
+        Signing::Rs256(key) | Signing::Rs256NoKid(key) => key.sign(signing_input.as_bytes())?,
         Signing::Rs256Corrupted(key) => {
             let mut signature = key.sign(signing_input.as_bytes())?;
             for byte in signature.iter_mut().take(8) {

@@ -20,6 +20,8 @@ pub(crate) enum SignatureChoice {
     ClientSecretHmac,
     /// RS256 with a key whose kid is never published.
     StrangerKey,
+    /// RS256 with the current key, no `kid` in the header.
+    NoKid,
 }
 
 /// The audience a wrong token is issued to.
@@ -44,6 +46,15 @@ pub(crate) fn apply_to_id_token(
         Misbehavior::AlgNone => return SignatureChoice::Unsigned,
         Misbehavior::HmacWithClientSecret => return SignatureChoice::ClientSecretHmac,
         Misbehavior::UnknownKid => return SignatureChoice::StrangerKey,
+        Misbehavior::OmitKid | Misbehavior::OmitKidAmongSeveralKeys => {
+            return SignatureChoice::NoKid
+        }
+        Misbehavior::OmitSub => {
+            claims.remove("sub");
+        }
+        Misbehavior::OmitIat => {
+            claims.remove("iat");
+        }
         Misbehavior::WrongIssuer => {
             let issuer = claims
                 .get("iss")
@@ -87,7 +98,11 @@ pub(crate) fn apply_to_id_token(
         | Misbehavior::WrongIssParam
         | Misbehavior::DiscoveryWrongIssuer
         | Misbehavior::Unavailable
-        | Misbehavior::Slow(_) => {}
+        | Misbehavior::Slow(_)
+        | Misbehavior::UserinfoWrongSub
+        | Misbehavior::UserinfoUnavailable
+        | Misbehavior::UserinfoWrongAudience
+        | Misbehavior::RefreshWithoutIdToken => {}
     }
     SignatureChoice::Normal
 }
@@ -169,6 +184,32 @@ mod tests {
         let (future, _) = applied(Misbehavior::IssuedInFuture);
         assert_eq!(future["iat"], NOW + 600);
         assert_eq!(future["exp"], NOW + 900);
+    }
+
+    #[test]
+    fn certification_misbehaviours_drop_kid_sub_or_iat() {
+        assert_eq!(
+            applied(Misbehavior::OmitKid),
+            (claims(), SignatureChoice::NoKid)
+        );
+        assert_eq!(
+            applied(Misbehavior::OmitKidAmongSeveralKeys),
+            (claims(), SignatureChoice::NoKid)
+        );
+        let (no_sub, choice) = applied(Misbehavior::OmitSub);
+        assert!(!no_sub.contains_key("sub"));
+        assert_eq!(choice, SignatureChoice::Normal);
+        let (no_iat, _) = applied(Misbehavior::OmitIat);
+        assert!(!no_iat.contains_key("iat"));
+        assert_eq!(no_iat["exp"], NOW + 300);
+        for misbehavior in [
+            Misbehavior::UserinfoWrongSub,
+            Misbehavior::UserinfoUnavailable,
+            Misbehavior::UserinfoWrongAudience,
+            Misbehavior::RefreshWithoutIdToken,
+        ] {
+            assert_eq!(applied(misbehavior), (claims(), SignatureChoice::Normal));
+        }
     }
 
     #[test]

@@ -129,7 +129,10 @@ impl DevOp {
     }
 
     pub fn set_misbehavior(&self, misbehavior: Misbehavior) {
-        if misbehavior == Misbehavior::UnknownKid {
+        if matches!(
+            misbehavior,
+            Misbehavior::UnknownKid | Misbehavior::OmitKidAmongSeveralKeys
+        ) {
             keys::prepare_stranger_in_background();
         }
         tracing::debug!(?misbehavior, "dev OP misbehaviour set");

@@ -106,6 +106,15 @@ pub struct DevOpOptions {
     /// Public JWKs of the client's `private_key_jwt` keys; empty: the token
     /// endpoint takes no client assertions.
     pub client_assertion_keys: Vec<Value>,
+    /// Serve End-User claims (email, name, roles, groups, extra claims) at
+    /// userinfo only, the ID token carrying just `sub` and the protocol
+    /// claims, as conforming providers do for the code flow (OpenID Connect
+    /// Core 1.0 §5.4). Ignored in the Descope shape, which keeps Descope's own
+    /// behaviour.
+    pub claims_at_userinfo: bool,
+    /// Answer userinfo with a signed JWT (`application/jwt`, with `iss` and
+    /// `aud`) instead of JSON (Core §5.3.2).
+    pub signed_userinfo: bool,
 }
 
 impl Default for DevOpOptions {
@@ -128,6 +137,8 @@ impl Default for DevOpOptions {
             signing_alg: SigningAlg::Rs256,
             published_algs: Vec::new(),
             client_assertion_keys: Vec::new(),
+            claims_at_userinfo: false,
+            signed_userinfo: false,
         }
     }
 }
@@ -174,6 +185,25 @@ pub enum Misbehavior {
     Unavailable,
     /// Every endpoint answers only after this long (at most two minutes).
     Slow(Duration),
+    /// ID tokens carry no `kid` header; the JWKS holds one key
+    /// (RP certification rp-id_token-kid-absent-single-jwks).
+    OmitKid,
+    /// ID tokens carry no `kid` header and the JWKS holds a second RSA key
+    /// besides the signing one (rp-id_token-kid-absent-multiple-jwks).
+    OmitKidAmongSeveralKeys,
+    /// ID tokens carry no `sub` (rp-id_token-sub).
+    OmitSub,
+    /// ID tokens carry no `iat` (rp-id_token-iat).
+    OmitIat,
+    /// Userinfo answers about `sub` "someone-else" (rp-userinfo-bad-sub-claim).
+    UserinfoWrongSub,
+    /// Userinfo (only) answers 503.
+    UserinfoUnavailable,
+    /// Userinfo answers a signed JWT whose `aud` is "someone-else".
+    UserinfoWrongAudience,
+    /// Refresh responses carry no `id_token` (allowed: OpenID Connect Core
+    /// 1.0 §12.2 says the refresh response "might not contain an id_token").
+    RefreshWithoutIdToken,
 }
 
 /// What the dev OP has been asked so far.
@@ -192,6 +222,8 @@ pub struct DevOpStats {
     /// Token requests with `grant_type=refresh_token`, successful or not.
     pub refreshes: u64,
     pub end_session_requests: u64,
+    /// Userinfo requests, answered or not.
+    pub userinfo_requests: u64,
     /// The raw query string of the last `GET /authorize`.
     pub last_authorize_query: Option<String>,
     /// The `amr` of the last ID token issued (`["pwd"]` or `["webauthn"]`).

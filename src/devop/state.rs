@@ -135,6 +135,7 @@ impl SharedState {
             send_azp: descope.is_none_or(|descope| descope.send_azp),
             descope,
             scope: "openid",
+            claims_at_userinfo: self.options.claims_at_userinfo && descope.is_none(),
         }
     }
 
@@ -337,6 +338,28 @@ mod tests {
         // A configured user keeps its roles on its chip.
         mutable.remember_sign_in("alice");
         assert_eq!(mutable.recent_users()[0].roles, ["admin"]);
+    }
+
+    #[test]
+    fn claims_at_userinfo_applies_except_in_the_descope_shape() {
+        let state = |descope: Option<super::super::descope::DescopeShape>| {
+            let options = DevOpOptions {
+                claims_at_userinfo: true,
+                descope,
+                ..DevOpOptions::default()
+            };
+            SharedState::new(
+                "http://127.0.0.1:9".to_owned(),
+                options,
+                super::super::keys::key_at(0).unwrap(),
+            )
+        };
+        assert!(state(None).token_context(0).claims_at_userinfo);
+        let descope = super::super::descope::DescopeShape::new("P2test");
+        assert!(
+            !state(Some(descope)).token_context(0).claims_at_userinfo,
+            "Descope keeps its own behaviour"
+        );
     }
 
     #[test]

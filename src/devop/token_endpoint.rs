@@ -301,6 +301,30 @@ async fn issue_tokens(
     response
 }
 
+/// The same token response with its `id_token` member removed.
+async fn without_id_token(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "body unreadable",
+        );
+    };
+    let mut value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.remove("id_token");
+    }
+    let mut stripped = Json(value).into_response();
+    for (name, header_value) in &parts.headers {
+        if name != header::CONTENT_LENGTH {
+            stripped.headers_mut().insert(name, header_value.clone());
+        }
+    }
+    *stripped.status_mut() = parts.status;
+    stripped
+}
+
 /// `POST /token`.
 pub(crate) async fn token(
     State(shared): State<Arc<SharedState>>,
@@ -422,7 +446,7 @@ pub(crate) async fn token(
                 .lock()
                 .user(&grant.sub)
                 .unwrap_or_else(|| DevUser::new(&grant.sub));
-            issue_tokens(
+            let response = issue_tokens(
                 &shared,
                 &user,
                 None,
@@ -430,7 +454,12 @@ pub(crate) async fn token(
                 &grant.sid,
                 &grant.scope,
             )
-            .await
+            .await;
+            if shared.misbehavior() == Misbehavior::RefreshWithoutIdToken {
+                without_id_token(response).await
+            } else {
+                response
+            }
         }
         Some(_) => oauth_error(
             StatusCode::BAD_REQUEST,

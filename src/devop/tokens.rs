@@ -42,6 +42,8 @@ pub(crate) struct TokenContext<'a> {
     pub descope: Option<&'a DescopeShape>,
     /// The scopes granted (space-separated).
     pub scope: &'a str,
+    /// End-User claims go to userinfo only (`DevOpOptions::claims_at_userinfo`).
+    pub claims_at_userinfo: bool,
 }
 
 /// The keys a token may be signed with.
@@ -101,9 +103,19 @@ pub(crate) fn id_token_claims(
         claims.insert("nonce".to_owned(), json!(nonce));
     }
     claims.insert("amr".to_owned(), json!([method.amr()]));
-    claims.extend(user_claims(user));
-    if let Some(descope) = context.descope {
-        keep_scoped_claims(&mut claims, descope, context.scope, &user.email);
+    if context.claims_at_userinfo {
+        // Only who and how: the rest is served at userinfo (Core §5.4).
+        claims.insert("sub".to_owned(), json!(user.sub));
+        for name in ["sid", "amr"] {
+            if let Some(value) = user.extra_claims.get(name) {
+                claims.insert(name.to_owned(), value.clone());
+            }
+        }
+    } else {
+        claims.extend(user_claims(user));
+        if let Some(descope) = context.descope {
+            keep_scoped_claims(&mut claims, descope, context.scope, &user.email);
+        }
     }
     claims
 }
@@ -130,6 +142,7 @@ pub(crate) fn issue_id_token(
             Some(key) => Signing::With(key),
             None => Signing::Rs256(&keys.current),
         },
+        (SignatureChoice::NoKid, _) => Signing::Rs256NoKid(&keys.current),
         (SignatureChoice::Corrupted, _) => Signing::Rs256Corrupted(&keys.current),
         (SignatureChoice::Unsigned, _) => Signing::Unsigned,
         (SignatureChoice::ClientSecretHmac, _) => Signing::Hs256(context.client_secret.as_bytes()),
@@ -226,6 +239,7 @@ mod tests {
             send_azp: true,
             descope: None,
             scope: "openid",
+            claims_at_userinfo: false,
         }
     }
 
@@ -271,6 +285,62 @@ mod tests {
         assert_eq!(claims["groups"], json!([]));
         assert_eq!(claims["amr"], json!(["pwd"]));
         assert_eq!(claims["tenant"], "acme");
+    }
+
+    #[test]
+    fn claims_at_userinfo_leaves_only_who_and_how_in_the_id_token() {
+        let mut context = context();
+        context.claims_at_userinfo = true;
+        let mut user = alice();
+        user.extra_claims.insert("sid".to_owned(), json!("s1"));
+        let claims = id_token_claims(&context, &user, Some("n1"), NOW, AuthMethod::Password);
+        for name in [
+            "iss",
+            "sub",
+            "aud",
+            "azp",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "sid",
+        ] {
+            assert!(claims.contains_key(name), "{name}");
+        }
+        for name in [
+            "email",
+            "email_verified",
+            "name",
+            "preferred_username",
+            "roles",
+            "groups",
+            "tenant",
+        ] {
+            assert!(!claims.contains_key(name), "{name}");
+        }
+        let served = user_claims(&user);
+        assert_eq!(served["roles"], json!(["admin"]));
+        assert_eq!(served["email"], "alice@example.test");
+    }
+
+    #[test]
+    fn omit_kid_signs_with_the_published_key_and_no_kid() {
+        let token = issue_id_token(
+            &context(),
+            &keys(),
+            &Misbehavior::OmitKid,
+            &alice(),
+            None,
+            (NOW, AuthMethod::Password),
+        )
+        .unwrap();
+        let decoded = decode_unverified(&token).unwrap();
+        assert!(decoded.header.get("kid").is_none());
+        assert_eq!(decoded.header["alg"], "RS256");
+        assert!(key_at(0)
+            .unwrap()
+            .verify(decoded.signing_input.as_bytes(), &decoded.signature));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::claims::identity_from_claims;
+use super::claims::identity_from_json;
 use super::provider::{Provider, ProviderHandle};
+use super::userinfo::{complete_claims, UserinfoError};
 use super::verify::{verify_id_token, NonceCheck, TokenRejection};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
@@ -145,6 +146,8 @@ pub enum LoginError {
     MissingIdToken,
     #[error("the ID token was refused: {0}")]
     InvalidIdToken(TokenRejection),
+    #[error("userinfo: {0}")]
+    Userinfo(UserinfoError),
 }
 
 impl LoginError {
@@ -162,6 +165,7 @@ impl LoginError {
             LoginError::TokenEndpointUnreachable(_) => "token_endpoint_unreachable",
             LoginError::MissingIdToken => "no_id_token",
             LoginError::InvalidIdToken(rejection) => rejection.label(),
+            LoginError::Userinfo(error) => error.label(),
         }
     }
 }
@@ -220,6 +224,14 @@ pub async fn finish_login(
         RequestTokenError::Request(inner) => {
             LoginError::TokenEndpointUnreachable(error_chain(&inner))
         }
+        RequestTokenError::Parse(error, body) => match id_token_defect(&body) {
+            // openidconnect parses the ID token's claims with the token
+            // response: one without `sub` or `iat` (both REQUIRED, Core
+            // §2; RP certification rp-id_token-sub, rp-id_token-iat)
+            // fails there, and is a refused ID token, not a refused code.
+            Some(defect) => LoginError::InvalidIdToken(TokenRejection::Malformed(defect)),
+            None => LoginError::TokenEndpointRefused(error_chain(&error)),
+        },
         other => LoginError::TokenEndpointRefused(error_chain(&other)),
     })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
@@ -264,8 +276,26 @@ pub async fn finish_login(
     }
     .map_err(LoginError::InvalidIdToken)?;
 
+    let id_token_claims = match serde_json::to_value(&claims) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            return Err(LoginError::InvalidIdToken(TokenRejection::Malformed(
+                "claims could not be read back".into(),
+            )))
+        }
+    };
+    let (all_claims, _asked) = complete_claims(
+        handle,
+        provider,
+        settings,
+        id_token_claims,
+        response.access_token().secret(),
+    )
+    .await
+    .map_err(LoginError::Userinfo)?;
+
     let now_seconds = unix_seconds(now);
-    let mut identity = identity_from_claims(&claims, settings);
+    let mut identity = identity_from_json(&all_claims, settings);
     identity.access_token_expires_at = response
         .expires_in()
         .map(|lifetime| now_seconds + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 4));
@@ -277,6 +307,18 @@ pub async fn finish_login(
     Ok((identity, tokens))
 }
 
+/// Why the `id_token` in a token response that failed to parse cannot be
+/// read as an ID token (e.g. "missing field `sub`"); None when it can (or
+/// there is none), so the fault lies elsewhere in the response.
+fn id_token_defect(body: &[u8]) -> Option<String> {
+    let response: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id_token = response.get("id_token")?.as_str()?;
+    id_token
+        .parse::<super::types::PorticoIdToken>()
+        .err()
+        .map(|error| error.to_string())
+}
+
 pub fn unix_seconds(time: SystemTime) -> i64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4))
@@ -286,6 +328,30 @@ pub fn unix_seconds(time: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_id_token_is_told_apart_from_the_rest_of_the_response() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let token = |claims: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+                URL_SAFE_NO_PAD.encode(claims)
+            )
+        };
+        let body = |id_token: &str| format!(r#"{{"access_token":"a","id_token":"{id_token}"}}"#);
+        let complete = r#"{"iss":"https://op","sub":"a","aud":"c","exp":2,"iat":1}"#;
+        assert_eq!(id_token_defect(body(&token(complete)).as_bytes()), None);
+        let no_sub = r#"{"iss":"https://op","aud":"c","exp":2,"iat":1}"#;
+        let defect = id_token_defect(body(&token(no_sub)).as_bytes()).unwrap();
+        assert!(defect.contains("sub"), "{defect}");
+        let no_iat = r#"{"iss":"https://op","sub":"a","aud":"c","exp":2}"#;
+        let defect = id_token_defect(body(&token(no_iat)).as_bytes()).unwrap();
+        assert!(defect.contains("iat"), "{defect}");
+        assert_eq!(id_token_defect(br#"{"access_token":"a"}"#), None);
+        assert_eq!(id_token_defect(b"not json"), None);
+    }
 
     #[test]
     fn cookie_tag_is_a_short_alphanumeric_prefix() {

@@ -14,6 +14,7 @@ mod refetch;
 mod refresh;
 mod token_kind;
 mod types;
+mod userinfo;
 mod verify;
 
 pub use algorithms::{key_fits, signature_verifies, ASYMMETRIC_ALGORITHMS};
@@ -36,4 +37,5 @@ pub use refetch::{
 pub use refresh::{ensure_fresh, needs_refresh, RefreshError};
 pub use token_kind::{bearer_audiences, check_access_token_kind};
 pub use types::{OtherClaims, PorticoIdToken, PorticoIdTokenClaims};
+pub use userinfo::{UserinfoError, MAX_USERINFO_BYTES};
 pub use verify::{parse_algorithms, verify_id_token, Expectations, NonceCheck, TokenRejection};

@@ -14,14 +14,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError, TokenResponse};
 
-use super::claims::identity_from_claims;
+use serde_json::{Map, Value};
+
+use super::claims::identity_from_json;
 use super::login::unix_seconds;
-use super::provider::ProviderHandle;
+use super::provider::{Provider, ProviderHandle};
+use super::userinfo::{complete_claims, stored_id_token_claims, UserinfoError};
 use super::verify::{verify_id_token, NonceCheck, TokenRejection};
 use crate::config::OidcConfig;
 use crate::error::error_chain;
 use crate::session::{
-    lock_name, ActiveSession, SessionData, SessionError, Sessions, TokenSet, LOCK_LIFETIME,
+    lock_name, ActiveSession, Identity, SessionData, SessionError, Sessions, TokenSet,
+    LOCK_LIFETIME,
 };
 
 /// How long a request waits for another replica's refresh.
@@ -228,7 +232,7 @@ async fn refresh_with_provider(
         Err(other) => return Attempt::Failed(error_chain(&other)),
     };
     let now_seconds = unix_seconds(now);
-    let mut identity = None;
+    let mut fresh_claims = None;
     if let Some(id_token) = response.id_token() {
         let verified = match verify_id_token(
             id_token,
@@ -258,20 +262,34 @@ async fn refresh_with_provider(
             other => other,
         };
         match verified {
-            // The same subject as at sign-in, read the same way (Descope:
-            // `dsub` when the JWT template overrides `sub`).
-            Ok(claims) => {
-                let refreshed = identity_from_claims(&claims, settings);
-                if refreshed.sub != current.data.sub {
-                    return Attempt::Refused("refreshed ID token names another subject".into());
+            Ok(claims) => match serde_json::to_value(&claims) {
+                Ok(serde_json::Value::Object(map)) => {
+                    // Checked here, before userinfo is asked or may fail.
+                    if identity_from_json(&map, settings).sub != current.data.sub {
+                        return Attempt::Refused("refreshed ID token names another subject".into());
+                    }
+                    fresh_claims = Some(map);
                 }
-                identity = Some(refreshed);
-            }
+                _ => return Attempt::Failed("refreshed ID token claims unreadable".into()),
+            },
             Err(rejection) => {
                 return Attempt::Failed(format!("refreshed ID token refused: {rejection}"))
             }
         }
     }
+    let identity = match refreshed_identity(
+        handle,
+        &provider,
+        settings,
+        fresh_claims,
+        &tokens.id_token,
+        response.access_token().secret(),
+    )
+    .await
+    {
+        Ok(identity) => identity,
+        Err(refusal) => return Attempt::Refused(refusal),
+    };
     let new_tokens = TokenSet {
         access_token: response.access_token().secret().clone(),
         refresh_token: response
@@ -306,6 +324,41 @@ async fn refresh_with_provider(
             Attempt::Refreshed(Box::new(current))
         }
         Err(error) => Attempt::Failed(error.to_string()),
+    }
+}
+
+/// The identity after a refresh: from the refreshed ID token's claims
+/// (or, when the provider sent none, the stored ID token's), completed from
+/// userinfo when `settings.userinfo` says so. `Ok(None)`: keep the session's
+/// claims as they are (nothing new, or userinfo failed — logged; the next
+/// refresh asks again). `Err`: the provider named another subject.
+async fn refreshed_identity(
+    handle: &ProviderHandle,
+    provider: &Provider,
+    settings: &OidcConfig,
+    fresh_claims: Option<Map<String, Value>>,
+    stored_id_token: &str,
+    access_token: &str,
+) -> Result<Option<Identity>, String> {
+    let fresh = fresh_claims.is_some();
+    let Some(base) = fresh_claims.or_else(|| stored_id_token_claims(stored_id_token)) else {
+        return Ok(None);
+    };
+    match complete_claims(handle, provider, settings, base, access_token).await {
+        Ok((claims, asked)) if fresh || asked => Ok(Some(identity_from_json(&claims, settings))),
+        Ok(_) => Ok(None),
+        Err(UserinfoError::SubjectMismatch) => {
+            Err("userinfo names another subject than the ID token".into())
+        }
+        Err(error) => {
+            tracing::warn!(
+                target: "portico::auth",
+                reason = error.label(),
+                error = %error,
+                "userinfo failed at refresh; the session keeps its claims until the next refresh"
+            );
+            Ok(None)
+        }
     }
 }
 

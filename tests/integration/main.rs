@@ -33,5 +33,6 @@ mod telemetry;
 mod token_kinds;
 mod tokens;
 mod upstream_wire;
+mod userinfo;
 mod walkarounds;
 mod websocket;
