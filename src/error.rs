@@ -83,7 +83,13 @@ impl GatewayError {
             GatewayError::Session(SessionError::Unavailable(_))
             | GatewayError::ProviderNotReady => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Session(SessionError::Corrupt(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Upstream(
+                UpstreamError::Timeout(_)
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::SendTimeout(_),
+            ) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            GatewayError::Upstream(UpstreamError::ClientTimeout(_)) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Invalid(_)) => StatusCode::BAD_GATEWAY,
@@ -115,7 +121,13 @@ impl GatewayError {
             GatewayError::Session(SessionError::Unavailable(_)) => "session_store_unavailable",
             GatewayError::Session(SessionError::Corrupt(_)) => "session_unreadable",
             GatewayError::ProviderNotReady => "provider_unavailable",
-            GatewayError::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
+            GatewayError::Upstream(
+                UpstreamError::Timeout(_)
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::SendTimeout(_),
+            ) => "upstream_timeout",
+            GatewayError::Upstream(UpstreamError::ClientBody(_)) => "bad_request_body",
+            GatewayError::Upstream(UpstreamError::ClientTimeout(_)) => "request_timeout",
             GatewayError::Upstream(_) => "upstream_unreachable",
             GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
             GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
@@ -256,7 +268,25 @@ impl GatewayError {
                 message: "The identity provider cannot be reached yet.".into(),
                 advice: "Wait a moment and reload the page.",
             },
-            GatewayError::Upstream(UpstreamError::Timeout(_)) => Explanation {
+            GatewayError::Upstream(UpstreamError::ClientBody(what)) => Explanation {
+                title: "Bad request",
+                message: format!("The request's body could not be read: {what}."),
+                advice: "Send the request again. If a page of this site sent it, tell the \
+                         application's team, quoting the request id.",
+            },
+            GatewayError::Upstream(UpstreamError::ClientTimeout(after)) => Explanation {
+                title: "Request timed out",
+                message: format!(
+                    "The request's body stopped arriving: nothing came for {} seconds.",
+                    after.as_secs()
+                ),
+                advice: "Check the connection and send the request again.",
+            },
+            GatewayError::Upstream(
+                UpstreamError::Timeout(_)
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::SendTimeout(_),
+            ) => Explanation {
                 title: "The application is too slow",
                 message: "The application behind this page did not answer in time.".into(),
                 advice: "Reload the page in a moment. If it persists, tell the application's \

@@ -312,26 +312,44 @@ async fn connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
     _open: tokio::sync::watch::Receiver<()>,
 ) {
+    let h2c = entry.app.config.server.h2c;
     let service = hyper_util::service::TowerToHyperService::new(entry.map_request(
         |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
     ));
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    let mut served = std::pin::pin!(
-        builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-    );
-    tokio::select! {
-        result = served.as_mut() => {
-            if let Err(error) = result {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    // Drives a connection until it ends, or, once portico stops, until the
+    // request in flight is answered.
+    macro_rules! drive {
+        ($served:expr) => {{
+            let mut served = std::pin::pin!($served);
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::trace!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stopping| *stopping) => {}
+            }
+            served.as_mut().graceful_shutdown();
+            if let Err(error) = served.await {
                 tracing::trace!(%error, "connection ended with an error");
             }
-            return;
-        }
-        _ = stop.wait_for(|stopping| *stopping) => {}
+        }};
     }
-    served.as_mut().graceful_shutdown();
-    if let Err(error) = served.await {
-        tracing::trace!(%error, "connection ended with an error");
+    if h2c {
+        // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the
+        // connection's first bytes.
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        drive!(builder.serve_connection_with_upgrades(io, service));
+    } else {
+        // `[server] h2c = false`: HTTP/1.1 only. (hyper-util's auto builder
+        // ignores `http1_only` when upgrades are served, so hyper's own
+        // HTTP/1 connection is used.)
+        drive!(hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades());
     }
 }
 

@@ -9,6 +9,11 @@
 //!   abandoned, and the client gets 413 if no answer has started yet);
 //! - `Transfer-Encoding` other than one plain `chunked` → 400.
 //!
+//! Every refusal of a request's framing or body (and every body that broke
+//! off on its way upstream) closes an HTTP/1 client's connection after the
+//! answer (`Connection: close`): what follows on the connection is whatever
+//! the client meant the body to be, and must not be read as a next request.
+//!
 //! hyper already refuses, with 400, differing duplicate `Content-Length`s, a
 //! `Transfer-Encoding` whose last coding is not `chunked`, and any
 //! `Transfer-Encoding` on HTTP/1.0. A request carrying both
@@ -128,10 +133,23 @@ fn counted(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
     }))
 }
 
-/// A request let through whose chunked body is counted as it streams.
+/// A request let through whose body of no declared length (HTTP/1 chunked,
+/// or HTTP/2 without `content-length`) is counted as it streams.
 pub struct Watched {
     exceeded: Arc<AtomicBool>,
     json: bool,
+    version: http::Version,
+}
+
+/// Makes an HTTP/1 answer close its connection once sent. (HTTP/2 has no
+/// `Connection` header; a stream's refusal does not touch the others.)
+pub fn close_connection(response: &mut Response, version: http::Version) {
+    if version <= http::Version::HTTP_11 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
 }
 
 /// What [`admit`] decided.
@@ -155,7 +173,14 @@ pub fn admit(
     let limits = app.config.server.limits;
     let refuse = |request: &Request, error: GatewayError| {
         let json = wants_json(request.headers(), false);
-        error_response(&error, request_id.as_str(), json)
+        let mut response = error_response(&error, request_id.as_str(), json);
+        if matches!(
+            error,
+            GatewayError::BadRequest(_) | GatewayError::TooLarge(Limit::Body)
+        ) {
+            close_connection(&mut response, request.version());
+        }
+        response
     };
     if !plain_framing(request.headers()) {
         app.metrics.limit_rejected("framing");
@@ -170,18 +195,27 @@ pub fn admit(
         tracing::info!(limit = limit.label(), "refused a request over a size limit");
         return Admission::Refused(refuse(&request, GatewayError::TooLarge(limit)));
     }
-    // A declared length is checked above and hyper holds the body to it;
-    // only a chunked body has to be counted as it streams.
-    if !request.headers().contains_key(TRANSFER_ENCODING) {
+    // A declared length is checked above and hyper holds the body to it
+    // (HTTP/2's too); only a body of no declared length (chunked, or an
+    // HTTP/2 stream without one) has to be counted as it streams.
+    if http_body::Body::is_end_stream(request.body())
+        || (request.headers().contains_key(CONTENT_LENGTH)
+            && !request.headers().contains_key(TRANSFER_ENCODING))
+    {
         return Admission::Through(request, None);
     }
     let json = wants_json(request.headers(), false);
+    let version = request.version();
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
     let body = counted(body, limits.max_body_bytes, exceeded.clone());
     Admission::Through(
         Request::from_parts(parts, body),
-        Some(Watched { exceeded, json }),
+        Some(Watched {
+            exceeded,
+            json,
+            version,
+        }),
     )
 }
 
@@ -204,11 +238,13 @@ pub fn judge(
         limit = Limit::Body.label(),
         "a streamed body went over the limit"
     );
-    error_response(
+    let mut response = error_response(
         &GatewayError::TooLarge(Limit::Body),
         request_id.as_str(),
         watched.json,
-    )
+    );
+    close_connection(&mut response, watched.version);
+    response
 }
 
 #[cfg(test)]

@@ -6,6 +6,14 @@
 //! The checked URL is what goes into the `Location` header, serialised
 //! absolute, so the browser sees exactly what was checked: no `//host`,
 //! `/\host` or encoded tricks survive to be re-interpreted.
+//!
+//! The path is also judged once decoded ([`path_is_plain`]), because the
+//! upstream that finally serves it may decode or normalise it and redirect:
+//! `/%2F%2Fevil.example` is a harmless path to a browser, but an upstream
+//! that decodes it and answers with a redirect to "the same path" sends the
+//! person to `//evil.example`. A path that decodes to `//`, `/\`, a control
+//! character or a dot segment is refused (the person goes to `public_url`),
+//! as oauth2-proxy does.
 
 use url::Url;
 
@@ -41,6 +49,9 @@ impl ReturnUrlPolicy {
         {
             return None;
         }
+        if !path_is_plain(raw_path(candidate)) {
+            return None;
+        }
         let target = self.public_url.join(candidate).ok()?;
         if !matches!(target.scheme(), "http" | "https")
             || !target.username().is_empty()
@@ -68,6 +79,46 @@ impl ReturnUrlPolicy {
         let scheme_ok = target.scheme() == "https" || self.public_url.scheme() == "http";
         (host_allowed && scheme_ok).then_some(target)
     }
+}
+
+/// The path of `candidate` as written: before any `?` or `#`, after the
+/// scheme and authority of an absolute URL.
+fn raw_path(candidate: &str) -> &str {
+    let end = candidate.find(['?', '#']).unwrap_or(candidate.len());
+    let before = &candidate[..end];
+    let scheme_end = before.find(':').filter(|&colon| {
+        colon > 0
+            && before[..colon].starts_with(|first: char| first.is_ascii_alphabetic())
+            && before[..colon]
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.'))
+    });
+    let Some(colon) = scheme_end else {
+        return before;
+    };
+    let rest = &before[colon + 1..];
+    match rest.strip_prefix("//") {
+        Some(authority_and_path) => {
+            let slash = authority_and_path
+                .find('/')
+                .unwrap_or(authority_and_path.len());
+            &authority_and_path[slash..]
+        }
+        None => rest,
+    }
+}
+
+/// A path, decoded once, holds no `//`, no `\`, no control character and
+/// no `.` or `..` segment.
+fn path_is_plain(path: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    !decoded
+        .iter()
+        .any(|byte| byte.is_ascii_control() || *byte == b'\\')
+        && !decoded.windows(2).any(|pair| pair == b"//")
+        && !decoded
+            .split(|byte| *byte == b'/')
+            .any(|segment| segment == b"." || segment == b"..")
 }
 
 #[cfg(test)]
@@ -124,14 +175,53 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_cannot_make_a_protocol_relative_location() {
-        let target = policy(&[]).check("/.//evil.com").unwrap();
-        assert_eq!(target.host_str(), Some("portico.example.com"));
-        let location = target.as_str();
-        assert!(
-            location.starts_with("https://portico.example.com/"),
-            "{location}"
+    fn paths_that_decode_to_another_host_are_refused() {
+        for bad in [
+            "/%2F%2Fevil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/%09/evil.example",
+            "/.//evil.example",
+            "%2F%2Fevil.example",
+            "/%2E%2E/evil.example",
+            "/a/%2e/b",
+            "/a/../b",
+            "/a//b",
+            "/%00",
+            "/%7F",
+            "https://portico.example.com/%2F%2Fevil.example",
+            "https://portico.example.com/./x",
+        ] {
+            assert!(policy(&[]).check(bad).is_none(), "{bad}");
+        }
+        // Encoded characters that decode to nothing dangerous are kept,
+        // as written; so are dots inside a segment, and a query or fragment
+        // holding what a path may not.
+        for good in [
+            "/app/a%2Fb",
+            "/files/%20name.txt",
+            "/v1.2/..data/.hidden",
+            "/search?q=//x&r=%2F%2F",
+            "/page#/..//x",
+            "https://portico.example.com/a%2Fb",
+        ] {
+            assert!(policy(&[]).check(good).is_some(), "{good}");
+        }
+        assert_eq!(
+            policy(&[]).check("/app/a%2Fb").unwrap().as_str(),
+            "https://portico.example.com/app/a%2Fb"
         );
+    }
+
+    #[test]
+    fn the_raw_path_is_found_in_relative_and_absolute_candidates() {
+        assert_eq!(raw_path("/a/b?c#d"), "/a/b");
+        assert_eq!(raw_path("a/b"), "a/b");
+        assert_eq!(raw_path("https://host.example/p/q?x"), "/p/q");
+        assert_eq!(raw_path("https://host.example"), "");
+        assert_eq!(raw_path("mailto:x@y"), "x@y");
+        assert_eq!(raw_path("/a:b/c"), "/a:b/c");
     }
 
     #[test]

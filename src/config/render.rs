@@ -80,6 +80,10 @@ pub fn render_effective(config: &Config) -> String {
     document.text("log_format", log_format);
     document.duration("shutdown_timeout", server.shutdown_timeout);
     document.duration("upstream_timeout", server.upstream_timeout);
+    document.duration("upstream_connect_timeout", server.upstream_connect_timeout);
+    document.duration("upstream_read_timeout", server.upstream_read_timeout);
+    document.duration("upstream_send_timeout", server.upstream_send_timeout);
+    document.flag("h2c", server.h2c);
     document.optional(
         "tls_cert",
         server.tls_cert.as_ref().map(|path| path.display()),

@@ -95,6 +95,19 @@ pub struct ServerConfig {
     /// How long portico waits for an upstream's response headers (504 after).
     /// Key `upstream_timeout`, default "30s". An extension of the contract.
     pub upstream_timeout: Duration,
+    /// Connecting to an upstream (TCP and TLS handshake); 504 after. Key
+    /// `upstream_connect_timeout`, default "5s" (nginx's `proxy_connect_timeout`).
+    pub upstream_connect_timeout: Duration,
+    /// Between two reads of an upstream's response body; the body is cut
+    /// after. Key `upstream_read_timeout`, default "60s" (`proxy_read_timeout`).
+    pub upstream_read_timeout: Duration,
+    /// Between two writes of a request body to an upstream (or two pieces of
+    /// it from the client); 504 (408 when the client is the slow one) after.
+    /// Key `upstream_send_timeout`, default "60s" (`proxy_send_timeout`).
+    pub upstream_send_timeout: Duration,
+    /// Serve HTTP/2 with prior knowledge (h2c) on the plain listener, beside
+    /// HTTP/1.1. Key `h2c`, default true.
+    pub h2c: bool,
     /// Request size limits (extensions of the contract), in bytes.
     pub limits: RequestLimits,
     /// What portico's own pages call the application (keys `app_name`, `logo_url`).

@@ -150,6 +150,24 @@ fn server(
         &raw.upstream_timeout,
         true,
     );
+    let upstream_connect_timeout = duration(
+        problems,
+        "server.upstream_connect_timeout",
+        &raw.upstream_connect_timeout,
+        true,
+    );
+    let upstream_read_timeout = duration(
+        problems,
+        "server.upstream_read_timeout",
+        &raw.upstream_read_timeout,
+        true,
+    );
+    let upstream_send_timeout = duration(
+        problems,
+        "server.upstream_send_timeout",
+        &raw.upstream_send_timeout,
+        true,
+    );
     let tls_paired = raw.tls_cert.is_empty() == raw.tls_key.is_empty();
     if !tls_paired {
         let (key, value, missing) = if raw.tls_key.is_empty() {
@@ -203,6 +221,10 @@ fn server(
         setup_page: raw.setup_page,
         identity_key: identity_key?,
         upstream_timeout: upstream_timeout?,
+        upstream_connect_timeout: upstream_connect_timeout?,
+        upstream_read_timeout: upstream_read_timeout?,
+        upstream_send_timeout: upstream_send_timeout?,
+        h2c: raw.h2c,
         limits: limits?,
         branding: branding?,
     })

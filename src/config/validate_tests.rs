@@ -294,3 +294,45 @@ fn request_limits_default_and_must_be_positive_sizes() {
     let rendered = crate::config::render_effective(&config);
     assert!(rendered.contains("max_body_bytes = \"1MiB\""), "{rendered}");
 }
+
+#[test]
+fn upstream_timeouts_and_h2c_have_nginx_like_defaults_and_are_checked() {
+    let config = parse(&minimal_with("[server]", ""), &no_environment()).expect("valid");
+    assert_eq!(
+        config.server.upstream_connect_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(config.server.upstream_read_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.upstream_send_timeout, Duration::from_secs(60));
+    assert!(config.server.h2c, "h2c is on by default");
+    let text = minimal_with(
+        "[server]",
+        "upstream_connect_timeout = \"0s\"\nupstream_read_timeout = \"soon\"\n\
+         upstream_send_timeout = \"0s\"",
+    );
+    let errors = errors_of(&text, &[]);
+    for key in [
+        "server.upstream_connect_timeout",
+        "server.upstream_read_timeout",
+        "server.upstream_send_timeout",
+    ] {
+        assert!(errors.for_key(key).is_some(), "{key} reported");
+    }
+    let text = minimal_with(
+        "[server]",
+        "upstream_read_timeout = \"2m\"\nupstream_send_timeout = \"5s\"\nh2c = false",
+    );
+    let config = parse(&text, &no_environment()).expect("valid");
+    assert_eq!(
+        config.server.upstream_read_timeout,
+        Duration::from_secs(120)
+    );
+    assert_eq!(config.server.upstream_send_timeout, Duration::from_secs(5));
+    assert!(!config.server.h2c);
+    let rendered = crate::config::render_effective(&config);
+    assert!(rendered.contains("h2c = false"), "{rendered}");
+    assert!(
+        rendered.contains("upstream_read_timeout = \"2m\""),
+        "{rendered}"
+    );
+}

@@ -100,6 +100,7 @@ struct Inner {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_active: Gauge,
+    ready: Gauge,
     logins_started: Counter,
     logins_succeeded: Counter,
     logins_failed: Family<ReasonLabels, Counter>,
@@ -247,7 +248,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Upstream requests that failed: timeout, unreachable (refused or reset before the head), request (could not be sent), invalid (a malformed answer), body (broken mid-response)",
+            "Upstream requests that failed: timeout, unreachable (refused or reset before the head), request (could not be sent), invalid (a malformed answer), body (broken mid-response), read_timeout (a response body stalled past upstream_read_timeout)",
             upstream_errors.clone(),
         );
         let upstream_active = Gauge::default();
@@ -255,6 +256,12 @@ impl Metrics {
             "upstream_active_requests",
             "Upstream requests in flight, until their response body has been streamed",
             upstream_active.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz would answer 200 (provider metadata loaded, session store answering, not shutting down), else 0; judged at each scrape",
+            ready.clone(),
         );
         let logins_started = Counter::default();
         registry.register(
@@ -338,6 +345,7 @@ impl Metrics {
                 upstream_duration,
                 upstream_errors,
                 upstream_active,
+                ready,
                 logins_started,
                 logins_succeeded,
                 logins_failed,
@@ -448,6 +456,11 @@ impl Metrics {
         ActiveGuard {
             gauge: self.inner.upstream_active.clone(),
         }
+    }
+
+    /// Readiness as `/readyz` judged it for this scrape.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.set(i64::from(ready));
     }
 
     pub fn login_started(&self) {

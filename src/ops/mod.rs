@@ -30,11 +30,31 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// What `/readyz` reports: ready when the provider's metadata is loaded,
+/// the session store answers, and no shutdown has begun.
+struct Readiness {
+    provider: bool,
+    store: bool,
+    draining: bool,
+}
+
+impl Readiness {
+    async fn of(app: &AppState) -> Self {
+        Readiness {
+            draining: app.draining.is_draining(),
+            provider: app.provider.get().is_some(),
+            store: app.sessions.backend().is_reachable().await,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.provider && self.store && !self.draining
+    }
+}
+
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let draining = app.draining.is_draining();
-    let provider = app.provider.get().is_some();
-    let store = app.sessions.backend().is_reachable().await;
-    let ready = provider && store && !draining;
+    let readiness = Readiness::of(&app).await;
+    let ready = readiness.ready();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -42,14 +62,17 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     };
     let body = serde_json::json!({
         "ready": ready,
-        "provider_metadata": provider,
-        "session_store": store,
-        "shutting_down": draining,
+        "provider_metadata": readiness.provider,
+        "session_store": readiness.store,
+        "shutting_down": readiness.draining,
     });
     (status, Json(body)).into_response()
 }
 
+/// The metrics, with `portico_ready` judged as `/readyz` would at this
+/// scrape (alerts see a replica Prometheus reaches but that cannot serve).
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    app.metrics.set_ready(Readiness::of(&app).await.ready());
     let mut response = app.metrics.render().into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -73,4 +96,25 @@ pub async fn count_backchannel_logout(
     };
     app.metrics.backchannel_logout(outcome);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+
+    #[test]
+    fn ready_only_with_provider_and_store_and_not_draining() {
+        let ready = |provider, store, draining| {
+            Readiness {
+                provider,
+                store,
+                draining,
+            }
+            .ready()
+        };
+        assert!(ready(true, true, false));
+        assert!(!ready(false, true, false), "provider metadata missing");
+        assert!(!ready(true, false, false), "session store down");
+        assert!(!ready(true, true, true), "shutting down");
+    }
 }

@@ -111,6 +111,26 @@ fn is_identity_header(name: &str) -> bool {
         .any(|wanted| same_name(wanted, name))
 }
 
+/// Framing and hop-by-hop headers whose `_` spellings never go upstream.
+const UNDERSCORED_FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+];
+
+/// `Content_Length`, `Transfer_Encoding` and the like: an upstream that
+/// reads `_` as `-` (as CGI-style servers do) would frame the request
+/// differently from portico. nginx drops them (`underscores_in_headers
+/// off`); so does portico. The `-` spellings are judged elsewhere.
+fn is_underscored_framing(name: &str) -> bool {
+    name.as_bytes().contains(&b'_')
+        && UNDERSCORED_FRAMING
+            .iter()
+            .any(|wanted| same_name(wanted, name))
+}
+
 /// Whether `name` is a hop-by-hop header (named by `Connection` or not).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
@@ -290,6 +310,7 @@ impl<'a> UpstreamHeaders<'a> {
         }
         let name_text = name.as_str();
         !is_identity_header(name_text)
+            && !is_underscored_framing(name_text)
             && (self.from_trusted_proxy || !is_routing_header(name_text))
             && !self.set.iter().any(|(set, _)| set == name)
     }
@@ -471,6 +492,18 @@ mod tests {
         client.insert("x-other", HeaderValue::from_static("kept"));
         let headers = UpstreamHeaders::new(&client, |_| false);
         assert_eq!(names(&headers), ["x-other"]);
+    }
+
+    #[test]
+    fn framing_headers_spelt_with_underscores_are_dropped() {
+        let mut client = HeaderMap::new();
+        client.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        client.insert("content_length", HeaderValue::from_static("5"));
+        client.insert("Keep_Alive", HeaderValue::from_static("1"));
+        client.insert("x_custom_header", HeaderValue::from_static("kept"));
+        client.insert("content-type", HeaderValue::from_static("text/plain"));
+        let headers = UpstreamHeaders::new(&client, |_| false);
+        assert_eq!(names(&headers), ["x_custom_header", "content-type"]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
 mod caching;
-mod h1;
+/// The HTTP/1.1 wire format of the upstream client (public for the fuzz
+/// target in fuzz/, which feeds it hostile responses).
+pub mod h1;
 mod headers;
 mod identify;
 mod routes;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HOST, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use tracing::Instrument as _;
 
@@ -22,7 +24,7 @@ pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{PathError, RouteTable};
 use upstream::Tunnel;
-pub use upstream::{UpstreamError, Upstreams};
+pub use upstream::{UpstreamError, UpstreamTimeouts, Upstreams, MAX_BUFFERED};
 
 use crate::authz::Decision;
 use crate::error::GatewayError;
@@ -140,11 +142,9 @@ pub async fn proxied(
         }
     }
 
-    let has_body = parts.headers.contains_key(TRANSFER_ENCODING)
-        || parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .is_some_and(|length| length != "0");
+    // HTTP/1 says so in its head (Content-Length, Transfer-Encoding);
+    // HTTP/2 by a stream not ended with its headers, length or none.
+    let has_body = !http_body::Body::is_end_stream(&body);
     let mut headers = UpstreamHeaders::new(&parts.headers, |name| {
         app.sessions.cookies.is_portico_cookie(name)
     });
@@ -243,7 +243,13 @@ pub async fn proxied(
         }
         Err(error) => {
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
-            error_response(&error.into(), request_id.as_str(), json)
+            let client_side = error.is_client_side();
+            let mut response = error_response(&error.into(), request_id.as_str(), json);
+            if client_side {
+                // What is left of its body cannot be trusted as a next request.
+                crate::limits::close_connection(&mut response, parts.version);
+            }
+            response
         }
     }
 }

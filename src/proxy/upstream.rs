@@ -3,9 +3,27 @@
 //! or rustls, bodies streamed both ways.
 //!
 //! Redirects are passed through (never followed), nothing is decompressed,
-//! no environment proxy is used. Connecting, sending the request and waiting
-//! for the response head are bounded by `upstream_timeout`; the body then
-//! streams for as long as it takes.
+//! no environment proxy is used. Every wait has its own bound, named like
+//! nginx's: connecting (`upstream_connect_timeout`), each write of a request
+//! body and each wait for the next piece of it from the client
+//! (`upstream_send_timeout`), the response head once the request is sent
+//! (`upstream_timeout`), and each read of the response body
+//! (`upstream_read_timeout`). An upload may take as long as it takes while
+//! it moves; a body that stalls is cut.
+//!
+//! While a request body is being sent, the connection is watched for an
+//! early answer (RFC 9112 §9.5): an error status or one that closes stops
+//! the sending at once (an early 413, say); an interim answer is skipped;
+//! any other waits until the body is sent. A client whose body breaks
+//! (a bad chunk, over `max_body_bytes`, gone) ends the exchange at once and
+//! the upstream connection is closed, never reused.
+//!
+//! Memory: a connection's read buffer holds at most one read
+//! ([`HEAD_CHUNK`] or [`BODY_CHUNK`] bytes) beyond the longest unit the
+//! decoder must see whole: a head ([`h1::MAX_HEAD`]), a trailer section
+//! ([`h1::MAX_TRAILERS`]) or a chunk-size line. Body data is handed on as
+//! it is read. So whatever an upstream sends, portico holds at most
+//! [`MAX_BUFFERED`] bytes per upstream connection.
 //!
 //! Why not hyper's client: it runs each connection as a task of its own,
 //! and every request crosses to that task and back through channels (the
@@ -13,7 +31,7 @@
 //! that was a fifth of a proxied request's instructions. Here the task that
 //! serves the client writes the upstream request and reads the answer itself.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
@@ -22,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderValue, Method};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use url::Url;
@@ -32,7 +50,6 @@ use url::Url;
 use super::h1::{self, Decoder, Head, Step, WireError};
 use super::headers::UpstreamHeaders;
 use crate::fasthash::FastMap;
-use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,35 +58,76 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("upstream sent no response within {0:?}")]
     Timeout(Duration),
+    #[error("could not connect to the upstream within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("upstream took none of the request body for {0:?}")]
+    SendTimeout(Duration),
     #[error("upstream request could not be sent: {0}")]
     Request(String),
     #[error("upstream sent an invalid response: {0}")]
     Invalid(#[from] WireError),
+    /// The client's side: its body broke off, was malformed or too large.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+    /// The client sent nothing more of its body for this long.
+    #[error("the client sent none of its request body for {0:?}")]
+    ClientTimeout(Duration),
 }
 
 impl UpstreamError {
-    /// The `kind` label of `portico_upstream_errors_total`.
-    fn kind(&self) -> &'static str {
-        match self {
+    /// The `kind` label of `portico_upstream_errors_total`; None for the
+    /// client's own failures, which are no upstream's.
+    fn kind(&self) -> Option<&'static str> {
+        Some(match self {
             UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Timeout(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::SendTimeout(_) => "timeout",
             UpstreamError::Request(_) => "request",
             UpstreamError::Invalid(_) => "invalid",
-        }
+            UpstreamError::ClientBody(_) | UpstreamError::ClientTimeout(_) => return None,
+        })
     }
+
+    /// The client's own failure (its answer is 4xx, and its connection is
+    /// not to be trusted with another request).
+    pub fn is_client_side(&self) -> bool {
+        self.kind().is_none()
+    }
+}
+
+/// The waits at the upstream edge (see the module notes).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// To the response head, once the request is sent.
+    pub head: Duration,
+    /// Between reads of a response body.
+    pub read: Duration,
+    /// Between writes of a request body (and pieces of it from the client).
+    pub send: Duration,
 }
 
 /// How many idle connections are kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// Idle connections older than this are not reused.
 const IDLE_LIFETIME: Duration = Duration::from_secs(90);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Room made in a connection's read buffer before reading a response head
-/// (most heads, and small bodies with them, fit); memory per connection
-/// matters with a thousand of them open.
+/// Most bytes one read takes while a response head is awaited (most heads,
+/// and small bodies with them, fit); memory per connection matters with a
+/// thousand of them open.
 const HEAD_CHUNK: usize = 4 * 1024;
-/// Room made before reading more of a body that did not come with its head.
+/// Most bytes one read of a body takes.
 const BODY_CHUNK: usize = 16 * 1024;
+/// The most bytes an upstream connection's read buffer ever holds: the
+/// largest unit the decoder needs whole, plus one read.
+pub const MAX_BUFFERED: usize = {
+    let unit = if h1::MAX_HEAD > h1::MAX_TRAILERS {
+        h1::MAX_HEAD
+    } else {
+        h1::MAX_TRAILERS
+    };
+    unit + BODY_CHUNK
+};
 
 /// An upstream connection, plain or TLS.
 enum Stream {
@@ -141,16 +199,31 @@ struct Conn {
     /// It has carried a request before (so the upstream may have closed it
     /// meanwhile).
     reused: bool,
+    /// The most bytes `buf` has held (the memory bound, counted).
+    peak: usize,
 }
 
 impl Conn {
-    /// Reads more into `buf`, making room for `chunk` bytes when less than a
-    /// quarter of that is free; `Ok(0)` at the upstream's close.
+    fn new(stream: Stream) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+            reused: false,
+            peak: 0,
+        }
+    }
+
+    /// Reads at most `chunk` bytes more into `buf`, making room for them
+    /// when less than a quarter of that is free; `Ok(0)` at the upstream's
+    /// close.
     fn poll_fill(&mut self, context: &mut Context<'_>, chunk: usize) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < chunk / 4 {
             self.buf.reserve(chunk);
         }
-        pin!(self.stream.read_buf(&mut self.buf)).poll(context)
+        let mut limited = bytes::BufMut::limit(&mut self.buf, chunk);
+        let read = ready!(pin!(self.stream.read_buf(&mut limited)).poll(context));
+        self.peak = self.peak.max(self.buf.len());
+        Poll::Ready(read)
     }
 }
 
@@ -235,8 +308,16 @@ impl Pool {
         }
     }
 
-    /// A new connection to `upstream` (TCP, and TLS for https).
-    async fn connect(&self, upstream: &Url) -> Result<Conn, UpstreamError> {
+    /// A new connection to `upstream` (TCP, and TLS for https), within
+    /// `timeout`.
+    async fn connect(&self, upstream: &Url, timeout: Duration) -> Result<Conn, UpstreamError> {
+        match tokio::time::timeout(timeout, self.open(upstream)).await {
+            Ok(opened) => opened,
+            Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
+        }
+    }
+
+    async fn open(&self, upstream: &Url) -> Result<Conn, UpstreamError> {
         let unreachable = |what: &str, error: &dyn std::fmt::Display| {
             UpstreamError::Unreachable(format!(
                 "{what} {}: {error}",
@@ -256,11 +337,9 @@ impl Pool {
                 url::Host::Ipv6(ip) => TcpStream::connect((*ip, port)).await,
             }
         };
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(error)) => return Err(unreachable("connecting to", &error)),
-            Err(_) => return Err(unreachable("connecting to", &"timed out after 5 s")),
-        };
+        let tcp = connecting
+            .await
+            .map_err(|error| unreachable("connecting to", &error))?;
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY on an upstream connection");
         }
@@ -282,11 +361,7 @@ impl Pool {
         } else {
             Stream::Plain(tcp)
         };
-        Ok(Conn {
-            stream,
-            buf: BytesMut::new(),
-            reused: false,
-        })
+        Ok(Conn::new(stream))
     }
 }
 
@@ -328,12 +403,12 @@ impl Tunnel {
 #[derive(Clone)]
 pub struct Upstreams {
     pool: Arc<Pool>,
-    timeout: Duration,
+    timeouts: UpstreamTimeouts,
     metrics: Metrics,
 }
 
 impl Upstreams {
-    pub fn new(timeout: Duration, metrics: Metrics) -> Result<Self, UpstreamError> {
+    pub fn new(timeouts: UpstreamTimeouts, metrics: Metrics) -> Result<Self, UpstreamError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -350,7 +425,7 @@ impl Upstreams {
                     .collect(),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             }),
-            timeout,
+            timeouts,
             metrics,
         })
     }
@@ -390,17 +465,13 @@ impl Upstreams {
         };
         let active = self.metrics.upstream_active();
         let started = Instant::now();
-        let exchanged =
-            tokio::time::timeout(self.timeout, self.exchange(upstream, origin, outgoing)).await;
-        let (conn, answer) = match exchanged {
-            Ok(Ok(exchanged)) => exchanged,
-            Ok(Err(error)) => {
-                self.metrics.upstream_failed(origin, error.kind());
+        let (conn, answer) = match self.exchange(upstream, origin, outgoing).await {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                if let Some(kind) = error.kind() {
+                    self.metrics.upstream_failed(origin, kind);
+                }
                 return Err(error);
-            }
-            Err(_) => {
-                self.metrics.upstream_failed(origin, "timeout");
-                return Err(UpstreamError::Timeout(self.timeout));
             }
         };
         self.metrics.upstream_answered(origin, started.elapsed());
@@ -434,6 +505,10 @@ impl Upstreams {
             Body::new(UpstreamBody {
                 conn: Some(conn),
                 decoder,
+                read_timeout: self.timeouts.read,
+                timer: None,
+                progressed: false,
+                peak: 0,
                 keep_alive: answer.keep_alive,
                 pool: self.pool.clone(),
                 origin: origin.clone(),
@@ -461,14 +536,14 @@ impl Upstreams {
         let mut conn = match self.pool.take_idle(origin) {
             Some(conn) => conn,
             // Boxed: connecting is rare and its future large.
-            None => Box::pin(self.pool.connect(upstream)).await?,
+            None => Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?,
         };
         loop {
-            match send(&mut conn, &mut outgoing).await {
+            match send(&mut conn, &mut outgoing, &self.timeouts).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(Failure::Closed(error)) if conn.reused && replayable => {
                     tracing::debug!(%error, "an idle upstream connection was closed; sending again");
-                    conn = Box::pin(self.pool.connect(upstream)).await?;
+                    conn = Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?;
                 }
                 Err(Failure::Closed(error)) => {
                     return Err(UpstreamError::Unreachable(format!(
@@ -481,235 +556,14 @@ impl Upstreams {
     }
 }
 
-/// Writes the request on `conn` and reads the response head.
-async fn send(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<Head, Failure> {
-    conn.stream
-        .write_all(&outgoing.head)
-        .await
-        .map_err(Failure::Closed)?;
-    if !outgoing.body.is_end_stream() {
-        if let Err(error) = send_body(conn, outgoing).await {
-            // The upstream may have answered early (a 413, say) and
-            // closed; that answer is worth more than the write error.
-            return match read_head(conn, outgoing.method, outgoing.upgrade).await {
-                Ok(mut head) => {
-                    head.keep_alive = false;
-                    Ok(head)
-                }
-                Err(_) => Err(Failure::Failed(error)),
-            };
-        }
-    }
-    conn.stream.flush().await.map_err(Failure::Closed)?;
-    read_head(conn, outgoing.method, outgoing.upgrade).await
-}
+#[path = "upstream_send.rs"]
+mod send;
+use send::send;
 
-async fn send_body(conn: &mut Conn, outgoing: &mut Outgoing<'_>) -> Result<(), UpstreamError> {
-    let written =
-        |error: io::Error| UpstreamError::Unreachable(format!("sending the body: {error}"));
-    while let Some(frame) =
-        poll_fn(|context| Pin::new(&mut outgoing.body).poll_frame(context)).await
-    {
-        let frame = frame.map_err(|error| {
-            UpstreamError::Request(format!("the client's body broke off: {error}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not passed on
-        };
-        if data.is_empty() {
-            continue;
-        }
-        if outgoing.chunked {
-            conn.stream
-                .write_all(&h1::chunk(&data))
-                .await
-                .map_err(written)?;
-        } else {
-            conn.stream.write_all(&data).await.map_err(written)?;
-        }
-    }
-    if outgoing.chunked {
-        conn.stream
-            .write_all(h1::LAST_CHUNK)
-            .await
-            .map_err(written)?;
-    }
-    Ok(())
-}
-
-async fn read_head(conn: &mut Conn, method: &Method, upgrade: bool) -> Result<Head, Failure> {
-    let mut answered = false;
-    loop {
-        if !conn.buf.is_empty() {
-            answered = true;
-            if let Some(head) = h1::parse_head(&mut conn.buf, method, upgrade)? {
-                return Ok(head);
-            }
-        }
-        let read = poll_fn(|context| conn.poll_fill(context, HEAD_CHUNK)).await;
-        match read {
-            Ok(0) if !answered => return Err(Failure::Closed(io::ErrorKind::UnexpectedEof.into())),
-            Ok(0) => {
-                return Err(Failure::Failed(UpstreamError::Unreachable(
-                    "the connection closed in the middle of the response head".into(),
-                )))
-            }
-            Ok(_) => {}
-            Err(error) if !answered => return Err(Failure::Closed(error)),
-            Err(error) => {
-                return Err(Failure::Failed(UpstreamError::Unreachable(
-                    error.to_string(),
-                )))
-            }
-        }
-    }
-}
-
-/// An upstream response body, read from the connection as the client takes
-/// it. The connection goes back to the pool once the body has been read to
-/// its end (when the upstream allows); the request counts as active until
-/// then; a body that breaks off is counted.
-struct UpstreamBody {
-    conn: Option<Conn>,
-    decoder: Decoder,
-    keep_alive: bool,
-    pool: Arc<Pool>,
-    origin: Arc<str>,
-    metrics: Metrics,
-    _active: ActiveGuard,
-}
-
-impl UpstreamBody {
-    fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.keep_alive {
-                self.pool.give_back(&self.origin, conn);
-            }
-        }
-    }
-
-    fn broke_off(&mut self, error: &dyn std::fmt::Display) -> io::Error {
-        self.conn = None;
-        self.metrics.upstream_failed(&self.origin, "body");
-        tracing::warn!(%error, "upstream response body broke off");
-        io::Error::other(format!("upstream response body broke off: {error}"))
-    }
-}
-
-impl http_body::Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match this.decoder.step(&mut conn.buf) {
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(Step::Done) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                Ok(Step::NeedMore) => {}
-                Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
-            }
-            match ready!(conn.poll_fill(context, BODY_CHUNK)) {
-                Ok(0) => match this.decoder.at_close() {
-                    Ok(()) => {
-                        this.conn = None;
-                        return Poll::Ready(None);
-                    }
-                    Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
-                },
-                Ok(_) => {}
-                Err(error) => return Poll::Ready(Some(Err(this.broke_off(&error)))),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || self.decoder.remaining() == Some(0)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.decoder.remaining() {
-            Some(remaining) => SizeHint::with_exact(remaining),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // The server may stop polling once the length is reached: the body
-        // is still complete.
-        if self.decoder.remaining() == Some(0) {
-            self.finish();
-        }
-    }
-}
+#[path = "upstream_body.rs"]
+mod body;
+use body::UpstreamBody;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::front::pretend_worker;
-
-    fn pool() -> Pool {
-        let upstreams = Upstreams::new(Duration::from_secs(1), Metrics::new()).expect("upstreams");
-        Arc::into_inner(upstreams.pool).expect("the only handle")
-    }
-
-    async fn open_conn(listener: &tokio::net::TcpListener) -> Conn {
-        let address = listener.local_addr().expect("address");
-        let stream = TcpStream::connect(address).await.expect("connect");
-        Conn {
-            stream: Stream::Plain(stream),
-            buf: BytesMut::new(),
-            reused: false,
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn idle_connections_stay_with_the_worker_that_opened_them() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let pool = pool();
-        let origin: Arc<str> = Arc::from("http://127.0.0.1:1");
-
-        pretend_worker(Some(0));
-        pool.give_back(&origin, open_conn(&listener).await);
-        pretend_worker(Some(1));
-        assert!(
-            pool.take_idle(&origin).is_none(),
-            "worker 1 must not reuse a connection registered with worker 0's reactor"
-        );
-        pretend_worker(None);
-        assert!(
-            pool.take_idle(&origin).is_none(),
-            "nor may the main runtime"
-        );
-        pretend_worker(Some(0));
-        let conn = pool
-            .take_idle(&origin)
-            .expect("worker 0 gets its own connection back");
-        assert!(
-            conn.reused,
-            "a connection taken from the pool is marked reused"
-        );
-
-        // Off the workers, connections are pooled (and reused) too.
-        pretend_worker(None);
-        pool.give_back(&origin, open_conn(&listener).await);
-        assert!(pool.take_idle(&origin).is_some());
-        assert!(
-            pool.take_idle(&origin).is_none(),
-            "each idle connection is handed out once"
-        );
-    }
-}
+#[path = "upstream_tests.rs"]
+mod tests;

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod cdp;
 pub mod chromium;
 pub mod lenient_upstream;
+pub mod deploy;
 pub mod nginx;
 pub mod otlp;
 pub mod process;
@@ -13,7 +14,7 @@ pub mod programs;
 pub mod redirect_corpus;
 pub mod redis;
 
-pub use app::{TestApp, TestAppBuilder, CLIENT_ID};
+pub use app::{TestApp, TestAppBuilder, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
 pub use otlp::{OtlpReceiver, ReceivedSpan};

@@ -1,0 +1,139 @@
+//! An upstream response body, streamed to the client as it is read, each
+//! read bounded by `upstream_read_timeout`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use super::{Conn, Decoder, Pool, Step, BODY_CHUNK};
+use crate::ops::metrics::ActiveGuard;
+use crate::ops::Metrics;
+
+/// An upstream response body, read from the connection as the client takes
+/// it. The connection goes back to the pool once the body has been read to
+/// its end (when the upstream allows); the request counts as active until
+/// then; a body that breaks off is counted.
+pub(super) struct UpstreamBody {
+    pub(super) conn: Option<Conn>,
+    pub(super) decoder: Decoder,
+    /// `upstream_read_timeout`: the longest wait for the next bytes.
+    pub(super) read_timeout: Duration,
+    /// Armed the first time a read has to wait (most bodies come whole with
+    /// their head and never need it), then moved on after each read.
+    pub(super) timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes came since the timer was last set.
+    pub(super) progressed: bool,
+    /// The most bytes the connection's buffer held, kept once it is gone.
+    pub(super) peak: usize,
+    pub(super) keep_alive: bool,
+    pub(super) pool: Arc<Pool>,
+    pub(super) origin: Arc<str>,
+    pub(super) metrics: Metrics,
+    pub(super) _active: ActiveGuard,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.peak = conn.peak;
+            if self.keep_alive {
+                self.pool.give_back(&self.origin, conn);
+            }
+        }
+    }
+
+    fn broke_off(&mut self, kind: &'static str, error: &dyn std::fmt::Display) -> io::Error {
+        if let Some(conn) = self.conn.take() {
+            self.peak = conn.peak;
+        }
+        self.metrics.upstream_failed(&self.origin, kind);
+        tracing::warn!(%error, "upstream response body broke off");
+        io::Error::other(format!("upstream response body broke off: {error}"))
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.step(&mut conn.buf) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Done) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+                Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
+            }
+            let read = match conn.poll_fill(context, BODY_CHUNK) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    let timeout = this.read_timeout;
+                    let timer = match &mut this.timer {
+                        Some(timer) => {
+                            if this.progressed {
+                                timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+                            }
+                            timer
+                        }
+                        None => this.timer.insert(Box::pin(tokio::time::sleep(timeout))),
+                    };
+                    this.progressed = false;
+                    if timer.as_mut().poll(context).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let error = format!("nothing came for {timeout:?} (upstream_read_timeout)");
+                    return Poll::Ready(Some(Err(this.broke_off("read_timeout", &error))));
+                }
+            };
+            match read {
+                Ok(0) => match this.decoder.at_close() {
+                    Ok(()) => {
+                        this.peak = conn.peak;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
+                },
+                Ok(_) => this.progressed = true,
+                Err(error) => return Poll::Ready(Some(Err(this.broke_off("body", &error)))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.decoder.remaining() == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(remaining) => SizeHint::with_exact(remaining),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The server may stop polling once the length is reached: the body
+        // is still complete.
+        if self.decoder.remaining() == Some(0) {
+            self.finish();
+        }
+    }
+}
