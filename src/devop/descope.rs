@@ -196,6 +196,35 @@ pub(crate) fn keep_scoped_claims(
 }
 
 /// A session JWT's claims (no `aud`, `drn` = "DS").
+/// The userinfo answer of the Descope profile, made from the user's claims.
+/// Descope's OIDC endpoint docs list a userinfo endpoint
+/// (`{base}/oauth2/v1/userinfo`) but not what it returns beyond the standard
+/// profile; roles, permissions and tenants reach tokens through scopes and JWT
+/// templates. So the profile answers the least: standard End-User claims
+/// only, and the same `sub` as its ID tokens (the login id when the template
+/// overrides the subject, Core §5.3.2). docs/descope.md says so.
+pub(crate) fn userinfo_claims(
+    claims: &mut Map<String, Value>,
+    shape: &DescopeShape,
+    login_id: &str,
+) {
+    const STANDARD: [&str; 9] = [
+        "sub",
+        "email",
+        "email_verified",
+        "name",
+        "given_name",
+        "family_name",
+        "preferred_username",
+        "picture",
+        "phone_number",
+    ];
+    claims.retain(|name, _| STANDARD.contains(&name.as_str()));
+    if shape.override_subject {
+        claims.insert("sub".to_owned(), json!(login_id));
+    }
+}
+
 pub(crate) fn session_claims(
     iss: &str,
     sub: &str,

@@ -246,12 +246,17 @@ async fn userinfo(State(shared): State<Arc<SharedState>>, headers: HeaderMap) ->
     else {
         return bearer_challenge(Some("invalid_token"));
     };
+    // The user id: Descope's `dsub` when its template overrides `sub`.
     let sub = claims
-        .get("sub")
+        .get("dsub")
+        .or_else(|| claims.get("sub"))
         .and_then(Value::as_str)
         .unwrap_or_default();
     let user = shared.lock().user_or_create(sub);
     let mut answer = user_claims(&user);
+    if let Some(descope) = shared.descope() {
+        super::descope::userinfo_claims(&mut answer, descope, &user.email);
+    }
     if misbehavior == Misbehavior::UserinfoWrongSub {
         answer.insert("sub".to_owned(), json!(SOMEONE_ELSE));
     }

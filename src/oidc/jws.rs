@@ -46,6 +46,43 @@ pub fn jwks_has_kid(jwks: &CoreJsonWebKeySet, kid: &str) -> bool {
         .any(|key| key.key_id().is_some_and(|key_id| key_id.as_str() == kid))
 }
 
+/// An ID token without `kid` when more than one key of the JWK Set fits its
+/// algorithm: refused as ambiguous. OpenID Connect Core §10.1 requires a
+/// `kid` whenever the set holds several keys, and the RP certification case
+/// `rp-id_token-kid-absent-multiple-jwks` allows refusing; portico does not
+/// try each key in turn. With one fitting key, or a `kid`, this passes.
+pub fn refuse_ambiguous_missing_kid(
+    token: &str,
+    jwks: &CoreJsonWebKeySet,
+) -> Result<(), TokenRejection> {
+    let Some(header) = token
+        .split('.')
+        .next()
+        .and_then(|part| decode_json(part).ok())
+    else {
+        return Ok(()); // malformed: verify_jws says so
+    };
+    if header.get("kid").is_some() {
+        return Ok(());
+    }
+    let Some(alg_name) = header.get("alg").and_then(|value| value.as_str()) else {
+        return Ok(());
+    };
+    let fitting = jwks
+        .keys()
+        .iter()
+        .filter_map(|key| match serde_json::to_value(key) {
+            Ok(serde_json::Value::Object(jwk)) => Some(jwk),
+            _ => None,
+        })
+        .filter(|jwk| key_fits(jwk, alg_name))
+        .count();
+    if fitting > 1 {
+        return Err(TokenRejection::AmbiguousKey);
+    }
+    Ok(())
+}
+
 pub fn verify_jws(
     token: &str,
     jwks: &CoreJsonWebKeySet,

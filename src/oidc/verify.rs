@@ -128,6 +128,7 @@ pub fn verify_id_token(
     let raw = token.to_string();
     let uses_asymmetric = header_alg(&raw).is_none_or(|alg| !alg.starts_with("HS"));
     if uses_asymmetric {
+        super::jws::refuse_ambiguous_missing_kid(&raw, jwks)?;
         super::jws::verify_jws(&raw, jwks, &expectations.allowed_algs)?;
         verifier = verifier.insecure_disable_signature_check();
     }

@@ -1,5 +1,5 @@
 //! Every page a person meets, in real Chromium, at a laptop's 1280×800 and a phone's 390×844:
-//! saved to `docs/screenshots/{page}-{width}x{height}.png` (the README shows them), and checked
+//! saved to `docs/screenshots/{page}-{width}x{height}.png` with `PORTICO_UPDATE_SCREENSHOTS=1` (the README shows them; otherwise to `target/screenshots/`), and checked
 //! on the way. A page fails when its content is wider than the viewport (something would
 //! scroll sideways or be cut off) or when any element splits words anywhere
 //! (`word-break: break-all`). `cargo test --test integration screenshots` remakes them all.
@@ -21,8 +21,15 @@ use crate::support::{Chromium, PageState, Tab, TestApp};
 /// (width, height, phone?)
 const SIZES: [(u32, u32, bool); 2] = [(1280, 800, false), (390, 844, true)];
 
+/// `docs/screenshots/` when asked (`PORTICO_UPDATE_SCREENSHOTS=1`), else
+/// `target/screenshots/`: an ordinary `cargo test` leaves the tree clean.
 fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("PORTICO_UPDATE_SCREENSHOTS").is_some_and(|value| value == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    }
 }
 
 /// What is wrong with the page's layout at `width`, if anything.
