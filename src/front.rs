@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::ops::access::Observation;
 use crate::request_id::RequestMeta;
-use crate::{limits, proxy, request_id, AppState};
+use crate::{limits, proxy, request_id, telemetry, AppState};
 
 /// The middleware form, around the router's own endpoints.
 pub async fn front(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -59,7 +59,14 @@ where
     // whatever level RUST_LOG lets through: with `warn`, an info span would
     // be filtered out and warnings would lose the request id.
     let span = tracing::error_span!("request", request_id = %id.as_str());
-    let answer = async {
+    let trace = app.telemetry.begin_request(
+        request.headers(),
+        || app.is_trusted_proxy(peer),
+        &id.0,
+        request.method(),
+        request.uri().path(),
+    );
+    let work = async {
         let response = match limits::admit(app, request, &id) {
             limits::Admission::Through(request, watched) => {
                 let response = inner(request, meta).await;
@@ -69,10 +76,11 @@ where
         };
         observation.finish(app, &response);
         response
-    }
-    .instrument(span);
+    };
+    let answer = telemetry::within(trace.as_ref(), work).instrument(span);
     // Every page rendered for this request names the app as configured.
     let mut response = crate::pages::with_branding(app.branding.clone(), answer).await;
+    telemetry::end_request(trace, response.status());
     crate::page_security::add_hsts(
         &mut response,
         app.config.server.public_url.scheme() == "https",

@@ -28,6 +28,7 @@ pub mod request_id;
 pub mod request_path;
 pub mod session;
 mod sign_out;
+pub mod telemetry;
 pub mod tls;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Set when a shutdown begins (`/readyz` turns 503).
     pub draining: Draining,
+    /// OpenTelemetry traces; off unless `[telemetry] otlp_endpoint` is set.
+    pub telemetry: telemetry::Telemetry,
     /// `[server] app_name` and `logo_url`, for every page (see `pages`).
     pub branding: Arc<config::Branding>,
     identity: tokio::sync::OnceCell<Arc<identity::IdentitySigner>>,
@@ -157,6 +160,8 @@ pub enum BuildError {
     Upstream(#[from] proxy::UpstreamError),
     #[error("HTTP client for the provider: {0}")]
     HttpClient(String),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemetry::TelemetryError),
 }
 
 /// Builds the gateway with the system clock. Starts provider discovery in
@@ -224,6 +229,7 @@ fn app_state_with_backend(
         ),
         metrics,
         draining: Draining::default(),
+        telemetry: telemetry::Telemetry::start(&config.telemetry)?,
         branding: Arc::new(config.server.branding.clone()),
         config,
         clock,

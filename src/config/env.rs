@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::errors::{Problems, MASKED};
-use super::raw::{self, SCHEMA};
+use super::raw::{self, Kind, SCHEMA};
 use super::unknown_keys::{closest, suggest_key};
 use super::value_kinds::shown_text;
 
@@ -47,7 +47,7 @@ pub(crate) fn apply_overrides(
         let Some(section) = raw::section(&section_name) else {
             let fix = match closest(&section_name, SCHEMA.iter().map(|section| section.name)) {
                 Some(near) => format!("did you mean `{}`?", variable_name(near, &key_name)),
-                None => "the sections are SERVER, OIDC and SESSION".to_owned(),
+                None => "the sections are SERVER, OIDC, SESSION and TELEMETRY".to_owned(),
             };
             problems.report(
                 key,
@@ -97,7 +97,11 @@ pub(crate) fn apply_overrides(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         // A section of the wrong kind is reported by the kind check.
         if let toml::Value::Table(section_table) = section_table {
-            section_table.insert(key_name, typed_value(text));
+            let value = match section.kind_of(&key_name) {
+                Some(Kind::Number) => number_value(text),
+                _ => typed_value(text),
+            };
+            section_table.insert(key_name, value);
             origins.insert(key, variable.clone());
         }
     }
@@ -127,6 +131,19 @@ fn variable_name(section: &str, key: &str) -> String {
         section.to_ascii_uppercase(),
         key.to_ascii_uppercase()
     )
+}
+
+/// For a number key: the number when the text is one (`0.25`, `1`);
+/// otherwise the text, which the kind check then reports.
+fn number_value(text: &str) -> toml::Value {
+    let text = text.trim();
+    if let Ok(integer) = text.parse::<i64>() {
+        return toml::Value::Integer(integer);
+    }
+    match text.parse::<f64>() {
+        Ok(float) if float.is_finite() => toml::Value::Float(float),
+        _ => toml::Value::String(text.to_owned()),
+    }
 }
 
 /// A TOML boolean, array or inline table when the text is one; otherwise

@@ -150,7 +150,7 @@ impl Problems {
     /// (environment variable names) first, then `[server]`, `[oidc]`,
     /// `[session]`, `[[routes]]`; discovery order within each.
     pub(crate) fn sort_by_section(&mut self) {
-        const ORDER: &[&str] = &["server", "oidc", "session", "routes"];
+        const ORDER: &[&str] = &["server", "oidc", "session", "routes", "telemetry"];
         self.errors.sort_by_key(|error| {
             let section = error.key.split(['.', '[']).next().unwrap_or_default();
             ORDER

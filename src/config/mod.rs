@@ -29,6 +29,7 @@ mod validate_branding;
 mod validate_oidc;
 mod validate_routes;
 mod validate_session;
+mod validate_telemetry;
 mod validate_token_auth;
 mod value_kinds;
 

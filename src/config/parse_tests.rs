@@ -310,3 +310,48 @@ fn effective_config_reads_back_as_the_same_config() {
     .expect("effective config parses");
     assert_eq!(render_effective(&again), rendered);
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_set_from_file_or_environment() {
+    let config = parse(&minimal(), &no_environment()).expect("valid");
+    assert_eq!(config.telemetry.otlp_endpoint, None);
+    assert_eq!(config.telemetry.sample_ratio, 1.0);
+
+    let text = format!(
+        "{}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 1\n",
+        minimal()
+    );
+    let config = parse(
+        &text,
+        &environment(&[("PORTICO_TELEMETRY__SAMPLE_RATIO", "0.25")]),
+    )
+    .expect("valid");
+    assert_eq!(
+        config
+            .telemetry
+            .otlp_endpoint
+            .as_ref()
+            .map(url::Url::as_str),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(config.telemetry.sample_ratio, 0.25);
+    let rendered = render_effective(&config);
+    assert!(rendered.contains("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 0.25\n"), "{rendered}");
+}
+
+#[test]
+fn telemetry_typos_and_quoted_ratios_are_errors() {
+    let text = format!(
+        "{}\n[telemetry]\notlp_endpiont = \"http://127.0.0.1:4318\"\nsample_ratio = \"0.5\"\n",
+        minimal()
+    );
+    let errors = errors_of(&text, &[]);
+    let typo = errors
+        .for_key("telemetry.otlp_endpiont")
+        .expect("typo reported");
+    assert!(typo.fix.contains("otlp_endpoint"), "{errors}");
+    let ratio = errors
+        .for_key("telemetry.sample_ratio")
+        .expect("kind reported");
+    assert!(ratio.fix.contains("without quotes"), "{errors}");
+}

@@ -23,6 +23,25 @@ pub(crate) struct RawConfig {
     pub oidc: RawOidc,
     pub session: RawSession,
     pub routes: Vec<RawRoute>,
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]` (issue 21): OpenTelemetry traces, off unless an endpoint is set.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(default)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        RawTelemetry {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// `[server]`
@@ -287,6 +306,8 @@ pub(crate) enum Kind {
     Table,
     /// A list of tables (`[[section.key]]`).
     TableList,
+    /// An integer or a floating-point number.
+    Number,
 }
 
 impl Kind {
@@ -299,6 +320,7 @@ impl Kind {
             Kind::TextTable => "a table of strings",
             Kind::Table => "a table",
             Kind::TableList => "a list of tables",
+            Kind::Number => "a number",
         }
     }
 }
@@ -432,6 +454,14 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("allow_path_parameters", Kind::Flag),
             ("case_insensitive", Kind::Flag),
             ("cache_control_private", Kind::Flag),
+        ],
+    },
+    Section {
+        name: "telemetry",
+        repeated: false,
+        keys: &[
+            ("otlp_endpoint", Kind::Text),
+            ("sample_ratio", Kind::Number),
         ],
     },
 ];

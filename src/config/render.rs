@@ -14,6 +14,7 @@ use super::duration::format_duration;
 use super::errors::{mask_url_password, MASKED};
 use super::size::format_size;
 use super::types::{Config, LogFormat, ProviderKind, StoreKind};
+use super::validate_telemetry::format_ratio;
 
 /// One `key = value` line per setting, grouped under section headers.
 struct Document {
@@ -190,6 +191,18 @@ pub fn render_effective(config: &Config) -> String {
     document.duration("idle_timeout", session.idle_timeout);
     document.duration("refresh_before", session.refresh_before);
     document.flag("local_cache", session.local_cache);
+
+    let telemetry = &config.telemetry;
+    document.section("[telemetry]");
+    document.text(
+        "otlp_endpoint",
+        &telemetry
+            .otlp_endpoint
+            .as_ref()
+            .map(|url| mask_url_password(url.as_str()))
+            .unwrap_or_default(),
+    );
+    document.raw("sample_ratio", &format_ratio(telemetry.sample_ratio));
 
     for route in &config.routes {
         document.section("[[routes]]");

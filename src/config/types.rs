@@ -45,6 +45,26 @@ pub struct Config {
     pub oidc: OidcConfig,
     pub session: SessionConfig,
     pub routes: Vec<RouteConfig>,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Where spans go (`…/v1/traces`); `None` (key empty): no tracing at all.
+    pub otlp_endpoint: Option<Url>,
+    /// The share of new traces recorded, 0.0–1.0 (default 1.0). A trace
+    /// continued from a trusted proxy's `traceparent` follows its sampled flag.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,7 +154,8 @@ fn report_unknown(path: &[Segment], document: &toml::Value, problems: &mut Probl
             section.key_names().collect::<Vec<_>>().join(", ")
         ),
         (None, None, _) => {
-            "remove it; the sections are [server], [oidc], [session] and [[routes]]".to_owned()
+            "remove it; the sections are [server], [oidc], [session], [telemetry] and [[routes]]"
+                .to_owned()
         }
     };
     problems.report(key, value, problem, fix);

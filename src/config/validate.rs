@@ -23,6 +23,7 @@ use super::validate_branding::branding;
 use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes, wanted_claims};
 use super::validate_session::session;
+use super::validate_telemetry::telemetry;
 
 /// Checks everything; `None` when any problem was reported.
 pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Config> {
@@ -31,6 +32,7 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
     let session = session(problems, &raw.session, public_url.as_ref());
     let routes = routes(problems, &raw.routes);
+    let telemetry = telemetry(problems, &raw.telemetry);
     if let (Some(oidc), Some(session), Some(public_url)) = (&oidc, &session, &public_url) {
         redirect_origin(
             problems,
@@ -48,6 +50,7 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
         oidc,
         session: session?,
         routes,
+        telemetry: telemetry?,
     })
 }
 

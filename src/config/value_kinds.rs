@@ -108,6 +108,7 @@ fn has_kind(value: &toml::Value, kind: Kind) -> bool {
         Kind::TableList => value
             .as_array()
             .is_some_and(|items| items.iter().all(toml::Value::is_table)),
+        Kind::Number => value.is_integer() || value.is_float(),
     }
 }
 
@@ -121,6 +122,7 @@ fn fix_for_kind(name: &str, kind: Kind) -> String {
         }
         Kind::Table => format!("write a table: {name} = {{ … }}"),
         Kind::TableList => format!("write each entry as a [[…{name}]] table"),
+        Kind::Number => format!("write a number without quotes: {name} = 0.5"),
     }
 }
 

@@ -263,7 +263,12 @@ impl BearerVerifier {
         {
             return false;
         }
-        match JsonWebKeySet::fetch_async(&keys.jwks_url, self.provider.http()).await {
+        match crate::telemetry::traced(
+            "oidc.jwks_fetch",
+            JsonWebKeySet::fetch_async(&keys.jwks_url, self.provider.http()),
+        )
+        .await
+        {
             Ok(jwks) => {
                 keys.jwks.store(Arc::new(Some(jwks)));
                 true

@@ -205,33 +205,35 @@ pub async fn finish_login(
         request = request.add_extra_param(name, value);
     }
     let http = handle.http();
-    let response = request
-        .request_async(&super::http::ProviderHttp(http))
-        .await
-        .map_err(|error| match error {
-            RequestTokenError::ServerResponse(body)
-                if *body.error() == openidconnect::core::CoreErrorResponseType::InvalidClient =>
-            {
-                LoginError::ClientRejected {
-                    method: format!(", sent as {}", provider.token_auth_method.name()),
-                }
+    let response = crate::telemetry::traced(
+        "oidc.token_exchange",
+        request.request_async(&super::http::ProviderHttp(http)),
+    )
+    .await
+    .map_err(|error| match error {
+        RequestTokenError::ServerResponse(body)
+            if *body.error() == openidconnect::core::CoreErrorResponseType::InvalidClient =>
+        {
+            LoginError::ClientRejected {
+                method: format!(", sent as {}", provider.token_auth_method.name()),
             }
-            RequestTokenError::ServerResponse(body) => {
-                LoginError::TokenEndpointRefused(body.error().to_string())
-            }
-            RequestTokenError::Request(inner) => {
-                LoginError::TokenEndpointUnreachable(error_chain(&inner))
-            }
-            RequestTokenError::Parse(error, body) => match id_token_defect(&body) {
-                // openidconnect parses the ID token's claims with the token
-                // response: one without `sub` or `iat` (both REQUIRED, Core
-                // §2; RP certification rp-id_token-sub, rp-id_token-iat)
-                // fails there, and is a refused ID token, not a refused code.
-                Some(defect) => LoginError::InvalidIdToken(TokenRejection::Malformed(defect)),
-                None => LoginError::TokenEndpointRefused(error_chain(&error)),
-            },
-            other => LoginError::TokenEndpointRefused(error_chain(&other)),
-        })?;
+        }
+        RequestTokenError::ServerResponse(body) => {
+            LoginError::TokenEndpointRefused(body.error().to_string())
+        }
+        RequestTokenError::Request(inner) => {
+            LoginError::TokenEndpointUnreachable(error_chain(&inner))
+        }
+        RequestTokenError::Parse(error, body) => match id_token_defect(&body) {
+            // openidconnect parses the ID token's claims with the token
+            // response: one without `sub` or `iat` (both REQUIRED, Core
+            // §2; RP certification rp-id_token-sub, rp-id_token-iat)
+            // fails there, and is a refused ID token, not a refused code.
+            Some(defect) => LoginError::InvalidIdToken(TokenRejection::Malformed(defect)),
+            None => LoginError::TokenEndpointRefused(error_chain(&error)),
+        },
+        other => LoginError::TokenEndpointRefused(error_chain(&other)),
+    })?;
     let id_token = response.id_token().ok_or(LoginError::MissingIdToken)?;
     let nonce = Nonce::new(login.nonce.clone());
     let nonce_check = || {

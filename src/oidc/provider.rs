@@ -247,7 +247,11 @@ impl ProviderHandle {
         let Some(provider) = self.get() else {
             return Ok(());
         };
-        let fetched = JsonWebKeySet::fetch_async(&provider.jwks_uri, &self.http).await;
+        let fetched = crate::telemetry::traced(
+            "oidc.jwks_fetch",
+            JsonWebKeySet::fetch_async(&provider.jwks_uri, &self.http),
+        )
+        .await;
         self.metrics.jwks_fetch(trigger, fetched.is_ok());
         let jwks: CoreJsonWebKeySet =
             fetched.map_err(|error| ProviderError::Jwks(error_chain(&error)))?;

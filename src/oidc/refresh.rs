@@ -214,9 +214,11 @@ async fn refresh_with_provider(
         Err(error) => return Attempt::Failed(error.to_string()),
     }
     let http = handle.http();
-    let response = match request
-        .request_async(&super::http::ProviderHttp(http))
-        .await
+    let response = match crate::telemetry::traced(
+        "oidc.refresh",
+        request.request_async(&super::http::ProviderHttp(http)),
+    )
+    .await
     {
         Ok(response) => response,
         Err(RequestTokenError::ServerResponse(body)) => {

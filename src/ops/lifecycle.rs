@@ -281,6 +281,11 @@ pub async fn run(
             "requests still in flight after shutdown_timeout were cut off"
         );
     }
+    // The spans of the last requests go out before the process ends (the
+    // exporter blocks its caller while it sends them).
+    if state.telemetry.is_on() {
+        let _ = tokio::task::spawn_blocking(move || state.telemetry.shutdown()).await;
+    }
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use crate::authz::Decision;
 use crate::error::GatewayError;
 use crate::pages::{error_response, forbidden, is_navigation, wants_json};
 use crate::request_id::{self, RequestMeta};
-use crate::{authz, endpoints, AppState};
+use crate::{authz, endpoints, telemetry, AppState};
 
 /// Every request that is not one of portico's own endpoints, as the
 /// router's fallback (the id, note and peer come from its extensions).
@@ -199,7 +199,16 @@ pub async fn proxied(
     // `Content-Length: 0`, as on an empty POST, goes along); one with a body
     // keeps its length, or is chunked.
     let body = if has_body { body } else { Body::empty() };
-    match app
+    let call = telemetry::UpstreamCall::begin(&route.upstream_origin);
+    if let Some(call) = &call {
+        for (name, value) in call.headers() {
+            match value {
+                Some(value) => headers.set(name, value),
+                None => headers.remove(name),
+            }
+        }
+    }
+    let forwarded = app
         .upstreams
         .forward(
             &parts.method,
@@ -209,8 +218,16 @@ pub async fn proxied(
             &headers,
             body,
         )
-        .await
-    {
+        .await;
+    if let Some(call) = call {
+        call.end(
+            forwarded
+                .as_ref()
+                .ok()
+                .map(|(response, _)| response.status()),
+        );
+    }
+    match forwarded {
         Ok((mut response, tunnel)) => {
             if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
                 tokio::spawn(splice(on_upgrade, tunnel).in_current_span());

@@ -273,6 +273,13 @@ impl Sessions {
     /// The session the request's cookie points to: one store read, or none
     /// when there is no valid cookie. A missing record is `Ok(None)`.
     pub async fn load(&self, headers: &HeaderMap) -> Result<Option<ActiveSession>, SessionError> {
+        crate::telemetry::traced("session.load", self.load_untraced(headers)).await
+    }
+
+    async fn load_untraced(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<ActiveSession>, SessionError> {
         let Some(cache) = &self.local_cache else {
             return match self.cookie_session_id(headers) {
                 Some(id) => self.reload(id).await,

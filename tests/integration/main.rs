@@ -35,6 +35,7 @@ mod sentinel;
 mod sessions;
 mod signals;
 mod suspicions;
+mod telemetry;
 mod token_kinds;
 mod tokens;
 mod upstream_wire;

@@ -244,6 +244,9 @@ redis_url = "{redis_url}"
 cookie_secret = "{COOKIE_SECRET}"
 {session}
 
+[telemetry]
+{telemetry}
+
 {routes}
 "#,
             // The Descope preset derives the issuer and client id from the
@@ -256,6 +259,7 @@ cookie_secret = "{COOKIE_SECRET}"
             server = extra("server"),
             oidc = extra("oidc"),
             session = extra("session"),
+            telemetry = extra("telemetry"),
         );
         let clock = TestClock::default();
         let (state, server) = serve(&config_text, listener, &clock).await;

@@ -9,6 +9,7 @@ pub mod chromium;
 pub mod deploy;
 pub mod lenient_upstream;
 pub mod nginx;
+pub mod otlp;
 pub mod process;
 pub mod programs;
 pub mod redirect_corpus;
@@ -17,6 +18,7 @@ pub mod redis;
 pub use app::{TestApp, TestAppBuilder, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use redis::RedisServer;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG=debug for more).
