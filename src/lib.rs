@@ -10,6 +10,7 @@ pub mod authz;
 pub mod config;
 pub mod demo;
 pub mod devop;
+pub mod edge;
 mod endpoints;
 pub mod error;
 mod fasthash;
@@ -252,6 +253,14 @@ fn router(state: Arc<AppState>) -> Router {
             ),
         )
         .route("/oauth2/auth", get(forward_auth::forward_auth))
+        .route(
+            "/oauth2/ext_authz/",
+            axum::routing::any(edge::ext_authz_http::check),
+        )
+        .route(
+            "/oauth2/ext_authz/{*original}",
+            axum::routing::any(edge::ext_authz_http::check),
+        )
         .route("/oauth2/userinfo", get(forward_auth::userinfo))
         .route(
             "/.well-known/portico/jwks.json",

@@ -103,6 +103,16 @@ pub fn choose(
     }
 }
 
+/// The id a trusted proxy named in another way than `X-Request-Id` (e.g.
+/// Envoy's check request), when acceptable; a new one otherwise.
+pub fn from_trusted(value: &str) -> RequestId {
+    if acceptable(value) {
+        RequestId(Arc::from(value))
+    } else {
+        RequestId(Arc::from(generate()))
+    }
+}
+
 /// Tells the client the request's id.
 pub fn answer_with(response: &mut axum::response::Response, id: &RequestId) {
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
@@ -113,6 +123,16 @@ pub fn answer_with(response: &mut axum::response::Response, id: &RequestId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_named_by_a_trusted_proxy_is_kept_only_when_plain() {
+        assert_eq!(from_trusted("envoy-1.a:b_c").as_str(), "envoy-1.a:b_c");
+        for bad in ["", "a b", "a\nb", &"x".repeat(129)] {
+            let chosen = from_trusted(bad);
+            assert_ne!(chosen.as_str(), bad);
+            assert_eq!(chosen.as_str().len(), 24);
+        }
+    }
 
     #[test]
     fn generated_ids_are_unique_hex() {

@@ -73,6 +73,7 @@ pub fn render_effective(config: &Config) -> String {
     document.list("trusted_proxies", &server.trusted_proxies);
     document.list("allowed_redirect_hosts", &server.allowed_redirect_hosts);
     document.optional("metrics_listen", server.metrics_listen);
+    document.optional("ext_authz_grpc_listen", server.ext_authz_grpc_listen);
     let log_format = match server.log_format {
         LogFormat::Text => "text",
         LogFormat::Json => "json",

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// domain and its subdomains.
     pub allowed_redirect_hosts: Vec<String>,
     pub metrics_listen: Option<SocketAddr>,
+    /// Envoy's gRPC external authorization (`Authorization/Check`) listens
+    /// here when set.
+    pub ext_authz_grpc_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub tls_cert: Option<PathBuf>,

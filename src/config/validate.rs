@@ -100,6 +100,16 @@ fn server(
     } else {
         socket_address(problems, "server.metrics_listen", &raw.metrics_listen).map(Some)
     };
+    let ext_authz_grpc_listen = if raw.ext_authz_grpc_listen.is_empty() {
+        Some(None)
+    } else {
+        socket_address(
+            problems,
+            "server.ext_authz_grpc_listen",
+            &raw.ext_authz_grpc_listen,
+        )
+        .map(Some)
+    };
     let trusted_proxies = each_item(
         problems,
         "server.trusted_proxies",
@@ -214,6 +224,7 @@ fn server(
         trusted_proxies: trusted_proxies?,
         allowed_redirect_hosts: allowed_redirect_hosts?,
         metrics_listen: metrics_listen?,
+        ext_authz_grpc_listen: ext_authz_grpc_listen?,
         log_format: log_format?,
         shutdown_timeout: shutdown_timeout?,
         tls_cert: optional_path(&raw.tls_cert).filter(|_| tls_paired),

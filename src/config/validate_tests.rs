@@ -36,6 +36,22 @@ fn metrics_listen_is_optional() {
 }
 
 #[test]
+fn ext_authz_grpc_listen_is_off_unless_an_address_is_given() {
+    let config = parse(&minimal(), &no_environment()).expect("valid");
+    assert_eq!(config.server.ext_authz_grpc_listen, None);
+    let text = minimal_with("[server]", "ext_authz_grpc_listen = \"0.0.0.0:9001\"");
+    let config = parse(&text, &no_environment()).expect("valid");
+    assert_eq!(
+        config.server.ext_authz_grpc_listen,
+        "0.0.0.0:9001".parse::<SocketAddr>().ok()
+    );
+    problem_for(
+        &minimal_with("[server]", "ext_authz_grpc_listen = \"portico:9001\""),
+        "server.ext_authz_grpc_listen",
+    );
+}
+
+#[test]
 fn public_url_is_normalised_to_its_origin() {
     let text = minimal().replace("https://app.example.com", "HTTPS://App.Example.COM:443/");
     let config = parse(&text, &no_environment()).expect("valid");

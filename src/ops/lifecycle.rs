@@ -207,6 +207,10 @@ pub async fn run(
         Some(address) => Some(bind(address).await?),
         None => None,
     };
+    let ext_authz_listener = match server.ext_authz_grpc_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let mut signals = Signals::new()?;
     let (stop, stopped) = watch::channel(false);
     let stop_signal = async move {
@@ -226,6 +230,14 @@ pub async fn run(
     let ops = ops_listener.map(|listener| {
         tokio::spawn(axum::serve(listener, ops_router(state.clone())).into_future())
     });
+    // Envoy's gRPC ext_authz: stopped with the ops listener.
+    let ext_authz = ext_authz_listener.map(|listener| {
+        tokio::spawn(crate::edge::ext_authz_grpc::serve(
+            state.clone(),
+            listener,
+            std::future::pending(),
+        ))
+    });
     let signal_name = loop {
         tokio::select! {
             signal = signals.next() => match signal {
@@ -235,6 +247,9 @@ pub async fn run(
             ended = &mut main => {
                 if let Some(ops) = &ops {
                     ops.abort();
+                }
+                if let Some(ext_authz) = &ext_authz {
+                    ext_authz.abort();
                 }
                 return match ended {
                     Ok(result) => result.map_err(ServeError::Serve),
@@ -253,6 +268,9 @@ pub async fn run(
     let finished = wait_for(&mut main, shutdown_timeout).await;
     if let Some(ops) = ops {
         ops.abort();
+    }
+    if let Some(ext_authz) = ext_authz {
+        ext_authz.abort();
     }
     if finished {
         tracing::info!("every request finished; stopped");

@@ -105,7 +105,7 @@ fn is_routing_header(name: &str) -> bool {
 /// True when `name` (lower-case, as HeaderMap keeps names) is an identity
 /// header, also when spelt with `_` for `-`. Checked without allocating:
 /// this runs for every header of every request.
-fn is_identity_header(name: &str) -> bool {
+pub fn is_identity_header(name: &str) -> bool {
     IDENTITY_HEADERS
         .iter()
         .any(|wanted| same_name(wanted, name))

@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue};
 use tracing::Instrument as _;
 
 pub use h1::WireError;
-pub use headers::{UpstreamHeaders, IDENTITY_HEADERS};
+pub use headers::{is_identity_header, UpstreamHeaders, IDENTITY_HEADERS};
 pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{PathError, RouteTable};
 use upstream::Tunnel;

@@ -15,6 +15,8 @@ mod compose;
 mod descope;
 mod descope_browser;
 mod descope_scenarios;
+mod ext_authz;
+mod forward_auth_redirect;
 mod hostile;
 mod ingress_nginx;
 mod kubernetes;

@@ -188,10 +188,17 @@ impl Browser {
 
     /// GETs `url` and follows redirects (at most 10); returns every hop, last = final page.
     pub async fn follow(&self, url: &str) -> Vec<Page> {
+        self.follow_with(url, &[]).await
+    }
+
+    /// As `follow`, sending `headers` on every hop (as a browser sends
+    /// `Sec-Fetch-Mode: navigate` and its `Accept` on each step of a
+    /// navigation).
+    pub async fn follow_with(&self, url: &str, headers: &[(&str, &str)]) -> Vec<Page> {
         let mut hops = Vec::new();
         let mut next = url.to_string();
         for _ in 0..10 {
-            let page = self.get(&next).await;
+            let page = self.get_with(&next, headers).await;
             let location = page.location();
             let base = page.url.clone();
             hops.push(page);

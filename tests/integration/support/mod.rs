@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod caddy;
 pub mod cdp;
 pub mod chromium;
 pub mod deploy;
