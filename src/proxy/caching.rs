@@ -32,14 +32,6 @@ pub fn tightened(lines: &[&str]) -> CacheControl {
             .map(str::trim)
             .filter(|directive| !directive.is_empty())
     };
-    let name = |directive: &str| {
-        directive
-            .split('=')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    };
     // `private="Set-Cookie"` keeps only that field private (§5.2.2.7): it
     // does not count.
     let already = directives().any(|directive| {
@@ -50,8 +42,10 @@ pub fn tightened(lines: &[&str]) -> CacheControl {
     }
     let mut kept = String::from("private");
     for directive in directives() {
-        let directive_name = name(directive);
-        if directive_name == "public" || directive_name == "s-maxage" || directive_name == "private"
+        let directive_name = directive_name(directive);
+        if ["public", "s-maxage", "private"]
+            .iter()
+            .any(|dropped| directive_name.eq_ignore_ascii_case(dropped))
         {
             continue;
         }
@@ -69,6 +63,11 @@ pub fn tightened(lines: &[&str]) -> CacheControl {
 
 /// Makes `headers` (a protected route's answer) private, and says it
 /// varies on `varies_on` (the request headers portico decided on).
+/// A directive's name (`max-age` of `max-age=60`), as written.
+fn directive_name(directive: &str) -> &str {
+    directive.split('=').next().unwrap_or_default().trim()
+}
+
 pub fn keep_private(headers: &mut HeaderMap, varies_on: &[&'static str]) {
     let tightening = if headers.contains_key(CACHE_CONTROL) {
         let lines: Vec<&str> = headers
