@@ -555,7 +555,7 @@ impl Metrics {
     }
 
     /// `reason`: why the local session cache was emptied ("disconnected",
-    /// "lease_lapsed", "refused").
+    /// "lease_lapsed", "lagged").
     pub fn session_cache_channel_lost(&self, reason: &'static str) {
         self.inner
             .session_cache_channel_losses
