@@ -115,25 +115,38 @@ impl Default for Table {
 /// against the process's heap growth in docs/sessions.md.
 pub fn entry_bytes(id: &str, data: &SessionData) -> usize {
     const STRING: usize = std::mem::size_of::<String>();
+    // What the allocator adds to each allocation (header, rounding up).
+    const PER_ALLOCATION: usize = 16;
+    fn text(text: &str) -> usize {
+        if text.is_empty() {
+            0
+        } else {
+            text.len() + PER_ALLOCATION
+        }
+    }
     fn list(items: &[String]) -> usize {
-        items.iter().map(|item| STRING + item.capacity()).sum()
+        let buffer = if items.is_empty() { 0 } else { PER_ALLOCATION };
+        buffer + items.iter().map(|item| STRING + text(item)).sum::<usize>()
     }
-    fn optional(text: &Option<String>) -> usize {
-        text.as_ref().map_or(0, String::capacity)
+    fn optional(value: &Option<String>) -> usize {
+        value.as_deref().map_or(0, text)
     }
-    let slot = STRING + std::mem::size_of::<(Arc<SessionData>, Instant)>() + 8;
-    let order = STRING + std::mem::size_of::<Instant>();
+    // The map's slot and the order queue's, each counted twice: both grow
+    // by doubling, so up to half their room is empty.
+    let slot = 2 * (STRING + std::mem::size_of::<(Arc<SessionData>, Instant)>() + 1);
+    let order = 2 * (STRING + std::mem::size_of::<Instant>());
     // A JSON value in a map: its text, plus about 80 bytes of node overhead.
     let claims: usize = data
         .claims
         .iter()
-        .map(|(key, value)| key.len() + value.to_string().len() + 80)
+        .map(|(key, value)| key.len() + value.to_string().len() + 80 + PER_ALLOCATION)
         .sum();
     slot + order
-        + 2 * id.len()
+        + 2 * text(id)
         + 16
+        + PER_ALLOCATION
         + std::mem::size_of::<SessionData>()
-        + data.sub.capacity()
+        + text(&data.sub)
         + optional(&data.email)
         + optional(&data.name)
         + optional(&data.preferred_username)
@@ -143,7 +156,7 @@ pub fn entry_bytes(id: &str, data: &SessionData) -> usize {
         + list(&data.permissions)
         + list(&data.amr)
         + claims
-        + data.sealed_tokens.capacity()
+        + text(&data.sealed_tokens)
 }
 
 impl Table {
