@@ -420,6 +420,7 @@ async fn gateway_after_a_day_of_everything() -> (TestApp, RedisServer) {
     // Long enough for the local cache to stop serving (its heartbeats stop
     // coming back) and the store read then to time out.
     let sleeper = redis.hang_for(4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let deadline = Instant::now() + Duration::from_secs(3);
     while app.cache_serving() {
         assert!(
