@@ -8,7 +8,10 @@
 //! - a heartbeat, `hb <replica> <epoch> <sent, µs>`, which each replica
 //!   publishes every [`HEARTBEAT_INTERVAL`] and, hearing its own, renews
 //!   its serving lease (proof, end to end, that PUBLISH works and the
-//!   subscription delivers);
+//!   subscription delivers). Hearing the others', a replica knows who may
+//!   be serving: an eviction waits for each of them, not only for the
+//!   subscribers Redis counts (a replica whose connection Redis closed may
+//!   not have noticed yet);
 //! - nothing else is listened to.
 //!
 //! The listener treats any sign of a lost channel (a connection error, a
@@ -20,6 +23,7 @@
 //! served: every request reads Redis, one warning says why, and
 //! `portico_session_cache_serving` stays 0.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +43,9 @@ use crate::ops::Metrics;
 /// Added to [`LEASE`] when a revocation waits out a silent replica, for
 /// the time a heartbeat takes from its sender's clock to Redis.
 const LEASE_MARGIN: Duration = Duration::from_millis(100);
+/// Replicas remembered by their heartbeats (a bound, far above any
+/// deployment's replica count).
+const MAX_PEERS: usize = 4096;
 
 /// One message on the channel, parsed.
 #[derive(Debug, PartialEq, Eq)]
@@ -178,6 +185,8 @@ struct Listener {
     /// After a refused SUBSCRIBE, the next try waits (up to 30 s).
     retry_at: Instant,
     retry_delay: Duration,
+    /// Replica → when its heartbeat was last heard.
+    peers: HashMap<String, Instant>,
 }
 
 impl Listener {
@@ -225,7 +234,27 @@ impl Listener {
         }
     }
 
+    /// Remembers that `replica` is alive now, and publishes the count of
+    /// replicas heard within the lease (itself included).
+    fn heard_from(&mut self, replica: &str, now: Instant) {
+        if let Some(heard) = self.peers.get_mut(replica) {
+            *heard = now;
+        } else if self.peers.len() < MAX_PEERS {
+            self.peers.insert(replica.to_string(), now);
+        }
+        self.count_peers(now);
+    }
+
+    fn count_peers(&mut self, now: Instant) {
+        self.peers
+            .retain(|_, heard| now.saturating_duration_since(*heard) < LEASE);
+        self.cache.peers.store(self.peers.len(), Ordering::Relaxed);
+    }
+
     fn on_message(&mut self, text: &str) {
+        if let Some(Traffic::Heartbeat { replica, .. }) = parse(text) {
+            self.heard_from(replica, Instant::now());
+        }
         match parse(text) {
             Some(Traffic::Heartbeat {
                 replica,
@@ -260,6 +289,7 @@ impl Listener {
     /// heartbeat has not been heard within the lease.
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.count_peers(now);
         let Some((_, confirmed_at)) = self.confirmed else {
             if now >= self.retry_at {
                 self.subscribe().await;
@@ -298,6 +328,7 @@ async fn listen(cache: Arc<LocalCache>, subscriber: SubscriberClient, metrics: M
         refused_warned: false,
         retry_at: Instant::now(),
         retry_delay: Duration::from_secs(1),
+        peers: HashMap::new(),
     };
     listener.subscribe().await;
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL / 2);
@@ -367,6 +398,10 @@ pub async fn invalidate_everywhere(cache: &LocalCache, id: &str, revocation: boo
         }
     };
     let published = Instant::now();
+    // A replica Redis no longer counts as a subscriber may not have seen
+    // its connection close yet, and still serve: expect an
+    // acknowledgement from every replica heard from within the lease too.
+    let receivers = receivers.max(i64::try_from(cache.peers.load(Ordering::Relaxed)).unwrap_or(0));
     let ack_key = format!("{}{message_id}", cache.ack_prefix);
     let mut acknowledged = 0;
     loop {

@@ -31,7 +31,7 @@
 //! closest to expiry anyway).
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -323,6 +323,8 @@ pub struct LocalCache {
     pub(super) started: Instant,
     /// This replica's last heartbeat PUBLISH worked.
     pub(super) publishing: AtomicBool,
+    /// Replicas (this one included) whose heartbeat was heard within the lease.
+    pub(super) peers: AtomicUsize,
 }
 
 impl LocalCache {
@@ -340,6 +342,7 @@ impl LocalCache {
             instance: super::coordination::random_token(),
             started: Instant::now(),
             publishing: AtomicBool::new(false),
+            peers: AtomicUsize::new(0),
         })
     }
 

@@ -445,3 +445,40 @@ async fn an_idle_extension_on_a_cached_session_is_one_write() {
         StatusCode::FOUND
     );
 }
+
+#[tokio::test]
+async fn sign_out_waits_for_a_replica_that_redis_dropped_but_that_has_not_noticed() {
+    let redis = RedisServer::spawn();
+    let proxy = RedisProxy::start(redis.port()).await;
+    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
+    let replica = app.replica_via(&proxy.url(0)).await;
+    app.wait_until_cache_serves().await;
+    replica.wait_until_cache_serves().await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    assert_eq!(
+        browser.get(&replica.url("/warm")).await.status,
+        StatusCode::OK
+    );
+    let cookie = browser.cookie("portico_session").unwrap();
+    // Redis drops the replica's subscription, but the replica is told
+    // nothing: Redis no longer counts it as a receiver, yet it still
+    // serves from its cache until its lease runs out.
+    assert_eq!(proxy.cut_subscribers(), 1);
+    let address = proxy.cut_addresses().remove(0);
+    let killed = redis.command(&["CLIENT", "KILL", "ADDR", &address]);
+    assert!(killed.contains(":1"), "{address}: {killed}");
+    let started = Instant::now();
+    sign_out(&app, &browser).await;
+    let took = started.elapsed();
+    // The sign-out expected an acknowledgement from every replica it had
+    // heard from, not only from the subscribers Redis counted.
+    let replay = Browser::new();
+    replay.set_cookie("portico_session", &cookie);
+    assert_eq!(
+        replay.get(&replica.url("/after")).await.status,
+        StatusCode::FOUND,
+        "served after sign-out answered ({took:?})"
+    );
+    assert!(took < LEASE + Duration::from_secs(2), "{took:?}");
+}

@@ -1,6 +1,7 @@
 //! A TCP proxy in front of a real redis-server that can cut the
 //! connections that subscribed (pub/sub) without closing them: bytes in
-//! either direction are then dropped, as when a network path dies silently.
+//! either direction are then dropped, as when a network path dies silently,
+//! and if Redis then closes its side the client still hears nothing.
 //! New connections pass as usual, so a client that reconnects recovers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 struct Link {
     subscriber: AtomicBool,
     cut: AtomicBool,
+    /// This link's address as Redis sees it (`CLIENT LIST` addr).
+    address: String,
 }
 
 pub struct RedisProxy {
@@ -37,9 +40,14 @@ impl RedisProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
                     continue;
                 };
+                let address = server
+                    .local_addr()
+                    .map(|address| address.to_string())
+                    .unwrap_or_default();
                 let link = Arc::new(Link {
                     subscriber: AtomicBool::new(false),
                     cut: AtomicBool::new(false),
+                    address,
                 });
                 registry.lock().unwrap().push(Arc::clone(&link));
                 let (client_read, client_write) = client.into_split();
@@ -57,6 +65,18 @@ impl RedisProxy {
 
     pub fn url(&self, database: u32) -> String {
         format!("redis://127.0.0.1:{}/{}", self.port, database)
+    }
+
+    /// The addresses, as Redis sees them, of the connections cut so far
+    /// (for `CLIENT KILL ADDR`: Redis then drops the subscriber while the
+    /// client still believes it is subscribed).
+    pub fn cut_addresses(&self) -> Vec<String> {
+        let links = self.links.lock().unwrap();
+        links
+            .iter()
+            .filter(|link| link.cut.load(Ordering::SeqCst))
+            .map(|link| link.address.clone())
+            .collect()
     }
 
     /// Silently cuts every connection open now that has sent SUBSCRIBE;
@@ -82,6 +102,11 @@ async fn pump(
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let read = match from.read(&mut buffer).await {
+            // A cut link that Redis closes stays open, and silent, on the
+            // client's side: the client learns nothing.
+            Ok(0) | Err(_) if link.cut.load(Ordering::SeqCst) => {
+                return std::future::pending::<()>().await;
+            }
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
