@@ -47,7 +47,10 @@ pub(crate) fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<Ro
             .zip(raw)
             .map(|(route, raw)| {
                 let file = raw.upstream_ca_file.trim();
-                (route.upstream_origin.clone(), (!file.is_empty()).then_some(file))
+                (
+                    route.upstream_origin.clone(),
+                    (!file.is_empty()).then_some(file),
+                )
             })
             .collect();
         one_trust_per_origin(problems, &trust);

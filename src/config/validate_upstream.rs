@@ -129,7 +129,11 @@ mod tests {
     fn text(problems: Problems) -> String {
         let errors = problems.into_errors();
         assert!(!errors.is_empty(), "a problem was reported");
-        errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn checked(text_in: &str) -> Result<Url, String> {
@@ -154,7 +158,10 @@ mod tests {
         let error = checked("grpc://127.0.0.1:50051").unwrap_err();
         assert!(error.contains("routes[0].upstream"), "{error}");
         assert!(error.contains("\"grpc://127.0.0.1:50051\""), "{error}");
-        assert!(error.contains("must be an http, https or h2c URL"), "{error}");
+        assert!(
+            error.contains("must be an http, https or h2c URL"),
+            "{error}"
+        );
         assert!(error.contains("h2c://127.0.0.1:50051"), "the fix: {error}");
         assert!(checked("h2c:///no-host").is_err());
         assert!(checked("").unwrap_err().contains("is required"));
@@ -164,23 +171,55 @@ mod tests {
     fn a_ca_file_needs_an_https_upstream_and_a_readable_certificate() {
         let mut problems = Problems::default();
         let h2c = Url::parse("h2c://127.0.0.1:1").unwrap();
-        assert!(upstream_ca(&mut problems, "routes[0].upstream_ca_file", "/x.pem", Some(&h2c)).is_none());
+        assert!(upstream_ca(
+            &mut problems,
+            "routes[0].upstream_ca_file",
+            "/x.pem",
+            Some(&h2c)
+        )
+        .is_none());
         let https = Url::parse("https://app.internal").unwrap();
         let missing = "/nonexistent/portico-ca.pem";
-        assert!(upstream_ca(&mut problems, "routes[1].upstream_ca_file", missing, Some(&https)).is_none());
+        assert!(upstream_ca(
+            &mut problems,
+            "routes[1].upstream_ca_file",
+            missing,
+            Some(&https)
+        )
+        .is_none());
         let not_pem = std::env::temp_dir().join(format!("portico-not-pem-{}", std::process::id()));
         std::fs::write(&not_pem, "hello").unwrap();
         let not_pem_text = not_pem.to_string_lossy().into_owned();
-        assert!(
-            upstream_ca(&mut problems, "routes[2].upstream_ca_file", &not_pem_text, Some(&https)).is_none()
-        );
+        assert!(upstream_ca(
+            &mut problems,
+            "routes[2].upstream_ca_file",
+            &not_pem_text,
+            Some(&https)
+        )
+        .is_none());
         std::fs::remove_file(&not_pem).ok();
-        assert!(upstream_ca(&mut problems, "routes[3].upstream_ca_file", " ", Some(&https))
-            .is_some_and(|ca| ca.is_none()));
+        assert!(upstream_ca(
+            &mut problems,
+            "routes[3].upstream_ca_file",
+            " ",
+            Some(&https)
+        )
+        .is_some_and(|ca| ca.is_none()));
         let text = text(problems);
-        assert!(text.contains("routes[0].upstream_ca_file = \"/x.pem\": only an https upstream"), "{text}");
-        assert!(text.contains(&format!("routes[1].upstream_ca_file = \"{missing}\": cannot be read")), "{text}");
-        assert!(text.contains("routes[2].upstream_ca_file") && text.contains("holds no certificate"), "{text}");
+        assert!(
+            text.contains("routes[0].upstream_ca_file = \"/x.pem\": only an https upstream"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "routes[1].upstream_ca_file = \"{missing}\": cannot be read"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("routes[2].upstream_ca_file") && text.contains("holds no certificate"),
+            "{text}"
+        );
         assert!(text.contains("fix: point it to a PEM file"), "{text}");
     }
 
@@ -199,7 +238,10 @@ mod tests {
             ],
         );
         let text = text(problems);
-        assert!(text.contains("routes[3].upstream_ca_file = \"\": routes[0] goes to the same upstream"), "{text}");
+        assert!(
+            text.contains("routes[3].upstream_ca_file = \"\": routes[0] goes to the same upstream"),
+            "{text}"
+        );
         assert!(!text.contains("routes[2]"), "{text}");
     }
 }

@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(headers["grpc-status"], "16");
         assert_eq!(headers[CONTENT_TYPE], "application/grpc");
         let message = headers["grpc-message"].to_str().unwrap();
-        assert!(message.contains("not signed in") && message.contains("req-1"), "{message}");
+        assert!(
+            message.contains("not signed in") && message.contains("req-1"),
+            "{message}"
+        );
         let forbidden = refusal(&GatewayError::Forbidden("route rules".into()), "r");
         assert_eq!(forbidden.headers()["grpc-status"], "7");
         assert_eq!(code_for(StatusCode::BAD_GATEWAY), 14);

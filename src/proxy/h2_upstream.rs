@@ -21,7 +21,6 @@
 //! connection, and [`MAX_HEADER_LIST`] of headers.
 
 use std::future::Future;
-use std::io;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -46,7 +45,6 @@ use super::headers::{is_underscored_framing, UpstreamHeaders};
 use super::upstream::{connect_tcp, handshake, Target, UpstreamError, UpstreamTimeouts};
 use crate::error::error_chain;
 use crate::fasthash::FastMap;
-use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
 
 /// Most response bytes an upstream may send on one request ahead of the
@@ -371,7 +369,9 @@ impl Progress {
     /// The timeout that has run out by `now`, if one has.
     fn expired(&self, timeouts: &UpstreamTimeouts, now: Instant) -> Option<UpstreamError> {
         match self.finished {
-            Some(at) => (now >= at + timeouts.head).then_some(UpstreamError::Timeout(timeouts.head)),
+            Some(at) => {
+                (now >= at + timeouts.head).then_some(UpstreamError::Timeout(timeouts.head))
+            }
             None if self.waiting_on_client => None,
             None => (now >= self.moved + timeouts.send)
                 .then_some(UpstreamError::SendTimeout(timeouts.send)),
@@ -459,84 +459,9 @@ impl http_body::Body for RequestBody {
     }
 }
 
-/// An HTTP/2 upstream's response body, frames (trailers too) passed on as
-/// they come, each wait bounded by `upstream_read_timeout`.
-struct ResponseBody {
-    inner: Incoming,
-    read_timeout: Duration,
-    /// Armed the first time a read has to wait, moved on after each frame.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    progressed: bool,
-    /// It ended or broke off: nothing more comes.
-    ended: bool,
-    origin: Arc<str>,
-    metrics: Metrics,
-    _active: ActiveGuard,
-}
-
-impl ResponseBody {
-    fn broke_off(&mut self, kind: &'static str, error: &dyn std::fmt::Display) -> io::Error {
-        self.ended = true;
-        self.metrics.upstream_failed(&self.origin, kind);
-        tracing::warn!(%error, "upstream response body broke off");
-        io::Error::other(format!("upstream response body broke off: {error}"))
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = self.get_mut();
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(context) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.progressed = true;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                let error = error_chain(&error);
-                Poll::Ready(Some(Err(this.broke_off("body", &error))))
-            }
-            Poll::Ready(None) => {
-                this.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let timeout = this.read_timeout;
-                let timer = match &mut this.timer {
-                    Some(timer) => {
-                        if this.progressed {
-                            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        }
-                        timer
-                    }
-                    None => this.timer.insert(Box::pin(tokio::time::sleep(timeout))),
-                };
-                this.progressed = false;
-                if timer.as_mut().poll(context).is_pending() {
-                    return Poll::Pending;
-                }
-                let error = format!("nothing came for {timeout:?} (upstream_read_timeout)");
-                Poll::Ready(Some(Err(this.broke_off("read_timeout", &error))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+#[path = "h2_upstream_body.rs"]
+mod body;
+use body::ResponseBody;
 
 #[cfg(test)]
 mod tests {
@@ -564,8 +489,13 @@ mod tests {
     fn the_head_is_timed_from_the_end_of_the_body() {
         let start = Instant::now();
         let done = progress(Some(start), false, start);
-        assert_eq!(done.deadline(&timeouts(), start), start + Duration::from_secs(2));
-        assert!(done.expired(&timeouts(), start + Duration::from_secs(1)).is_none());
+        assert_eq!(
+            done.deadline(&timeouts(), start),
+            start + Duration::from_secs(2)
+        );
+        assert!(done
+            .expired(&timeouts(), start + Duration::from_secs(1))
+            .is_none());
         assert!(matches!(
             done.expired(&timeouts(), start + Duration::from_secs(2)),
             Some(UpstreamError::Timeout(_))
@@ -576,13 +506,18 @@ mod tests {
     fn a_body_the_upstream_takes_none_of_is_a_send_timeout() {
         let start = Instant::now();
         let stuck = progress(None, false, start);
-        assert_eq!(stuck.deadline(&timeouts(), start), start + Duration::from_secs(5));
+        assert_eq!(
+            stuck.deadline(&timeouts(), start),
+            start + Duration::from_secs(5)
+        );
         assert!(matches!(
             stuck.expired(&timeouts(), start + Duration::from_secs(5)),
             Some(UpstreamError::SendTimeout(_))
         ));
         // Waiting on the client is judged by the body's own timer.
         let waiting = progress(None, true, start);
-        assert!(waiting.expired(&timeouts(), start + Duration::from_secs(60)).is_none());
+        assert!(waiting
+            .expired(&timeouts(), start + Duration::from_secs(60))
+            .is_none());
     }
 }

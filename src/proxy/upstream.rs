@@ -33,7 +33,7 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,8 +43,7 @@ use axum::response::Response;
 use bytes::BytesMut;
 use http::{HeaderValue, Method};
 use http_body::Body as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use url::Url;
 
 use tokio_rustls::TlsConnector;
@@ -136,69 +135,6 @@ pub const MAX_BUFFERED: usize = {
     };
     unit + BODY_CHUNK
 };
-
-/// An upstream connection, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-        }
-    }
-
-    /// False once the upstream has closed the connection (or sent anything
-    /// while it was idle, which leaves it unusable too). No system call
-    /// unless the socket has signalled something since the last read.
-    fn is_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.tcp().try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_read(context, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(context, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_write(context, data),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(context, data),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(context),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(context),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(context),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(context),
-        }
-    }
-}
 
 struct Conn {
     stream: Stream,
@@ -428,10 +364,14 @@ impl Upstreams {
         // A websocket goes to an https upstream in HTTP/1.1 (its ALPN offer
         // says so); every other request to h2c and https may go in HTTP/2.
         let may_use_http2 = !(headers.is_websocket() && upstream.scheme() == "https");
+        let mut fresh = None;
         if let Some(connectors) = connectors.as_ref().filter(|_| may_use_http2) {
-            let chosen =
-                self.http2
-                    .choose(upstream, origin, &connectors.negotiating, self.timeouts.connect);
+            let chosen = self.http2.choose(
+                upstream,
+                origin,
+                &connectors.negotiating,
+                self.timeouts.connect,
+            );
             match self.counted(origin, Box::pin(chosen).await)? {
                 Chosen::Http2(sender) => {
                     let target = Target {
@@ -453,9 +393,9 @@ impl Upstreams {
                 }
                 // The upstream chose HTTP/1.1: the connection that found out
                 // carries this request.
-                Chosen::Http1(Some(fresh)) => self
-                    .pool
-                    .give_back(origin, Conn::new(Stream::Tls(Box::new(fresh)))),
+                Chosen::Http1(Some(stream)) => {
+                    fresh = Some(Conn::new(Stream::Tls(Box::new(stream))))
+                }
                 Chosen::Http1(None) => {}
             }
         }
@@ -483,7 +423,10 @@ impl Upstreams {
         };
         let active = self.metrics.upstream_active();
         let started = Instant::now();
-        let (conn, answer) = match self.exchange(upstream, origin, outgoing, http1_tls).await {
+        let (conn, answer) = match self
+            .exchange(upstream, origin, outgoing, http1_tls, fresh)
+            .await
+        {
             Ok(exchanged) => exchanged,
             Err(error) => {
                 if let Some(kind) = error.kind() {
@@ -540,7 +483,8 @@ impl Upstreams {
         Ok((response, None))
     }
 
-    /// Sends on an idle connection, or a new one. A request without a body
+    /// Sends on `fresh` (a connection just opened), an idle connection, or
+    /// a new one. A request without a body
     /// whose method may be repeated (RFC 9110 §9.2.2) is sent again on a new
     /// connection when a reused one turns out to have been closed by the
     /// upstream before any answer came.
@@ -550,9 +494,10 @@ impl Upstreams {
         origin: &Arc<str>,
         mut outgoing: Outgoing<'_>,
         tls: &TlsConnector,
+        fresh: Option<Conn>,
     ) -> Result<(Conn, Head), UpstreamError> {
         let replayable = outgoing.body.is_end_stream() && outgoing.method.is_idempotent();
-        let mut conn = match self.pool.take_idle(origin) {
+        let mut conn = match fresh.or_else(|| self.pool.take_idle(origin)) {
             Some(conn) => conn,
             // Boxed: connecting is rare and its future large.
             None => Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?,
@@ -562,7 +507,8 @@ impl Upstreams {
                 Ok(head) => return Ok((conn, head)),
                 Err(Failure::Closed(error)) if conn.reused && replayable => {
                     tracing::debug!(%error, "an idle upstream connection was closed; sending again");
-                    conn = Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?;
+                    conn =
+                        Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?;
                 }
                 Err(Failure::Closed(error)) => {
                     return Err(UpstreamError::Unreachable(format!(
@@ -575,7 +521,11 @@ impl Upstreams {
     }
 
     /// `result`, with its failure counted in metrics.
-    fn counted<T>(&self, origin: &str, result: Result<T, UpstreamError>) -> Result<T, UpstreamError> {
+    fn counted<T>(
+        &self,
+        origin: &str,
+        result: Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
         if let Err(error) = &result {
             if let Some(kind) = error.kind() {
                 self.metrics.upstream_failed(origin, kind);
@@ -600,7 +550,7 @@ use send::send;
 #[path = "upstream_tls.rs"]
 mod dial;
 pub(super) use dial::{connect_tcp, handshake};
-use dial::TlsConnectors;
+use dial::{Stream, TlsConnectors};
 
 #[path = "upstream_body.rs"]
 mod body;

@@ -1,5 +1,6 @@
 //! Reaching an upstream: the TCP connection, and for https the TLS
-//! handshake with the trust a route asks for.
+//! handshake with the trust a route asks for; the connection either way
+//! ([`Stream`]).
 //!
 //! Certificates are checked against the built-in (webpki) roots, plus a
 //! route's `upstream_ca_file` when it has one; the name checked, and sent
@@ -12,10 +13,14 @@
 //! for the HTTP/1.1 client's own connections, and one offering `h2` and
 //! `http/1.1`, for finding out whether the upstream speaks HTTP/2.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use rustls::{CertificateError, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -24,6 +29,69 @@ use url::Url;
 use super::UpstreamError;
 use crate::config::UpstreamCa;
 use crate::fasthash::FastMap;
+
+/// An upstream connection, plain or TLS.
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    /// False once the upstream has closed the connection (or sent anything
+    /// while it was idle, which leaves it unusable too). No system call
+    /// unless the socket has signalled something since the last read.
+    pub(super) fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.tcp().try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(context, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(context, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(context, data),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(context, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(context),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(context),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(context),
+        }
+    }
+}
 
 /// The two TLS connectors of one upstream.
 #[derive(Clone)]

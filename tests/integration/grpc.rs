@@ -132,7 +132,11 @@ async fn grpc_calls_pass_through_portico_with_the_callers_identity() {
         .expect("the unary call succeeds")
         .into_inner();
     assert_eq!(unary.text, "hello");
-    assert_eq!(unary.users, ["alice"], "portico's identity, not the forged one");
+    assert_eq!(
+        unary.users,
+        ["alice"],
+        "portico's identity, not the forged one"
+    );
     assert_eq!(unary.emails, ["alice@example.test"]);
     assert!(unary.underscored.is_empty(), "{:?}", unary.underscored);
 
@@ -144,7 +148,10 @@ async fn grpc_calls_pass_through_portico_with_the_callers_identity() {
     let mut indexes = Vec::new();
     while let Some(message) = stream.next().await {
         let message = message.expect("every message, and an OK status at the end");
-        assert_eq!((message.text.as_str(), message.users.as_slice()), ("tick", ["alice".to_string()].as_slice()));
+        assert_eq!(
+            (message.text.as_str(), message.users.as_slice()),
+            ("tick", ["alice".to_string()].as_slice())
+        );
         indexes.push(message.index);
     }
     assert_eq!(indexes, [0, 1, 2, 3, 4], "every message, in order");
@@ -214,5 +221,8 @@ async fn grpc_calls_refused_by_rules_or_a_dead_upstream_get_grpc_statuses() {
         .await
         .expect_err("nothing listens there");
     assert_eq!(unavailable.code(), Code::Unavailable, "{unavailable:?}");
-    assert!(unavailable.message().contains("request id"), "{unavailable:?}");
+    assert!(
+        unavailable.message().contains("request id"),
+        "{unavailable:?}"
+    );
 }

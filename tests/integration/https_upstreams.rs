@@ -47,7 +47,8 @@ async fn an_https_upstream_with_a_private_ca_is_reached_by_its_name() {
     let seen = server.seen();
     assert_eq!(seen.len(), 3);
     assert!(
-        seen.iter().all(|request| request.sni.as_deref() == Some("localhost")),
+        seen.iter()
+            .all(|request| request.sni.as_deref() == Some("localhost")),
         "SNI is the upstream's host: {seen:?}"
     );
     assert_eq!(
@@ -68,7 +69,10 @@ async fn an_https_upstream_that_picks_h2_gets_one_multiplexed_connection() {
         .build()
         .await;
     let (status, body) = get(&app, "/first").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "HTTP/2.0 /first user="));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "HTTP/2.0 /first user=")
+    );
     let requests = (0..10).map(|round| {
         let app = &app;
         async move {
@@ -84,7 +88,11 @@ async fn an_https_upstream_that_picks_h2_gets_one_multiplexed_connection() {
         .iter()
         .all(|request| request.version == http::Version::HTTP_2
             && request.sni.as_deref() == Some("localhost")));
-    assert_eq!(server.handshakes(), 1, "one connection carries every request");
+    assert_eq!(
+        server.handshakes(),
+        1,
+        "one connection carries every request"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +122,10 @@ async fn a_certificate_portico_does_not_trust_gets_a_502_page_that_says_why() {
     let (status, page) = get(&app, "/untrusted/x").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
     assert!(page.contains("certificate is not trusted"), "{page}");
-    assert!(page.contains("not signed by an authority portico trusts"), "{page}");
+    assert!(
+        page.contains("not signed by an authority portico trusts"),
+        "{page}"
+    );
     assert!(page.contains("upstream_ca_file"), "{page}");
 
     let (status, page) = get(&app, "/wrong-name/x").await;

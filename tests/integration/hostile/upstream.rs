@@ -386,7 +386,11 @@ async fn framing_headers_spelt_with_underscores_do_not_reach_the_client() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let headers = response.headers().clone();
-    assert_eq!(response.text().await.unwrap(), "ok", "framed by Content-Length");
+    assert_eq!(
+        response.text().await.unwrap(),
+        "ok",
+        "framed by Content-Length"
+    );
     for dropped in ["content_length", "transfer_encoding"] {
         assert!(
             !headers.contains_key(dropped),

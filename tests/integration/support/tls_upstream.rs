@@ -197,32 +197,34 @@ impl TlsUpstream {
                     };
                     let connection = handshakes.fetch_add(1, Ordering::SeqCst);
                     let sni = tls.get_ref().1.server_name().map(str::to_string);
-                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let user = request
-                            .headers()
-                            .get("x-forwarded-user")
-                            .and_then(|value| value.to_str().ok())
-                            .map(str::to_string);
-                        let seen_now = Seen {
-                            connection,
-                            version: request.version(),
-                            sni: sni.clone(),
-                            path: request.uri().path().to_string(),
-                            user: user.clone(),
-                        };
-                        let body = format!(
-                            "{:?} {} user={}",
-                            seen_now.version,
-                            seen_now.path,
-                            user.unwrap_or_default()
-                        );
-                        seen.lock().unwrap().push(seen_now);
-                        async move {
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                axum::body::Body::from(body),
-                            ))
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let user = request
+                                .headers()
+                                .get("x-forwarded-user")
+                                .and_then(|value| value.to_str().ok())
+                                .map(str::to_string);
+                            let seen_now = Seen {
+                                connection,
+                                version: request.version(),
+                                sni: sni.clone(),
+                                path: request.uri().path().to_string(),
+                                user: user.clone(),
+                            };
+                            let body = format!(
+                                "{:?} {} user={}",
+                                seen_now.version,
+                                seen_now.path,
+                                user.unwrap_or_default()
+                            );
+                            seen.lock().unwrap().push(seen_now);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    axum::body::Body::from(body),
+                                ))
+                            }
+                        },
+                    );
                     let builder = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
                     );
