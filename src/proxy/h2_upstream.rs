@@ -69,7 +69,7 @@ pub(super) enum Chosen {
     Http2(Sender),
     /// An https upstream that picked HTTP/1.1, with the connection that
     /// found out (when this request made it).
-    Http1(Option<TlsStream<TcpStream>>),
+    Http1(Option<Box<TlsStream<TcpStream>>>),
 }
 
 /// The HTTP/2 connections, by upstream origin.
@@ -157,7 +157,7 @@ impl Http2Upstreams {
             if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
                 tracing::info!(upstream = %origin, "the upstream chose HTTP/1.1 by ALPN");
                 self.lock().entry(origin.clone()).or_default().http1 = true;
-                return Ok(Chosen::Http1(Some(stream)));
+                return Ok(Chosen::Http1(Some(Box::new(stream))));
             }
             start(TokioIo::new(stream), origin).await?
         } else {

@@ -393,9 +393,7 @@ impl Upstreams {
                 }
                 // The upstream chose HTTP/1.1: the connection that found out
                 // carries this request.
-                Chosen::Http1(Some(stream)) => {
-                    fresh = Some(Conn::new(Stream::Tls(Box::new(stream))))
-                }
+                Chosen::Http1(Some(stream)) => fresh = Some(Conn::new(Stream::Tls(stream))),
                 Chosen::Http1(None) => {}
             }
         }

@@ -128,12 +128,15 @@ impl Connectors {
     }
 }
 
+/// An origin's extra certificates, and the connectors made with them.
+type WithCa = (Arc<[CertificateDer<'static>]>, Connectors);
+
 /// The connectors of every upstream: the built-in roots' for most, one
 /// pair per origin whose routes add a CA (made on first use, and again when
 /// a reload brings other certificates).
 pub(super) struct TlsConnectors {
     default: Connectors,
-    with_ca: Mutex<FastMap<Arc<str>, (Arc<[CertificateDer<'static>]>, Connectors)>>,
+    with_ca: Mutex<FastMap<Arc<str>, WithCa>>,
 }
 
 impl TlsConnectors {
@@ -282,13 +285,13 @@ mod tests {
         };
         let first = connectors.for_upstream(&origin, Some(&ca)).unwrap();
         let again = connectors.for_upstream(&origin, Some(&ca)).unwrap();
-        assert!(Arc::ptr_eq(&first.http1.config(), &again.http1.config()));
+        assert!(Arc::ptr_eq(first.http1.config(), again.http1.config()));
         let reloaded = UpstreamCa {
             certificates: Arc::from(Vec::new()),
             ..ca.clone()
         };
         let other = connectors.for_upstream(&origin, Some(&reloaded)).unwrap();
-        assert!(!Arc::ptr_eq(&first.http1.config(), &other.http1.config()));
+        assert!(!Arc::ptr_eq(first.http1.config(), other.http1.config()));
         let plain = connectors.for_upstream(&origin, None).unwrap();
         assert_eq!(plain.http1.config().alpn_protocols, [b"http/1.1".to_vec()]);
         assert_eq!(
