@@ -42,7 +42,7 @@ async fn an_https_upstream_with_a_private_ca_is_reached_by_its_name() {
     for round in 0..3 {
         let (status, body) = get(&app, &format!("/page-{round}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body, format!("HTTP/1.1 /page-{round} user="));
+        assert_eq!(body, format!("HTTP/1.1 /page-{round} user= body="));
     }
     let seen = server.seen();
     assert_eq!(seen.len(), 3);
@@ -71,19 +71,38 @@ async fn an_https_upstream_that_picks_h2_gets_one_multiplexed_connection() {
     let (status, body) = get(&app, "/first").await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::OK, "HTTP/2.0 /first user=")
+        (StatusCode::OK, "HTTP/2.0 /first user= body=")
     );
     let requests = (0..10).map(|round| {
         let app = &app;
         async move {
             let (status, body) = get(app, &format!("/at-once-{round}")).await;
             assert_eq!(status, StatusCode::OK, "{body}");
-            assert_eq!(body, format!("HTTP/2.0 /at-once-{round} user="));
+            assert_eq!(body, format!("HTTP/2.0 /at-once-{round} user= body="));
         }
     });
     futures_util::future::join_all(requests).await;
+
+    // An upload of unknown length streams to the upstream whole.
+    let parts: Vec<Result<String, std::io::Error>> =
+        (0..50).map(|round| Ok(format!("part {round};"))).collect();
+    let upload = reqwest::Client::new()
+        .post(app.url("/upload"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            parts,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::OK);
+    let expected: String = (0..50).map(|round| format!("part {round};")).collect();
+    assert_eq!(
+        upload.text().await.unwrap(),
+        format!("HTTP/2.0 /upload user= body={expected}"),
+        "no byte lost"
+    );
     let seen = server.seen();
-    assert_eq!(seen.len(), 11);
+    assert_eq!(seen.len(), 12);
     assert!(seen
         .iter()
         .all(|request| request.version == http::Version::HTTP_2

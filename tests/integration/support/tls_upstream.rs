@@ -153,7 +153,8 @@ pub struct Seen {
     pub user: Option<String>,
 }
 
-/// An https server answering `{version:?} {path} user={x-forwarded-user}`.
+/// An https server answering `{version:?} {path} user={x-forwarded-user}
+/// body={the request body}`.
 pub struct TlsUpstream {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -211,16 +212,21 @@ impl TlsUpstream {
                                 path: request.uri().path().to_string(),
                                 user: user.clone(),
                             };
-                            let body = format!(
-                                "{:?} {} user={}",
-                                seen_now.version,
-                                seen_now.path,
-                                user.unwrap_or_default()
-                            );
-                            seen.lock().unwrap().push(seen_now);
+                            seen.lock().unwrap().push(seen_now.clone());
                             async move {
+                                let body = axum::body::Body::new(request.into_body());
+                                let received = axum::body::to_bytes(body, 1 << 20)
+                                    .await
+                                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                                    .unwrap_or_else(|error| format!("<broken: {error}>"));
+                                let answer = format!(
+                                    "{:?} {} user={} body={received}",
+                                    seen_now.version,
+                                    seen_now.path,
+                                    user.unwrap_or_default()
+                                );
                                 Ok::<_, std::convert::Infallible>(http::Response::new(
-                                    axum::body::Body::from(body),
+                                    axum::body::Body::from(answer),
                                 ))
                             }
                         },
