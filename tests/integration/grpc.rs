@@ -5,6 +5,7 @@
 //! (UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE).
 
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
@@ -48,6 +49,9 @@ fn reply(metadata: &MetadataMap, text: &str, index: u32) -> EchoReply {
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        if request.get_ref().text == "sleep" {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
         let answer = reply(request.metadata(), &request.get_ref().text, 0);
         Ok(Response::new(answer))
     }
@@ -61,7 +65,17 @@ impl Echo for EchoService {
         let replies: Vec<Result<EchoReply, Status>> = (0..request.get_ref().count)
             .map(|index| Ok(reply(request.metadata(), &request.get_ref().text, index)))
             .collect();
-        Ok(Response::new(Box::pin(futures_util::stream::iter(replies))))
+        let replies = futures_util::stream::iter(replies);
+        if request.get_ref().text == "stall" {
+            // The first messages, then nothing for a long while.
+            let late = reply(request.metadata(), "late", 99);
+            let stalled = futures_util::stream::once(async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(late)
+            });
+            return Ok(Response::new(Box::pin(replies.chain(stalled))));
+        }
+        Ok(Response::new(Box::pin(replies)))
     }
 }
 
@@ -80,7 +94,9 @@ async fn grpc_server() -> String {
 /// portico with `routes` for the service ("/" stays the echo upstream, for
 /// signing in), and a browser signed in as alice.
 async fn app_with(routes: &[String]) -> (TestApp, Browser) {
-    let mut builder = TestApp::builder().route("path_prefix = \"/\"\nupstream = \"{upstream}\"");
+    let mut builder = TestApp::builder()
+        .config("server", "upstream_read_timeout = \"1s\"")
+        .route("path_prefix = \"/\"\nupstream = \"{upstream}\"");
     for route in routes {
         builder = builder.route(route);
     }
@@ -191,6 +207,23 @@ async fn grpc_calls_without_a_session_get_unauthenticated() {
             .expect_err("refused");
         assert_eq!(streamed.code(), Code::Unauthenticated, "{streamed:?}");
     }
+    // On the wire: a trailers-only answer, HTTP 200 with the status in the
+    // head and no body.
+    let raw = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(app.url("/portico.test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8; 5])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), reqwest::StatusCode::OK);
+    assert_eq!(raw.headers()["grpc-status"], "16");
+    assert_eq!(raw.headers()["content-type"], "application/grpc");
+    assert!(raw.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -225,4 +258,58 @@ async fn grpc_calls_refused_by_rules_or_a_dead_upstream_get_grpc_statuses() {
         unavailable.message().contains("request id"),
         "{unavailable:?}"
     );
+}
+
+#[tokio::test]
+async fn an_http2_upstream_is_held_to_the_upstream_timeouts() {
+    let upstream = grpc_server().await;
+    let route = format!("path_prefix = \"/portico.test.Echo\"\nupstream = \"{upstream}\"");
+    let (app, browser) = app_with(&[route]).await;
+    let cookie = browser.cookie("portico_session").unwrap();
+    let mut client = client(&app).await;
+
+    // upstream_timeout (2 s in the tests) to the response head: 504, which
+    // a gRPC client reads as UNAVAILABLE.
+    let started = Instant::now();
+    let slow = client
+        .unary(call(request("sleep", 0), Some(&cookie)))
+        .await
+        .expect_err("the head never comes in time");
+    assert_eq!(slow.code(), Code::Unavailable, "{slow:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // upstream_read_timeout (1 s here) between frames of the body: the
+    // stream breaks off after what came.
+    let started = Instant::now();
+    let mut stream = client
+        .stream(call(request("stall", 2), Some(&cookie)))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    for index in 0..2 {
+        let message = stream
+            .next()
+            .await
+            .unwrap()
+            .expect("the messages before the stall");
+        assert_eq!(message.index, index);
+    }
+    let broken = stream.next().await.expect("an end, not silence");
+    assert!(broken.is_err(), "the stall breaks the stream: {broken:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "cut after about a second: {took:?}"
+    );
+
+    // The connection still serves the next call.
+    let fine = client
+        .unary(call(request("after", 0), Some(&cookie)))
+        .await
+        .expect("the next call goes through");
+    assert_eq!(fine.into_inner().text, "after");
 }
