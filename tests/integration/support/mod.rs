@@ -15,6 +15,7 @@ pub mod programs;
 pub mod redirect_corpus;
 pub mod redis;
 pub mod redis_proxy;
+pub mod tls_upstream;
 
 pub use app::{TestApp, TestAppBuilder, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
