@@ -209,7 +209,7 @@ impl Default for RawSession {
             ttl: "12h".to_owned(),
             idle_timeout: "1h".to_owned(),
             refresh_before: "60s".to_owned(),
-            local_cache: false,
+            local_cache: true,
         }
     }
 }
