@@ -93,6 +93,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Invalid(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
             GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::TooLarge(Limit::Headers | Limit::Cookies) => {
@@ -100,6 +101,16 @@ impl GatewayError {
             }
             GatewayError::TooLarge(Limit::Query) => StatusCode::URI_TOO_LONG,
             GatewayError::TooLarge(Limit::Body) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// Seconds for `Retry-After` (RFC 9110 §10.2.3), for an answer that
+    /// says "not now" about something that comes free by itself.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            // Connections come free as fast as the upstream answers.
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => Some(1),
+            _ => None,
         }
     }
 
@@ -128,6 +139,7 @@ impl GatewayError {
             ) => "upstream_timeout",
             GatewayError::Upstream(UpstreamError::ClientBody(_)) => "bad_request_body",
             GatewayError::Upstream(UpstreamError::ClientTimeout(_)) => "request_timeout",
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => "upstream_busy",
             GatewayError::Upstream(_) => "upstream_unreachable",
             GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
             GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
@@ -291,6 +303,13 @@ impl GatewayError {
                 message: "The application behind this page did not answer in time.".into(),
                 advice: "Reload the page in a moment. If it persists, tell the application's \
                          team, quoting the request id.",
+            },
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => Explanation {
+                title: "The application is busy",
+                message: "The application behind this page is handling as many requests as it \
+                          can take right now."
+                    .into(),
+                advice: "Reload the page in a moment.",
             },
             GatewayError::Refresh(RefreshError::Ended(_)) => Explanation {
                 title: "Session ended",

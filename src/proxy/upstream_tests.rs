@@ -22,10 +22,17 @@ fn pool() -> Pool {
     Arc::into_inner(upstreams.pool).expect("the only handle")
 }
 
+/// A place under a limit of its own.
+fn permit() -> Permit<Conn> {
+    Gate::new(UpstreamLimit::default())
+        .try_open()
+        .expect("a permit")
+}
+
 async fn open_conn(listener: &tokio::net::TcpListener) -> Conn {
     let address = listener.local_addr().expect("address");
     let stream = TcpStream::connect(address).await.expect("connect");
-    Conn::new(Stream::Plain(stream))
+    Conn::new(Stream::Plain(stream), permit())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -40,17 +47,18 @@ async fn idle_connections_stay_with_the_worker_that_opened_them() {
     pool.give_back(&origin, open_conn(&listener).await);
     pretend_worker(Some(1));
     assert!(
-        pool.take_idle(&origin).is_none(),
+        pool.take_idle(&origin).is_err(),
         "worker 1 must not reuse a connection registered with worker 0's reactor"
     );
     pretend_worker(None);
     assert!(
-        pool.take_idle(&origin).is_none(),
+        pool.take_idle(&origin).is_err(),
         "nor may the main runtime"
     );
     pretend_worker(Some(0));
     let conn = pool
         .take_idle(&origin)
+        .ok()
         .expect("worker 0 gets its own connection back");
     assert!(
         conn.reused,
@@ -60,9 +68,9 @@ async fn idle_connections_stay_with_the_worker_that_opened_them() {
     // Off the workers, connections are pooled (and reused) too.
     pretend_worker(None);
     pool.give_back(&origin, open_conn(&listener).await);
-    assert!(pool.take_idle(&origin).is_some());
+    assert!(pool.take_idle(&origin).is_ok());
     assert!(
-        pool.take_idle(&origin).is_none(),
+        pool.take_idle(&origin).is_err(),
         "each idle connection is handed out once"
     );
 }
