@@ -181,3 +181,54 @@ async fn thirty_two_mib_of_trailers_are_refused_holding_a_bounded_buffer() {
         assert!(body.peak <= MAX_BUFFERED);
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_the_limit_another_workers_idle_connection_is_used_and_goes_back_home() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = Url::parse(&format!("http://{}", listener.local_addr().expect("address")))
+        .expect("url");
+    let origin: Arc<str> = Arc::from(upstream.origin().ascii_serialization());
+    let pool = pool();
+    let limit = UpstreamLimit {
+        max_connections: 1,
+        max_pending: 0,
+        pending_timeout: Duration::from_secs(1),
+    };
+    pool.set_limits([(&origin, limit)]);
+    let metrics = Metrics::new();
+    let second = Duration::from_secs(1);
+    macro_rules! checkout {
+        ($pool:expr) => {
+            $pool.checkout(&upstream, &origin, second, &metrics)
+        };
+    }
+
+    pretend_worker(Some(0));
+    let conn = checkout!(pool).await.ok().expect("a new connection");
+    assert_eq!(conn.home, 1, "opened by worker 0");
+    assert!(
+        matches!(
+            checkout!(pool).await,
+            Err(UpstreamError::Overloaded(Overflow::Full))
+        ),
+        "one connection is all there may be, and nobody may wait"
+    );
+    pool.give_back(&origin, conn);
+
+    pretend_worker(Some(1));
+    let conn = checkout!(pool)
+        .await
+        .ok()
+        .expect("worker 0's idle connection, rather than a refusal");
+    assert!(conn.reused);
+    pool.give_back(&origin, conn);
+    assert!(
+        pool.take_idle(&origin).is_err(),
+        "it went back to worker 0's shard"
+    );
+    pretend_worker(Some(0));
+    assert!(pool.take_idle(&origin).is_ok());
+    pretend_worker(None);
+}
