@@ -72,7 +72,9 @@ pub(crate) fn route_limits(
             problems,
             (&origin, index, "max_connections"),
             &mut explicit.max_connections,
-            connections.flatten().map(|value| (value, value.to_string())),
+            connections
+                .flatten()
+                .map(|value| (value, value.to_string())),
         );
         valid &= agree(
             problems,
@@ -274,7 +276,10 @@ mod tests {
         );
         let rendered = crate::config::render_effective(&config);
         assert!(rendered.contains("max_connections = 8\n"), "{rendered}");
-        assert!(rendered.contains("pending_timeout = \"250ms\""), "{rendered}");
+        assert!(
+            rendered.contains("pending_timeout = \"250ms\""),
+            "{rendered}"
+        );
     }
 
     #[test]
@@ -289,14 +294,24 @@ mod tests {
             ],
         );
         let errors = errors_of(&text, &[]);
-        let error = errors.for_key("routes[1].max_connections").expect("reported");
+        let error = errors
+            .for_key("routes[1].max_connections")
+            .expect("reported");
         assert_eq!(error.value, "16");
-        assert!(error.problem.contains("routes[0].max_connections = 8"), "{error}");
+        assert!(
+            error.problem.contains("routes[0].max_connections = 8"),
+            "{error}"
+        );
         assert!(error.problem.contains("http://app:8080"), "{error}");
         assert!(error.fix.contains("same max_connections"), "{error}");
-        let error = errors.for_key("routes[2].pending_timeout").expect("reported");
+        let error = errors
+            .for_key("routes[2].pending_timeout")
+            .expect("reported");
         assert_eq!(error.value, "\"2s\"");
-        assert!(error.problem.contains("routes[1].pending_timeout = \"1s\""), "{error}");
+        assert!(
+            error.problem.contains("routes[1].pending_timeout = \"1s\""),
+            "{error}"
+        );
     }
 
     #[test]
@@ -323,10 +338,15 @@ mod tests {
         );
         let errors = errors_of(&text, &[]);
         assert_eq!(
-            errors.for_key("routes[0].max_connections").expect("reported").value,
+            errors
+                .for_key("routes[0].max_connections")
+                .expect("reported")
+                .value,
             "200000"
         );
-        let error = errors.for_key("routes[0].pending_timeout").expect("reported");
+        let error = errors
+            .for_key("routes[0].pending_timeout")
+            .expect("reported");
         assert!(error.problem.contains("not a duration"), "{error}");
     }
 

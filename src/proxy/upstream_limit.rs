@@ -181,10 +181,7 @@ impl<C> Gate<C> {
             // while it exists); counted as a wait that came to nothing.
             Ok(Err(_)) => Err(Overflow::Timeout),
             // Granted just as the time ran out: taken all the same.
-            Err(_) => waiting
-                .receiver
-                .try_recv()
-                .map_err(|_| Overflow::Timeout),
+            Err(_) => waiting.receiver.try_recv().map_err(|_| Overflow::Timeout),
         }
     }
 

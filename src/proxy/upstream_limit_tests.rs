@@ -85,11 +85,8 @@ async fn a_connection_going_idle_is_handed_to_the_waiter_as_it_is() {
     let pool: Arc<StdMutex<Vec<Conn>>> = Arc::default();
     let busy = opened(&gate, 7);
     let (waiter, shared) = (gate.clone(), pool.clone());
-    let waiting = tokio::spawn(async move {
-        waiter
-            .acquire(|_| shared.lock().expect("pool").pop())
-            .await
-    });
+    let waiting =
+        tokio::spawn(async move { waiter.acquire(|_| shared.lock().expect("pool").pop()).await });
     tokio::task::yield_now().await;
     assert!(gate.has_waiters());
     // The exchange ends: the connection goes idle, then to the waiter.

@@ -46,7 +46,10 @@ impl Pool {
     /// `origin`'s gate; made with the default limit for an origin no route
     /// named when the limits were set.
     pub(super) fn gate(&self, origin: &Arc<str>) -> Arc<Gate<Conn>> {
-        let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         gates
             .entry(origin.clone())
             .or_insert_with(|| Gate::new(UpstreamLimit::default()))
@@ -54,8 +57,14 @@ impl Pool {
     }
 
     /// Sets each origin's limit (at start and when the routes are reloaded).
-    pub(super) fn set_limits<'a>(&self, limits: impl IntoIterator<Item = (&'a Arc<str>, UpstreamLimit)>) {
-        let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub(super) fn set_limits<'a>(
+        &self,
+        limits: impl IntoIterator<Item = (&'a Arc<str>, UpstreamLimit)>,
+    ) {
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (origin, limit) in limits {
             match gates.get(origin) {
                 Some(gate) => gate.set_limit(limit),

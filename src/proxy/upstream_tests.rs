@@ -51,10 +51,7 @@ async fn idle_connections_stay_with_the_worker_that_opened_them() {
         "worker 1 must not reuse a connection registered with worker 0's reactor"
     );
     pretend_worker(None);
-    assert!(
-        pool.take_idle(&origin).is_err(),
-        "nor may the main runtime"
-    );
+    assert!(pool.take_idle(&origin).is_err(), "nor may the main runtime");
     pretend_worker(Some(0));
     let conn = pool
         .take_idle(&origin)
@@ -187,8 +184,11 @@ async fn at_the_limit_another_workers_idle_connection_is_used_and_goes_back_home
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let upstream = Url::parse(&format!("http://{}", listener.local_addr().expect("address")))
-        .expect("url");
+    let upstream = Url::parse(&format!(
+        "http://{}",
+        listener.local_addr().expect("address")
+    ))
+    .expect("url");
     let origin: Arc<str> = Arc::from(upstream.origin().ascii_serialization());
     let pool = pool();
     let limit = UpstreamLimit {

@@ -34,7 +34,12 @@ const JSON: &str = "application/json";
 const HTML: &str = "text/html";
 
 fn assert_busy(page: &Page) {
-    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
     assert_eq!(page.header("retry-after").as_deref(), Some("1"), "{page:?}");
 }
 
@@ -67,12 +72,20 @@ async fn one_upstream_never_gets_more_than_max_connections_and_the_excess_waits_
     let started = Instant::now();
     let api = request(&app, "/a/5", JSON).await.unwrap();
     let browser = request(&app, "/b/6", HTML).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_busy(&api);
     assert_eq!(api.json()["error"], "upstream_busy", "{}", api.body);
     assert!(api.json()["request_id"].is_string(), "{}", api.body);
     assert_busy(&browser);
-    assert!(browser.body.contains("The application is busy"), "{}", browser.body);
+    assert!(
+        browser.body.contains("The application is busy"),
+        "{}",
+        browser.body
+    );
     let id = browser.header("x-request-id").unwrap();
     assert!(browser.body.contains(&id), "the page names the request id");
     assert_eq!(upstream.open(), 2);
@@ -92,7 +105,9 @@ async fn one_upstream_never_gets_more_than_max_connections_and_the_excess_waits_
     let overflow = |reason: &str| {
         sample(
             &text,
-            &format!("portico_upstream_overflow_total{{upstream=\"{origin}\",reason=\"{reason}\"}}"),
+            &format!(
+                "portico_upstream_overflow_total{{upstream=\"{origin}\",reason=\"{reason}\"}}"
+            ),
         )
     };
     assert_eq!(overflow("pending_full"), Some(2.0), "{text}");
