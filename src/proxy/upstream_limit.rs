@@ -229,11 +229,10 @@ impl<C> Gate<C> {
                     state.waiters.push_front(sender);
                     break;
                 };
-                if let Err(refused) = sender.send(Grant::Idle(conn)) {
-                    // Gave up just now: closed below, its permit to the next.
-                    if let Grant::Idle(conn) = refused {
-                        discarded.push(conn);
-                    }
+                // One that gave up just now: closed below, its permit to
+                // the next.
+                if let Err(Grant::Idle(conn)) = sender.send(Grant::Idle(conn)) {
+                    discarded.push(conn);
                 }
             }
             self.waiting.store(state.waiters.len(), Ordering::SeqCst);

@@ -206,7 +206,7 @@ async fn at_the_limit_another_workers_idle_connection_is_used_and_goes_back_home
     }
 
     pretend_worker(Some(0));
-    let conn = checkout!(pool).await.ok().expect("a new connection");
+    let conn = checkout!(pool).await.expect("a new connection");
     assert_eq!(conn.home, 1, "opened by worker 0");
     assert!(
         matches!(
@@ -220,7 +220,6 @@ async fn at_the_limit_another_workers_idle_connection_is_used_and_goes_back_home
     pretend_worker(Some(1));
     let conn = checkout!(pool)
         .await
-        .ok()
         .expect("worker 0's idle connection, rather than a refusal");
     assert!(conn.reused);
     pool.give_back(&origin, conn);
