@@ -94,6 +94,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Invalid(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Certificate(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
             GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::TooLarge(Limit::Headers | Limit::Cookies) => {
@@ -101,6 +102,16 @@ impl GatewayError {
             }
             GatewayError::TooLarge(Limit::Query) => StatusCode::URI_TOO_LONG,
             GatewayError::TooLarge(Limit::Body) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// Seconds for `Retry-After` (RFC 9110 §10.2.3), for an answer that
+    /// says "not now" about something that comes free by itself.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            // Connections come free as fast as the upstream answers.
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => Some(1),
+            _ => None,
         }
     }
 
@@ -130,6 +141,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::ClientBody(_)) => "bad_request_body",
             GatewayError::Upstream(UpstreamError::ClientTimeout(_)) => "request_timeout",
             GatewayError::Upstream(UpstreamError::Certificate(_)) => "upstream_certificate",
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => "upstream_busy",
             GatewayError::Upstream(_) => "upstream_unreachable",
             GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
             GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
@@ -302,6 +314,13 @@ impl GatewayError {
                 ),
                 advice: "Tell the site's operator, quoting the request id: the upstream's \
                          certificate or portico's upstream_ca_file needs fixing.",
+            },
+            GatewayError::Upstream(UpstreamError::Overloaded(_)) => Explanation {
+                title: "The application is busy",
+                message: "The application behind this page is handling as many requests as it \
+                          can take right now."
+                    .into(),
+                advice: "Reload the page in a moment.",
             },
             GatewayError::Refresh(RefreshError::Ended(_)) => Explanation {
                 title: "Session ended",

@@ -213,15 +213,24 @@ fn app_state_with_backend(
         bearer: oidc::BearerVerifier::new(provider.clone(), &config.oidc),
         provider,
         routes: RouteHandle::new(&config.routes),
-        upstreams: Upstreams::new(
-            proxy::UpstreamTimeouts {
-                connect: config.server.upstream_connect_timeout,
-                head: config.server.upstream_timeout,
-                read: config.server.upstream_read_timeout,
-                send: config.server.upstream_send_timeout,
-            },
-            metrics.clone(),
-        )?,
+        upstreams: {
+            let upstreams = Upstreams::new(
+                proxy::UpstreamTimeouts {
+                    connect: config.server.upstream_connect_timeout,
+                    head: config.server.upstream_timeout,
+                    read: config.server.upstream_read_timeout,
+                    send: config.server.upstream_send_timeout,
+                },
+                metrics.clone(),
+            )?;
+            upstreams.set_limits(
+                config
+                    .routes
+                    .iter()
+                    .map(|route| (&route.upstream_origin, route.upstream_limit)),
+            );
+            upstreams
+        },
         identity: tokio::sync::OnceCell::new(),
         return_policy: ReturnUrlPolicy::new(
             &config.server.public_url,

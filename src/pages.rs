@@ -157,6 +157,11 @@ pub fn error_response_with_retry(
         html(status, page.render())
     };
     crate::page_security::harden(&mut response);
+    if let Some(seconds) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if status == StatusCode::UNAUTHORIZED {
         let challenge = match error {
             GatewayError::InvalidBearer(description) => HeaderValue::from_str(&format!(

@@ -98,7 +98,7 @@ pub(crate) fn apply_overrides(
         // A section of the wrong kind is reported by the kind check.
         if let toml::Value::Table(section_table) = section_table {
             let value = match section.kind_of(&key_name) {
-                Some(Kind::Number) => number_value(text),
+                Some(Kind::Number | Kind::Integer) => number_value(text),
                 _ => typed_value(text),
             };
             section_table.insert(key_name, value);

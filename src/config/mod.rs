@@ -32,6 +32,7 @@ mod validate_session;
 mod validate_telemetry;
 mod validate_token_auth;
 mod validate_upstream;
+mod validate_upstream_limit;
 mod value_kinds;
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub(crate) struct RawServer {
     pub max_body_bytes: String,
     pub app_name: String,
     pub logo_url: String,
+    pub max_connections: i64,
+    pub max_pending: i64,
+    pub pending_timeout: String,
 }
 
 impl Default for RawServer {
@@ -102,6 +105,9 @@ impl Default for RawServer {
             max_body_bytes: "10MiB".to_owned(),
             app_name: "portico".to_owned(),
             logo_url: String::new(),
+            max_connections: 1024,
+            max_pending: 1024,
+            pending_timeout: "5s".to_owned(),
         }
     }
 }
@@ -242,6 +248,10 @@ pub(crate) struct RawRoute {
     pub allow_path_parameters: bool,
     pub case_insensitive: bool,
     pub cache_control_private: bool,
+    /// None: another route's to the same upstream, or `[server]`'s.
+    pub max_connections: Option<i64>,
+    pub max_pending: Option<i64>,
+    pub pending_timeout: Option<String>,
 }
 
 /// `require_tenant_roles = { tenant = "…", roles = ["…"] }`
@@ -288,6 +298,9 @@ impl Default for RawRoute {
             allow_path_parameters: false,
             case_insensitive: false,
             cache_control_private: true,
+            max_connections: None,
+            max_pending: None,
+            pending_timeout: None,
         }
     }
 }
@@ -310,6 +323,8 @@ pub(crate) enum Kind {
     TableList,
     /// An integer or a floating-point number.
     Number,
+    /// A whole number.
+    Integer,
 }
 
 impl Kind {
@@ -323,6 +338,7 @@ impl Kind {
             Kind::Table => "a table",
             Kind::TableList => "a list of tables",
             Kind::Number => "a number",
+            Kind::Integer => "a whole number",
         }
     }
 }
@@ -378,6 +394,9 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("max_body_bytes", Kind::Text),
             ("app_name", Kind::Text),
             ("logo_url", Kind::Text),
+            ("max_connections", Kind::Integer),
+            ("max_pending", Kind::Integer),
+            ("pending_timeout", Kind::Text),
         ],
     },
     Section {
@@ -457,6 +476,9 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("allow_path_parameters", Kind::Flag),
             ("case_insensitive", Kind::Flag),
             ("cache_control_private", Kind::Flag),
+            ("max_connections", Kind::Integer),
+            ("max_pending", Kind::Integer),
+            ("pending_timeout", Kind::Text),
         ],
     },
     Section {
@@ -501,6 +523,9 @@ mod tests {
             allowed_email_domains: Some(Vec::new()),
             require_claims: Some(BTreeMap::new()),
             require_amr: Some(Vec::new()),
+            max_connections: Some(1),
+            max_pending: Some(1),
+            pending_timeout: Some("1s".to_owned()),
             ..RawRoute::default()
         });
         let written = toml::Value::try_from(&raw).expect("raw config serialises");

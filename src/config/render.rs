@@ -61,6 +61,13 @@ impl Document {
     }
 }
 
+/// `max_connections`, `max_pending`, `pending_timeout`.
+fn upstream_limit(document: &mut Document, limit: &super::types::UpstreamLimit) {
+    document.raw("max_connections", &limit.max_connections.to_string());
+    document.raw("max_pending", &limit.max_pending.to_string());
+    document.duration("pending_timeout", limit.pending_timeout);
+}
+
 /// The effective configuration as TOML text, secrets masked.
 pub fn render_effective(config: &Config) -> String {
     let mut document = Document {
@@ -85,6 +92,7 @@ pub fn render_effective(config: &Config) -> String {
     document.duration("upstream_read_timeout", server.upstream_read_timeout);
     document.duration("upstream_send_timeout", server.upstream_send_timeout);
     document.flag("h2c", server.h2c);
+    upstream_limit(&mut document, &server.upstream_limit);
     document.optional(
         "tls_cert",
         server.tls_cert.as_ref().map(|path| path.display()),
@@ -278,6 +286,7 @@ pub fn render_effective(config: &Config) -> String {
         document.flag("allow_path_parameters", route.allow_path_parameters);
         document.flag("case_insensitive", route.case_insensitive);
         document.flag("cache_control_private", route.cache_control_private);
+        upstream_limit(&mut document, &route.upstream_limit);
     }
     for issuer in &oidc.extra_jwt_issuers {
         document.section("[[oidc.extra_jwt_issuers]]");

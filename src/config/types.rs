@@ -115,6 +115,34 @@ pub struct ServerConfig {
     pub limits: RequestLimits,
     /// What portico's own pages call the application (keys `app_name`, `logo_url`).
     pub branding: Branding,
+    /// Keys `max_connections`, `max_pending`, `pending_timeout`: the limit
+    /// of every upstream whose routes set none of their own.
+    pub upstream_limit: UpstreamLimit,
+}
+
+/// How many connections portico keeps open to one upstream origin, and how
+/// a request waits when all of them are busy (issue 19; Envoy's circuit
+/// breakers, nginx's `max_conns`). Routes to one origin share one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimit {
+    /// Open connections, idle or busy (key `max_connections`, default 1024).
+    pub max_connections: usize,
+    /// Requests waiting for a connection once all are busy (key
+    /// `max_pending`, default 1024; 0: none wait).
+    pub max_pending: usize,
+    /// The longest wait for a free connection (key `pending_timeout`,
+    /// default "5s"); 503 with `Retry-After` after.
+    pub pending_timeout: Duration,
+}
+
+impl Default for UpstreamLimit {
+    fn default() -> Self {
+        UpstreamLimit {
+            max_connections: 1024,
+            max_pending: 1024,
+            pending_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The application's name on portico's pages (default "portico") and an
@@ -349,6 +377,9 @@ pub struct RouteConfig {
     /// Tighten the upstream's `Cache-Control` to at least `private` on this
     /// protected route's answers (default true).
     pub cache_control_private: bool,
+    /// The limit of `upstream`'s origin: this route's keys, another route's
+    /// to the same origin, or `[server]`'s.
+    pub upstream_limit: UpstreamLimit,
 }
 
 /// Rules a request must pass, each one given (all of them, together).
@@ -443,6 +474,7 @@ impl RouteConfig {
             allow_path_parameters: false,
             case_insensitive: false,
             cache_control_private: true,
+            upstream_limit: UpstreamLimit::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use super::validate_oidc::oidc;
 use super::validate_routes::{kept_claims, routes, wanted_claims};
 use super::validate_session::session;
 use super::validate_telemetry::telemetry;
+use super::validate_upstream_limit::{route_limits, server_limit};
 
 /// Checks everything; `None` when any problem was reported.
 pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Config> {
@@ -32,6 +33,15 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
     let oidc = oidc(problems, &raw.oidc, public_url.as_ref());
     let session = session(problems, &raw.session, public_url.as_ref());
     let routes = routes(problems, &raw.routes);
+    // Each route's upstream limit; judged against the built-in defaults
+    // when `[server]`'s are unusable (and reported).
+    let limits = route_limits(
+        problems,
+        server
+            .as_ref()
+            .map_or_else(Default::default, |server| server.upstream_limit),
+        &raw.routes,
+    );
     let telemetry = telemetry(problems, &raw.telemetry);
     if let (Some(oidc), Some(session), Some(public_url)) = (&oidc, &session, &public_url) {
         redirect_origin(
@@ -42,7 +52,10 @@ pub(crate) fn validate(raw: &RawConfig, problems: &mut Problems) -> Option<Confi
         );
     }
     let mut oidc = oidc?;
-    let routes = routes?;
+    let mut routes = routes?;
+    for (route, limit) in routes.iter_mut().zip(limits?) {
+        route.upstream_limit = limit;
+    }
     oidc.kept_claims = kept_claims(&routes);
     oidc.wanted_claims = wanted_claims(&oidc, &routes);
     Some(Config {
@@ -193,6 +206,7 @@ fn server(
         );
     }
     let limits = limits(problems, raw);
+    let upstream_limit = server_limit(problems, raw);
     let branding = branding(problems, &raw.app_name, &raw.logo_url);
     let optional_path = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     let identity_key = match super::secrets::read_secret(
@@ -238,6 +252,7 @@ fn server(
         h2c: raw.h2c,
         limits: limits?,
         branding: branding?,
+        upstream_limit: upstream_limit?,
     })
 }
 

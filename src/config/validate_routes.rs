@@ -179,6 +179,8 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
         allow_path_parameters: raw.allow_path_parameters,
         case_insensitive: raw.case_insensitive,
         cache_control_private: raw.cache_control_private,
+        // Set once every route is known (validate_upstream_limit).
+        upstream_limit: Default::default(),
     })
 }
 

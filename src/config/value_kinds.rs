@@ -109,6 +109,7 @@ fn has_kind(value: &toml::Value, kind: Kind) -> bool {
             .as_array()
             .is_some_and(|items| items.iter().all(toml::Value::is_table)),
         Kind::Number => value.is_integer() || value.is_float(),
+        Kind::Integer => value.is_integer(),
     }
 }
 
@@ -123,6 +124,7 @@ fn fix_for_kind(name: &str, kind: Kind) -> String {
         Kind::Table => format!("write a table: {name} = {{ … }}"),
         Kind::TableList => format!("write each entry as a [[…{name}]] table"),
         Kind::Number => format!("write a number without quotes: {name} = 0.5"),
+        Kind::Integer => format!("write a whole number without quotes: {name} = 100"),
     }
 }
 

@@ -100,6 +100,12 @@ pub fn reload_routes(app: &AppState, config: Config) -> Result<usize, ReloadErro
         return Err(ReloadError::NoRoutes);
     }
     app.routes.replace(&config.routes);
+    app.upstreams.set_limits(
+        config
+            .routes
+            .iter()
+            .map(|route| (&route.upstream_origin, route.upstream_limit)),
+    );
     app.metrics.config_reload("applied");
     Ok(config.routes.len())
 }

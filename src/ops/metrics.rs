@@ -68,6 +68,12 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamOverflowLabels {
+    upstream: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -100,6 +106,8 @@ struct Inner {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_active: Gauge,
+    upstream_overflow: Family<UpstreamOverflowLabels, Counter>,
+    upstream_pending: Family<UpstreamLabels, Gauge>,
     ready: Gauge,
     logins_started: Counter,
     logins_succeeded: Counter,
@@ -259,6 +267,18 @@ impl Metrics {
             "Upstream requests in flight, until their response body has been streamed",
             upstream_active.clone(),
         );
+        let upstream_overflow = Family::<UpstreamOverflowLabels, Counter>::default();
+        registry.register(
+            "upstream_overflow",
+            "Requests refused with 503 at an upstream's connection limit: pending_full (max_pending requests already waited), pending_timeout (no connection came free within pending_timeout)",
+            upstream_overflow.clone(),
+        );
+        let upstream_pending = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "upstream_pending_requests",
+            "Requests waiting for a connection at an upstream's connection limit (max_connections)",
+            upstream_pending.clone(),
+        );
         let ready = Gauge::default();
         registry.register(
             "ready",
@@ -361,6 +381,8 @@ impl Metrics {
                 upstream_duration,
                 upstream_errors,
                 upstream_active,
+                upstream_overflow,
+                upstream_pending,
                 ready,
                 logins_started,
                 logins_succeeded,
@@ -466,6 +488,31 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// A request refused at `upstream`'s connection limit, for `reason`.
+    pub fn upstream_overflow(&self, upstream: &str, reason: &'static str) {
+        self.inner
+            .upstream_overflow
+            .get_or_create(&UpstreamOverflowLabels {
+                upstream: upstream.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a request as waiting at `upstream`'s connection limit until
+    /// the guard is dropped.
+    pub fn upstream_pending(&self, upstream: &str) -> ActiveGuard {
+        let gauge = self
+            .inner
+            .upstream_pending
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .clone();
+        gauge.inc();
+        ActiveGuard { gauge }
     }
 
     /// Counts an upstream request as active until the guard is dropped.

@@ -10,6 +10,7 @@ mod headers;
 mod identify;
 mod routes;
 mod upstream;
+mod upstream_limit;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use identify::{authenticate, bearer_token, Principal};
 pub use routes::{PathError, RouteTable};
 use upstream::Tunnel;
 pub use upstream::{UpstreamError, UpstreamTimeouts, Upstreams, MAX_BUFFERED};
+pub use upstream_limit::Overflow;
 
 use crate::authz::Decision;
 use crate::error::GatewayError;

@@ -51,6 +51,7 @@ use tokio_rustls::TlsConnector;
 use super::h1::{self, Decoder, Head, Step, WireError};
 use super::h2_upstream::{Chosen, Http2Upstreams};
 use super::headers::UpstreamHeaders;
+use super::upstream_limit::{Gate, Overflow, Permit, UpstreamLimit};
 use crate::config::UpstreamCa;
 use crate::fasthash::FastMap;
 use crate::ops::Metrics;
@@ -78,6 +79,10 @@ pub enum UpstreamError {
     /// The client sent nothing more of its body for this long.
     #[error("the client sent none of its request body for {0:?}")]
     ClientTimeout(Duration),
+    /// All of the upstream's `max_connections` were busy, and the request
+    /// could not wait for one (`max_pending`, `pending_timeout`).
+    #[error("the upstream's connection limit is reached ({})", .0.reason())]
+    Overloaded(Overflow),
 }
 
 impl UpstreamError {
@@ -92,6 +97,8 @@ impl UpstreamError {
             UpstreamError::Request(_) => "request",
             UpstreamError::Invalid(_) => "invalid",
             UpstreamError::Certificate(_) => "certificate",
+            // Counted as overflow, not as the upstream's failure.
+            UpstreamError::Overloaded(_) => return None,
             UpstreamError::ClientBody(_) | UpstreamError::ClientTimeout(_) => return None,
         })
     }
@@ -99,7 +106,10 @@ impl UpstreamError {
     /// The client's own failure (its answer is 4xx, and its connection is
     /// not to be trusted with another request).
     pub fn is_client_side(&self) -> bool {
-        self.kind().is_none()
+        matches!(
+            self,
+            UpstreamError::ClientBody(_) | UpstreamError::ClientTimeout(_)
+        )
     }
 }
 
@@ -138,6 +148,11 @@ pub const MAX_BUFFERED: usize = {
 
 struct Conn {
     stream: Stream,
+    /// Its place under the upstream's `max_connections`.
+    permit: Permit<Conn>,
+    /// The shard of the worker that opened it (whose reactor it is
+    /// registered with): it goes back there when idle.
+    home: usize,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// It has carried a request before (so the upstream may have closed it
@@ -148,9 +163,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: Stream) -> Conn {
+    fn new(stream: Stream, permit: Permit<Conn>) -> Conn {
         Conn {
             stream,
+            permit,
+            home: shard_of_this_thread(),
             buf: BytesMut::new(),
             reused: false,
             peak: 0,
@@ -192,8 +209,26 @@ impl From<WireError> for Failure {
     }
 }
 
-/// Idle connections by origin, each with the moment it went idle.
-type Idle = FastMap<Arc<str>, Vec<(Conn, Instant)>>;
+/// One origin in a pool shard: its idle connections, each with the moment
+/// it went idle, and its limit.
+struct Origin {
+    idle: Vec<(Conn, Instant)>,
+    gate: Arc<Gate<Conn>>,
+}
+
+/// Idle connections by origin.
+type Idle = FastMap<Arc<str>, Origin>;
+
+/// The pool shard of the calling thread (before taking it modulo the
+/// number of shards): 0 off the workers, else the worker's index + 1.
+fn shard_of_this_thread() -> usize {
+    crate::front::current_worker().map_or(0, |index| index + 1)
+}
+
+/// Whether an idle connection may be used again.
+fn still_usable(conn: &Conn, since: Instant) -> bool {
+    since.elapsed() < IDLE_LIFETIME && conn.stream.is_open()
+}
 
 /// Kept-alive upstream connections, by upstream origin. A connection goes
 /// back when its response body has been read to the end and the upstream
@@ -205,29 +240,47 @@ type Idle = FastMap<Arc<str>, Vec<(Conn, Instant)>>;
 /// connection opened by one worker and reused by another made every answer on
 /// it a cross-thread wake-up (an eventfd write, half of all requests with two
 /// workers), and it would stop working once its own worker's runtime ended.
+///
+/// Each origin's limit ([`Gate`]) is shared by the shards; a connection's
+/// permit holds it. Idle connections never cross shards, except to a request
+/// that would otherwise wait at the limit (see `take_any`).
 struct Pool {
     shards: Box<[Mutex<Idle>]>,
+    /// Every origin's gate, by origin: the shards' entries are copies.
+    gates: Mutex<FastMap<Arc<str>, Arc<Gate<Conn>>>>,
 }
 
 impl Pool {
-    /// The calling worker's shard.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
-        let shard = crate::front::current_worker().map_or(0, |index| index + 1);
-        self.shards[shard % self.shards.len()]
+    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, Idle> {
+        self.shards[index % self.shards.len()]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An idle connection to `origin` that is still open.
-    fn take_idle(&self, origin: &str) -> Option<Conn> {
-        let mut idle = self.lock();
-        let conns = idle.get_mut(origin)?;
-        while let Some((conn, since)) = conns.pop() {
-            if since.elapsed() < IDLE_LIFETIME && conn.stream.is_open() {
-                return Some(conn);
+    /// An idle connection to `origin` from the calling worker's shard that
+    /// is still open; else the origin's gate, to ask for a connection.
+    fn take_idle(&self, origin: &Arc<str>) -> Result<Conn, Arc<Gate<Conn>>> {
+        let mut stale = Vec::new();
+        let taken = {
+            let mut idle = self.shard(shard_of_this_thread());
+            let entry = match idle.get_mut(&**origin) {
+                Some(entry) => entry,
+                None => idle.entry(origin.clone()).or_insert_with(|| Origin {
+                    idle: Vec::new(),
+                    gate: self.gate(origin),
+                }),
+            };
+            loop {
+                match entry.idle.pop() {
+                    Some((conn, since)) if still_usable(&conn, since) => break Ok(conn),
+                    Some((conn, _)) => stale.push(conn),
+                    None => break Err(entry.gate.clone()),
+                }
             }
-        }
-        None
+        };
+        // Closed outside the shard's lock (closing gives the permit back).
+        drop(stale);
+        taken
     }
 
     fn give_back(&self, origin: &Arc<str>, mut conn: Conn) {
@@ -241,38 +294,54 @@ impl Pool {
             // than a head needs.
             conn.buf = BytesMut::new();
         }
-        let mut idle = self.lock();
-        let conns = match idle.get_mut(&**origin) {
-            Some(conns) => conns,
-            None => idle.entry(origin.clone()).or_default(),
+        let mut surplus = None;
+        let waited_for = {
+            let mut idle = self.shard(conn.home);
+            let entry = match idle.get_mut(&**origin) {
+                Some(entry) => entry,
+                None => idle.entry(origin.clone()).or_insert_with(|| Origin {
+                    idle: Vec::new(),
+                    gate: self.gate(origin),
+                }),
+            };
+            if entry.idle.len() < MAX_IDLE_PER_UPSTREAM {
+                entry.idle.push((conn, Instant::now()));
+            } else {
+                surplus = Some(conn);
+            }
+            // Asked under the shard's lock, after the push (see
+            // `Gate::has_waiters`).
+            entry.gate.has_waiters().then(|| entry.gate.clone())
         };
-        if conns.len() < MAX_IDLE_PER_UPSTREAM {
-            conns.push((conn, Instant::now()));
+        drop(surplus);
+        if let Some(gate) = waited_for {
+            gate.serve_waiters(|stale| self.take_any(origin, stale));
         }
     }
 
     /// A new connection to `upstream` (TCP, and TLS for https), within
-    /// `timeout`.
+    /// `timeout`, holding `permit`.
     async fn connect(
         &self,
         upstream: &Url,
         timeout: Duration,
         tls: &TlsConnector,
+        permit: Permit<Conn>,
     ) -> Result<Conn, UpstreamError> {
         match tokio::time::timeout(timeout, self.open(upstream, tls)).await {
-            Ok(opened) => opened,
+            Ok(opened) => opened.map(|stream| Conn::new(stream, permit)),
             Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
         }
     }
 
-    async fn open(&self, upstream: &Url, tls: &TlsConnector) -> Result<Conn, UpstreamError> {
+    async fn open(&self, upstream: &Url, tls: &TlsConnector) -> Result<Stream, UpstreamError> {
         let tcp = dial::connect_tcp(upstream).await?;
         let stream = if upstream.scheme() == "https" {
             Stream::Tls(Box::new(dial::handshake(tls, upstream, tcp).await?))
         } else {
             Stream::Plain(tcp)
         };
-        Ok(Conn::new(stream))
+        Ok(stream)
     }
 }
 
@@ -292,6 +361,8 @@ pub struct Tunnel {
     stream: Stream,
     /// What the upstream sent right after its 101, already read.
     early: BytesMut,
+    /// A websocket holds its connection's place under the limit.
+    _permit: Permit<Conn>,
 }
 
 impl Tunnel {
@@ -328,12 +399,19 @@ impl Upstreams {
                 shards: (0..=crate::front::worker_count())
                     .map(|_| Mutex::new(FastMap::default()))
                     .collect(),
+                gates: Mutex::new(FastMap::default()),
             }),
             http2: Arc::new(Http2Upstreams::default()),
             tls: Arc::new(TlsConnectors::new()?),
             timeouts,
             metrics,
         })
+    }
+
+    /// Sets each upstream origin's connection limit (at start, and when the
+    /// routes are reloaded; an origin no route names gets the default).
+    pub fn set_limits<'a>(&self, limits: impl IntoIterator<Item = (&'a Arc<str>, UpstreamLimit)>) {
+        self.pool.set_limits(limits);
     }
 
     /// Sends the request for `path_and_query` to `upstream` (under its base
@@ -393,7 +471,15 @@ impl Upstreams {
                 }
                 // The upstream chose HTTP/1.1: the connection that found out
                 // carries this request.
-                Chosen::Http1(Some(stream)) => fresh = Some(Conn::new(Stream::Tls(stream))),
+                // It counts under the origin's limit like any other; at the
+                // limit it is closed and the request waits its turn.
+                Chosen::Http1(Some(stream)) => {
+                    fresh = self
+                        .pool
+                        .gate(origin)
+                        .try_open()
+                        .map(|permit| Conn::new(Stream::Tls(stream), permit));
+                }
                 Chosen::Http1(None) => {}
             }
         }
@@ -430,6 +516,9 @@ impl Upstreams {
                 if let Some(kind) = error.kind() {
                     self.metrics.upstream_failed(origin, kind);
                 }
+                if let UpstreamError::Overloaded(overflow) = &error {
+                    self.metrics.upstream_overflow(origin, overflow.reason());
+                }
                 return Err(error);
             }
         };
@@ -451,6 +540,7 @@ impl Upstreams {
             let tunnel = Tunnel {
                 stream: conn.stream,
                 early: conn.buf,
+                _permit: conn.permit,
             };
             return Ok((response, Some(tunnel)));
         }
@@ -495,18 +585,27 @@ impl Upstreams {
         fresh: Option<Conn>,
     ) -> Result<(Conn, Head), UpstreamError> {
         let replayable = outgoing.body.is_end_stream() && outgoing.method.is_idempotent();
-        let mut conn = match fresh.or_else(|| self.pool.take_idle(origin)) {
+        let mut conn = match fresh {
             Some(conn) => conn,
-            // Boxed: connecting is rare and its future large.
-            None => Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?,
+            None => {
+                self.pool
+                    .checkout(upstream, origin, self.timeouts.connect, &self.metrics, tls)
+                    .await?
+            }
         };
         loop {
             match send(&mut conn, &mut outgoing, &self.timeouts).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(Failure::Closed(error)) if conn.reused && replayable => {
                     tracing::debug!(%error, "an idle upstream connection was closed; sending again");
+                    // On a new connection in the closed one's place.
+                    let permit = conn.permit;
                     conn =
-                        Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?;
+                        Box::pin(
+                            self.pool
+                                .connect(upstream, self.timeouts.connect, tls, permit),
+                        )
+                        .await?;
                 }
                 Err(Failure::Closed(error)) => {
                     return Err(UpstreamError::Unreachable(format!(
@@ -540,6 +639,9 @@ pub(super) struct Target<'a> {
     pub path_and_query: &'a str,
     pub origin: &'a Arc<str>,
 }
+
+#[path = "upstream_pool_limit.rs"]
+mod pool_limit;
 
 #[path = "upstream_send.rs"]
 mod send;

@@ -25,10 +25,17 @@ fn pool() -> Pool {
     Arc::into_inner(upstreams.pool).expect("the only handle")
 }
 
+/// A place under a limit of its own.
+fn permit() -> Permit<Conn> {
+    Gate::new(UpstreamLimit::default())
+        .try_open()
+        .expect("a permit")
+}
+
 async fn open_conn(listener: &tokio::net::TcpListener) -> Conn {
     let address = listener.local_addr().expect("address");
     let stream = TcpStream::connect(address).await.expect("connect");
-    Conn::new(Stream::Plain(stream))
+    Conn::new(Stream::Plain(stream), permit())
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -43,17 +50,15 @@ async fn idle_connections_stay_with_the_worker_that_opened_them() {
     pool.give_back(&origin, open_conn(&listener).await);
     pretend_worker(Some(1));
     assert!(
-        pool.take_idle(&origin).is_none(),
+        pool.take_idle(&origin).is_err(),
         "worker 1 must not reuse a connection registered with worker 0's reactor"
     );
     pretend_worker(None);
-    assert!(
-        pool.take_idle(&origin).is_none(),
-        "nor may the main runtime"
-    );
+    assert!(pool.take_idle(&origin).is_err(), "nor may the main runtime");
     pretend_worker(Some(0));
     let conn = pool
         .take_idle(&origin)
+        .ok()
         .expect("worker 0 gets its own connection back");
     assert!(
         conn.reused,
@@ -63,9 +68,9 @@ async fn idle_connections_stay_with_the_worker_that_opened_them() {
     // Off the workers, connections are pooled (and reused) too.
     pretend_worker(None);
     pool.give_back(&origin, open_conn(&listener).await);
-    assert!(pool.take_idle(&origin).is_some());
+    assert!(pool.take_idle(&origin).is_ok());
     assert!(
-        pool.take_idle(&origin).is_none(),
+        pool.take_idle(&origin).is_err(),
         "each idle connection is handed out once"
     );
 }
@@ -175,4 +180,59 @@ async fn thirty_two_mib_of_trailers_are_refused_holding_a_bounded_buffer() {
         );
         assert!(body.peak <= MAX_BUFFERED);
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_the_limit_another_workers_idle_connection_is_used_and_goes_back_home() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = Url::parse(&format!(
+        "http://{}",
+        listener.local_addr().expect("address")
+    ))
+    .expect("url");
+    let origin: Arc<str> = Arc::from(upstream.origin().ascii_serialization());
+    let pool = pool();
+    let limit = UpstreamLimit {
+        max_connections: 1,
+        max_pending: 0,
+        pending_timeout: Duration::from_secs(1),
+    };
+    pool.set_limits([(&origin, limit)]);
+    let metrics = Metrics::new();
+    let second = Duration::from_secs(1);
+    let connectors = TlsConnectors::new().expect("TLS connectors");
+    let tls = connectors.default_http1();
+    macro_rules! checkout {
+        ($pool:expr) => {
+            $pool.checkout(&upstream, &origin, second, &metrics, tls)
+        };
+    }
+
+    pretend_worker(Some(0));
+    let conn = checkout!(pool).await.expect("a new connection");
+    assert_eq!(conn.home, 1, "opened by worker 0");
+    assert!(
+        matches!(
+            checkout!(pool).await,
+            Err(UpstreamError::Overloaded(Overflow::Full))
+        ),
+        "one connection is all there may be, and nobody may wait"
+    );
+    pool.give_back(&origin, conn);
+
+    pretend_worker(Some(1));
+    let conn = checkout!(pool)
+        .await
+        .expect("worker 0's idle connection, rather than a refusal");
+    assert!(conn.reused);
+    pool.give_back(&origin, conn);
+    assert!(
+        pool.take_idle(&origin).is_err(),
+        "it went back to worker 0's shard"
+    );
+    pretend_worker(Some(0));
+    assert!(pool.take_idle(&origin).is_ok());
+    pretend_worker(None);
 }

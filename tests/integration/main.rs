@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod compose;
+mod connection_limit;
 mod descope;
 mod descope_browser;
 mod descope_scenarios;

@@ -7,6 +7,7 @@ pub mod caddy;
 pub mod cdp;
 pub mod chromium;
 pub mod deploy;
+pub mod holding_upstream;
 pub mod lenient_upstream;
 pub mod nginx;
 pub mod otlp;
