@@ -14,6 +14,7 @@ pub mod process;
 pub mod programs;
 pub mod redirect_corpus;
 pub mod redis;
+pub mod tls_upstream;
 
 pub use app::{TestApp, TestAppBuilder, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
