@@ -258,14 +258,16 @@ async fn complete(
         .ok_or_else(|| fail(GatewayError::ProviderNotReady))?;
     check_callback_issuer(&provider, query.get("iss").map(String::as_str))
         .map_err(|error| fail(error.into()))?;
-    let (identity, tokens) = finish_login(
+    // Boxed, as the session write below: this handler's future then stays
+    // small, and is not copied whole as it is handed through the router.
+    let (identity, tokens) = Box::pin(finish_login(
         &app.provider,
         &provider,
         &app.config.oidc,
         &login,
         code.clone(),
         now,
-    )
+    ))
     .await
     .map_err(|error| fail(error.into()))?;
 
@@ -273,9 +275,7 @@ async fn complete(
     let record = app.sessions.new_record(identity, &tokens, now_seconds);
     // A session id the browser already had is never reused: a new id always.
     let previous = app.sessions.cookie_session_id(headers);
-    let cookie = app
-        .sessions
-        .create(&record, previous, now_seconds)
+    let cookie = Box::pin(app.sessions.create(&record, previous, now_seconds))
         .await
         .map_err(|error| fail(error.into()))?;
     tracing::info!(target: "portico::auth", sub = %record.sub, "signed in");

@@ -227,7 +227,7 @@ mod tests {
             serde_json::from_value(signer.jwks()).unwrap();
         let verified = crate::oidc::verify_jws(
             &token,
-            &jwks,
+            &crate::oidc::KeySet::new(jwks),
             &[openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256],
         )
         .unwrap();

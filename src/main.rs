@@ -87,6 +87,12 @@ enum Command {
         /// auto-approved user to this file: the benchmark's bearer token.
         #[arg(long)]
         write_access_token: Option<PathBuf>,
+        /// Serve the End-User claims (email, name, roles, …) at userinfo
+        /// only, the ID token carrying just `sub` and the protocol claims,
+        /// as conforming providers do for the code flow: portico with
+        /// `userinfo = "auto"` then calls userinfo at every sign-in.
+        #[arg(long)]
+        claims_at_userinfo: bool,
     },
 }
 
@@ -137,6 +143,7 @@ async fn main() -> ExitCode {
             auto_approve,
             access_token_ttl,
             write_access_token,
+            claims_at_userinfo,
         }) => {
             portico::ops::logging::init(portico::config::LogFormat::Text);
             let options = portico::devop::DevOpOptions {
@@ -144,6 +151,7 @@ async fn main() -> ExitCode {
                 client_secret,
                 redirect_uris,
                 access_token_ttl: Duration::from_secs(access_token_ttl),
+                claims_at_userinfo,
                 ..portico::devop::DevOpOptions::default()
             };
             dev_op(listen, options, auto_approve, write_access_token).await
@@ -303,14 +311,39 @@ mod tests {
                 redirect_uris,
                 access_token_ttl,
                 auto_approve,
+                claims_at_userinfo,
                 ..
             }) => {
                 assert_eq!(redirect_uris.len(), 2);
                 assert_eq!(access_token_ttl, 300);
                 assert_eq!(auto_approve, "alice");
+                assert!(!claims_at_userinfo, "off unless asked for");
             }
             _ => panic!("expected the dev-op subcommand"),
         }
+        let at_userinfo = Cli::try_parse_from([
+            "portico",
+            "dev-op",
+            "--listen",
+            "127.0.0.1:4181",
+            "--client-id",
+            "bench",
+            "--client-secret",
+            "s",
+            "--redirect-uri",
+            "http://127.0.0.1:1/oauth2/callback",
+            "--auto-approve",
+            "alice",
+            "--claims-at-userinfo",
+        ])
+        .unwrap();
+        assert!(matches!(
+            at_userinfo.command,
+            Some(Command::DevOp {
+                claims_at_userinfo: true,
+                ..
+            })
+        ));
         let without_redirect = Cli::try_parse_from([
             "portico",
             "dev-op",

@@ -74,57 +74,92 @@ pub fn signature_verifies(
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    use ring::signature as ring_sig;
-    if !key_fits(jwk, alg) {
-        return false;
-    }
-    let ec_point = || -> Option<Vec<u8>> {
-        let (x, y) = (bytes(jwk, "x")?, bytes(jwk, "y")?);
-        let mut point = Vec::with_capacity(1 + x.len() + y.len());
-        point.push(0x04);
-        point.extend_from_slice(&x);
-        point.extend_from_slice(&y);
-        Some(point)
-    };
-    let rsa = |parameters: &'static ring_sig::RsaParameters| {
-        let (Some(n), Some(e)) = (bytes(jwk, "n"), bytes(jwk, "e")) else {
-            return false;
+    key_fits(jwk, alg) && KeyMaterial::from_jwk(jwk).verifies(alg, message, signature)
+}
+
+/// A key's public numbers, decoded from its JWK once (when the JWK Set is
+/// fetched, see `keyset`), so that checking a signature decodes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyMaterial {
+    /// RSA modulus and exponent, big-endian.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed EC point (0x04 || x || y).
+    EcPoint(Vec<u8>),
+    /// An OKP public key (Ed25519's `x`).
+    Okp(Vec<u8>),
+    /// Not a key type portico verifies with, or its numbers do not decode.
+    Unusable,
+}
+
+impl KeyMaterial {
+    pub(crate) fn from_jwk(jwk: &Map<String, Value>) -> KeyMaterial {
+        let decoded = match text(jwk, "kty") {
+            Some("RSA") => bytes(jwk, "n")
+                .zip(bytes(jwk, "e"))
+                .map(|(n, e)| KeyMaterial::Rsa { n, e }),
+            Some("EC") => bytes(jwk, "x").zip(bytes(jwk, "y")).map(|(x, y)| {
+                let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                KeyMaterial::EcPoint(point)
+            }),
+            Some("OKP") => bytes(jwk, "x").map(KeyMaterial::Okp),
+            _ => None,
         };
-        ring_sig::RsaPublicKeyComponents { n, e }
-            .verify(parameters, message, signature)
-            .is_ok()
-    };
-    let ring_key = |algorithm: &'static dyn ring_sig::VerificationAlgorithm,
-                    key: Option<Vec<u8>>| {
-        key.is_some_and(|key| {
-            ring_sig::UnparsedPublicKey::new(algorithm, key)
-                .verify(message, signature)
-                .is_ok()
-        })
-    };
-    match alg {
-        "RS256" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA256),
-        "RS384" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA384),
-        "RS512" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA512),
-        "PS256" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA256),
-        "PS384" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA384),
-        "PS512" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA512),
-        "ES256" => ring_key(&ring_sig::ECDSA_P256_SHA256_FIXED, ec_point()),
-        "ES384" => ring_key(&ring_sig::ECDSA_P384_SHA384_FIXED, ec_point()),
-        "ES512" => p521_verifies(ec_point(), message, signature),
-        "EdDSA" => ring_key(&ring_sig::ED25519, bytes(jwk, "x")),
-        _ => false,
+        decoded.unwrap_or(KeyMaterial::Unusable)
+    }
+
+    /// Whether `signature` over `message` checks out under `alg` with these
+    /// numbers. The caller has checked that the key fits `alg`
+    /// ([`key_fits`]); numbers of another shape never verify.
+    pub(crate) fn verifies(&self, alg: &str, message: &[u8], signature: &[u8]) -> bool {
+        use ring::signature as ring_sig;
+        let rsa = |parameters: &'static ring_sig::RsaParameters| match self {
+            KeyMaterial::Rsa { n, e } => ring_sig::RsaPublicKeyComponents { n, e }
+                .verify(parameters, message, signature)
+                .is_ok(),
+            _ => false,
+        };
+        let ring_key = |algorithm: &'static dyn ring_sig::VerificationAlgorithm,
+                        key: Option<&[u8]>| {
+            key.is_some_and(|key| {
+                ring_sig::UnparsedPublicKey::new(algorithm, key)
+                    .verify(message, signature)
+                    .is_ok()
+            })
+        };
+        let ec_point = || match self {
+            KeyMaterial::EcPoint(point) => Some(point.as_slice()),
+            _ => None,
+        };
+        match alg {
+            "RS256" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA256),
+            "RS384" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA384),
+            "RS512" => rsa(&ring_sig::RSA_PKCS1_2048_8192_SHA512),
+            "PS256" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA256),
+            "PS384" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA384),
+            "PS512" => rsa(&ring_sig::RSA_PSS_2048_8192_SHA512),
+            "ES256" => ring_key(&ring_sig::ECDSA_P256_SHA256_FIXED, ec_point()),
+            "ES384" => ring_key(&ring_sig::ECDSA_P384_SHA384_FIXED, ec_point()),
+            "ES512" => p521_verifies(ec_point(), message, signature),
+            "EdDSA" => match self {
+                KeyMaterial::Okp(x) => ring_key(&ring_sig::ED25519, Some(x)),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 }
 
 /// ES512: ECDSA on P-521 with SHA-512, the signature as R || S (RFC 7518 §3.4).
-fn p521_verifies(point: Option<Vec<u8>>, message: &[u8], signature: &[u8]) -> bool {
+fn p521_verifies(point: Option<&[u8]>, message: &[u8], signature: &[u8]) -> bool {
     use p521::ecdsa::signature::Verifier as _;
     let Some(point) = point else {
         return false;
     };
     let (Ok(key), Ok(signature)) = (
-        p521::ecdsa::VerifyingKey::from_sec1_bytes(&point),
+        p521::ecdsa::VerifyingKey::from_sec1_bytes(point),
         p521::ecdsa::Signature::from_slice(signature),
     ) else {
         return false;

@@ -25,11 +25,11 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::CoreJsonWebKeySet;
 use openidconnect::{JsonWebKeySet, JsonWebKeySetUrl};
 
 use super::claims::identity_from_json;
 use super::jws::{unverified_kid, verify_jws, VerifiedJws};
+use super::keyset::KeySet;
 use super::login::unix_seconds;
 use super::provider::ProviderHandle;
 use super::refetch::RefetchLimiter;
@@ -45,7 +45,8 @@ struct IssuerKeys {
     issuer: String,
     audiences: Vec<String>,
     jwks_url: JsonWebKeySetUrl,
-    jwks: ArcSwap<Option<CoreJsonWebKeySet>>,
+    /// Parsed once per fetch.
+    jwks: ArcSwap<Option<KeySet>>,
     refetches: RefetchLimiter,
     /// This issuer's subjects are not the provider's users: they are named
     /// `{issuer}#{sub}`. False for keys of the provider itself (Descope
@@ -270,7 +271,7 @@ impl BearerVerifier {
         .await
         {
             Ok(jwks) => {
-                keys.jwks.store(Arc::new(Some(jwks)));
+                keys.jwks.store(Arc::new(Some(KeySet::new(jwks))));
                 true
             }
             Err(error) => {

@@ -9,10 +9,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
+use openidconnect::core::CoreJwsSigningAlgorithm;
 use openidconnect::JsonWebKey;
 
-use super::algorithms::{key_fits, signature_verifies, ASYMMETRIC_ALGORITHMS};
+use super::algorithms::ASYMMETRIC_ALGORITHMS;
+use super::keyset::{KeySet, ParsedKey};
 use super::verify::TokenRejection;
 
 /// A JWS whose signature checked out.
@@ -39,11 +40,50 @@ pub fn unverified_kid(token: &str) -> Option<String> {
     header.get("kid")?.as_str().map(str::to_string)
 }
 
-/// Whether `jwks` holds a key with this id.
-pub fn jwks_has_kid(jwks: &CoreJsonWebKeySet, kid: &str) -> bool {
-    jwks.keys()
-        .iter()
-        .any(|key| key.key_id().is_some_and(|key_id| key_id.as_str() == kid))
+/// Whether `keys` holds a key with this id.
+pub fn jwks_has_kid(keys: &KeySet, kid: &str) -> bool {
+    keys.has_kid(kid)
+}
+
+/// A compact JWS split into its parts, its header decoded (once).
+pub(crate) struct CompactJws<'t> {
+    pub(crate) header: serde_json::Map<String, serde_json::Value>,
+    claims_part: &'t str,
+    signature_part: &'t str,
+    /// `header.claims`, what the signature covers.
+    signing_input: &'t str,
+}
+
+impl<'t> CompactJws<'t> {
+    pub(crate) fn parse(token: &'t str) -> Result<CompactJws<'t>, TokenRejection> {
+        let mut parts = token.split('.');
+        let (Some(header_part), Some(claims_part), Some(signature_part), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenRejection::Malformed("not a compact JWS".into()));
+        };
+        Ok(CompactJws {
+            header: decode_json(header_part)?,
+            claims_part,
+            signature_part,
+            signing_input: &token[..header_part.len() + 1 + claims_part.len()],
+        })
+    }
+
+    pub(crate) fn alg(&self) -> Option<&str> {
+        self.header.get("alg").and_then(|value| value.as_str())
+    }
+
+    fn kid(&self) -> Option<&str> {
+        self.header.get("kid").and_then(|value| value.as_str())
+    }
+
+    /// The claims, decoded (not verified by this call).
+    pub(crate) fn claims(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, TokenRejection> {
+        decode_json(self.claims_part)
+    }
 }
 
 /// An ID token without `kid` when more than one key of the JWK Set fits its
@@ -51,33 +91,17 @@ pub fn jwks_has_kid(jwks: &CoreJsonWebKeySet, kid: &str) -> bool {
 /// `kid` whenever the set holds several keys, and the RP certification case
 /// `rp-id_token-kid-absent-multiple-jwks` allows refusing; portico does not
 /// try each key in turn. With one fitting key, or a `kid`, this passes.
-pub fn refuse_ambiguous_missing_kid(
-    token: &str,
-    jwks: &CoreJsonWebKeySet,
+pub(crate) fn refuse_ambiguous_missing_kid(
+    jws: &CompactJws<'_>,
+    keys: &KeySet,
 ) -> Result<(), TokenRejection> {
-    let Some(header) = token
-        .split('.')
-        .next()
-        .and_then(|part| decode_json(part).ok())
-    else {
-        return Ok(()); // malformed: verify_jws says so
-    };
-    if header.get("kid").is_some() {
+    if jws.header.get("kid").is_some() {
         return Ok(());
     }
-    let Some(alg_name) = header.get("alg").and_then(|value| value.as_str()) else {
-        return Ok(());
+    let Some(alg_name) = jws.alg() else {
+        return Ok(()); // malformed: the signature check says so
     };
-    let fitting = jwks
-        .keys()
-        .iter()
-        .filter_map(|key| match serde_json::to_value(key) {
-            Ok(serde_json::Value::Object(jwk)) => Some(jwk),
-            _ => None,
-        })
-        .filter(|jwk| key_fits(jwk, alg_name))
-        .count();
-    if fitting > 1 {
+    if keys.fitting(alg_name) > 1 {
         return Err(TokenRejection::AmbiguousKey);
     }
     Ok(())
@@ -85,78 +109,73 @@ pub fn refuse_ambiguous_missing_kid(
 
 pub fn verify_jws(
     token: &str,
-    jwks: &CoreJsonWebKeySet,
+    keys: &KeySet,
     allowed_algs: &[CoreJwsSigningAlgorithm],
 ) -> Result<VerifiedJws, TokenRejection> {
-    let mut parts = token.split('.');
-    let (Some(header_part), Some(claims_part), Some(signature_part), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenRejection::Malformed("not a compact JWS".into()));
-    };
-    let header = decode_json(header_part)?;
-    let alg_name = header
-        .get("alg")
-        .and_then(|value| value.as_str())
+    let jws = CompactJws::parse(token)?;
+    verify_signature(&jws, keys, allowed_algs)?;
+    let claims = jws.claims()?;
+    Ok(VerifiedJws {
+        header: jws.header,
+        claims,
+    })
+}
+
+/// Checks the signature of a split JWS: an asymmetric algorithm on the
+/// allow-list, a key chosen by `kid` that fits it, the signature valid.
+pub(crate) fn verify_signature(
+    jws: &CompactJws<'_>,
+    keys: &KeySet,
+    allowed_algs: &[CoreJwsSigningAlgorithm],
+) -> Result<(), TokenRejection> {
+    let alg_name = jws
+        .alg()
         .ok_or_else(|| TokenRejection::Malformed("no alg".into()))?;
-    let alg: CoreJwsSigningAlgorithm =
-        serde_json::from_value(serde_json::Value::String(alg_name.to_string()))
-            .map_err(|_| TokenRejection::Algorithm(alg_name.to_string()))?;
     // `none` and HMAC are never checked with a provider's (public) keys,
     // whatever the allow-list says.
-    if !ASYMMETRIC_ALGORITHMS.contains(&alg_name) || !allowed_algs.contains(&alg) {
-        return Err(TokenRejection::Algorithm(alg_name.to_string()));
-    }
+    let alg = ASYMMETRIC_ALGORITHMS
+        .contains(&alg_name)
+        .then(|| parse_alg(alg_name))
+        .flatten()
+        .filter(|alg| allowed_algs.contains(alg))
+        .ok_or_else(|| TokenRejection::Algorithm(alg_name.to_string()))?;
     let signature = URL_SAFE_NO_PAD
-        .decode(signature_part)
+        .decode(jws.signature_part)
         .map_err(|_| TokenRejection::Malformed("signature not base64url".into()))?;
-    let kid = header.get("kid").and_then(|value| value.as_str());
-    let candidates: Vec<_> = jwks
-        .keys()
-        .iter()
-        .filter(|key| match (kid, key.key_id()) {
-            (Some(kid), Some(key_id)) => key_id.as_str() == kid,
-            (Some(_), None) => false,
-            (None, _) => true,
-        })
-        .collect();
-    if candidates.is_empty() {
+    let mut candidates = keys.candidates(jws.kid()).peekable();
+    if candidates.peek().is_none() {
         return Err(TokenRejection::UnknownKey);
     }
-    let signing_input = &token[..header_part.len() + 1 + claims_part.len()];
-    let verified = candidates
-        .iter()
-        .any(|key| key_verifies(key, alg_name, &alg, signing_input.as_bytes(), &signature));
+    let message = jws.signing_input.as_bytes();
+    let verified = candidates.any(|key| key_verifies(key, alg_name, &alg, message, &signature));
     if !verified {
         return Err(TokenRejection::Signature(
             "no key verifies the signature".into(),
         ));
     }
-    Ok(VerifiedJws {
-        header,
-        claims: decode_json(claims_part)?,
-    })
+    Ok(())
+}
+
+/// The algorithm named `name` (a JOSE name), as openidconnect spells it.
+fn parse_alg(name: &str) -> Option<CoreJwsSigningAlgorithm> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
 /// Whether `key` checks `signature` under `alg`: only a key whose type and
 /// curve fit the algorithm (see `algorithms`). RSA keys under 2048 bits, which
 /// ring refuses, are still checked by openidconnect's own RSA code.
 fn key_verifies(
-    key: &openidconnect::core::CoreJsonWebKey,
+    key: &ParsedKey,
     alg_name: &str,
     alg: &CoreJwsSigningAlgorithm,
     message: &[u8],
     signature: &[u8],
 ) -> bool {
-    let Ok(serde_json::Value::Object(jwk)) = serde_json::to_value(key) else {
-        return false;
-    };
-    if !key_fits(&jwk, alg_name) {
+    if !key.fits(alg_name) {
         return false;
     }
-    signature_verifies(&jwk, alg_name, message, signature)
-        || (jwk.get("kty").and_then(|kty| kty.as_str()) == Some("RSA")
-            && key.verify_signature(alg, message, signature).is_ok())
+    key.material.verifies(alg_name, message, signature)
+        || (key.is_rsa && key.source.verify_signature(alg, message, signature).is_ok())
 }
 
 #[cfg(test)]
@@ -165,7 +184,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused_before_any_key_is_tried() {
-        let jwks = CoreJsonWebKeySet::new(vec![]);
+        let jwks = KeySet::new(openidconnect::core::CoreJsonWebKeySet::new(vec![]));
         let algs = [CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256];
         assert!(matches!(
             verify_jws("a.b", &jwks, &algs),

@@ -243,7 +243,7 @@ pub async fn finish_login(
             NonceCheck::Equal(&nonce)
         }
     };
-    let claims = match verify_id_token(
+    let id_token_claims = match verify_id_token(
         id_token,
         &provider.jwks(),
         &provider.expectations,
@@ -276,14 +276,6 @@ pub async fn finish_login(
     }
     .map_err(LoginError::InvalidIdToken)?;
 
-    let id_token_claims = match serde_json::to_value(&claims) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => {
-            return Err(LoginError::InvalidIdToken(TokenRejection::Malformed(
-                "claims could not be read back".into(),
-            )))
-        }
-    };
     let (all_claims, _asked) = complete_claims(
         handle,
         provider,

@@ -57,7 +57,7 @@ pub enum LogoutTokenError {
 /// Validates a logout token's signature and claims at `now`.
 pub fn validate_logout_token(
     token: &str,
-    jwks: &openidconnect::core::CoreJsonWebKeySet,
+    jwks: &super::keyset::KeySet,
     expectations: &Expectations,
     now: SystemTime,
 ) -> Result<LogoutRequest, LogoutTokenError> {

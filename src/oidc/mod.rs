@@ -7,6 +7,7 @@ mod client_auth;
 mod descope;
 mod http;
 mod jws;
+mod keyset;
 mod login;
 mod logout;
 mod provider;
@@ -25,6 +26,7 @@ pub use client_auth::{
 };
 pub use http::{provider_call, ProviderCallError, ProviderHttp};
 pub use jws::{unverified_kid, verify_jws, VerifiedJws};
+pub use keyset::KeySet;
 pub use login::{
     check_callback_issuer, cookie_tag, finish_login, start_login, unix_seconds, LoginError,
     LoginStart, LoginState, MAX_CONCURRENT_LOGINS,

@@ -16,6 +16,7 @@ use openidconnect::core::CoreJsonWebKeySet;
 use openidconnect::{ClientId, ClientSecret, IssuerUrl, JsonWebKeySet, RedirectUrl};
 use url::Url;
 
+use super::keyset::KeySet;
 use super::refetch::RefetchLimiter;
 use super::types::{Metadata, PorticoClient};
 use super::verify::{parse_algorithms, Expectations};
@@ -52,7 +53,8 @@ pub struct Provider {
     /// [`switch_account_prompt`]).
     pub switch_account_prompt: Option<&'static str>,
     jwks_uri: openidconnect::JsonWebKeySetUrl,
-    jwks: ArcSwap<CoreJsonWebKeySet>,
+    /// The provider's keys, parsed once per fetch.
+    jwks: ArcSwap<KeySet>,
     /// Refetches for kids in clients' tokens.
     client_refetches: RefetchLimiter,
     /// One refetch for the provider's answers at a time; those waiting
@@ -61,7 +63,7 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn jwks(&self) -> Arc<CoreJsonWebKeySet> {
+    pub fn jwks(&self) -> Arc<KeySet> {
         self.jwks.load_full()
     }
 
@@ -156,7 +158,7 @@ impl Provider {
                 .authorization_response_iss_parameter_supported
                 .unwrap_or(false),
             jwks_uri,
-            jwks: ArcSwap::from_pointee(jwks),
+            jwks: ArcSwap::from_pointee(KeySet::new(jwks)),
             client_refetches: RefetchLimiter::default(),
             answer_refetch: tokio::sync::Mutex::new(()),
         })
@@ -255,7 +257,7 @@ impl ProviderHandle {
         self.metrics.jwks_fetch(trigger, fetched.is_ok());
         let jwks: CoreJsonWebKeySet =
             fetched.map_err(|error| ProviderError::Jwks(error_chain(&error)))?;
-        provider.jwks.store(Arc::new(jwks));
+        provider.jwks.store(Arc::new(KeySet::new(jwks)));
         tracing::info!("JWKS refreshed");
         Ok(())
     }

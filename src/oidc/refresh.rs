@@ -262,16 +262,13 @@ async fn refresh_with_provider(
             other => other,
         };
         match verified {
-            Ok(claims) => match serde_json::to_value(&claims) {
-                Ok(serde_json::Value::Object(map)) => {
-                    // Checked here, before userinfo is asked or may fail.
-                    if identity_from_json(&map, settings).sub != current.data.sub {
-                        return Attempt::Refused("refreshed ID token names another subject".into());
-                    }
-                    fresh_claims = Some(map);
+            Ok(map) => {
+                // Checked here, before userinfo is asked or may fail.
+                if identity_from_json(&map, settings).sub != current.data.sub {
+                    return Attempt::Refused("refreshed ID token names another subject".into());
                 }
-                _ => return Attempt::Failed("refreshed ID token claims unreadable".into()),
-            },
+                fresh_claims = Some(map);
+            }
             Err(rejection) => {
                 return Attempt::Failed(format!("refreshed ID token refused: {rejection}"))
             }

@@ -1,9 +1,12 @@
 //! Is this ID token valid for us? One function, time passed in.
 //!
-//! openidconnect checks the signature (against the cached JWKS, with the
-//! allow-listed algorithms only), `iss` byte for byte, `aud`, `exp` and the
-//! nonce. portico adds what it leaves out: `azp`, `iat` in the future, clock
-//! skew, and extra audiences only when configured.
+//! The signature of an asymmetric token is checked by `jws` against the
+//! provider's keys as parsed when they were fetched (`keyset`), with the
+//! allow-listed algorithms only; an HMAC one (only when configured) by
+//! openidconnect with the client secret. openidconnect checks the claims:
+//! `iss` byte for byte, `aud`, `exp` and the nonce. portico adds what it
+//! leaves out: `azp`, `iat` in the future, clock skew, and extra audiences
+//! only when configured. The claims are returned as JSON, decoded once.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +16,11 @@ use openidconnect::{
     ClaimsVerificationError, ClientId, ClientSecret, IdTokenVerifier, IssuerUrl, Nonce,
     SignatureVerificationError,
 };
+use serde_json::{Map, Value};
 
-use super::types::{PorticoIdToken, PorticoIdTokenClaims};
+use super::jws::{refuse_ambiguous_missing_kid, verify_signature, CompactJws};
+use super::keyset::KeySet;
+use super::types::PorticoIdToken;
 
 /// What a valid ID token must satisfy.
 #[derive(Clone, Debug)]
@@ -90,14 +96,15 @@ pub enum NonceCheck<'a> {
     Skip,
 }
 
-/// Verifies `token` against `jwks` and `expectations` at time `now`.
+/// Verifies `token` against `keys` and `expectations` at time `now`;
+/// returns its claims.
 pub fn verify_id_token(
     token: &PorticoIdToken,
-    jwks: &CoreJsonWebKeySet,
+    keys: &KeySet,
     expectations: &Expectations,
     nonce: NonceCheck<'_>,
     now: SystemTime,
-) -> Result<PorticoIdTokenClaims, TokenRejection> {
+) -> Result<Map<String, Value>, TokenRejection> {
     let now_utc: DateTime<Utc> = now.into();
     let skew = chrono::Duration::from_std(expectations.clock_skew).unwrap_or_default();
     let uses_hmac = expectations.allowed_algs.iter().any(|alg| {
@@ -108,31 +115,36 @@ pub fn verify_id_token(
                 | CoreJwsSigningAlgorithm::HmacSha512
         )
     });
+    // openidconnect never needs the provider's keys here: asymmetric
+    // signatures are checked below, HMAC ones with the client secret.
+    let no_keys = CoreJsonWebKeySet::new(Vec::new());
     let mut verifier = match (&expectations.client_secret, uses_hmac) {
         (Some(secret), true) => IdTokenVerifier::new_confidential_client(
             expectations.client_id.clone(),
             secret.clone(),
             expectations.issuer.clone(),
-            jwks.clone(),
+            no_keys,
         ),
         _ => IdTokenVerifier::new_public_client(
             expectations.client_id.clone(),
             expectations.issuer.clone(),
-            jwks.clone(),
+            no_keys,
         ),
     };
-    // Asymmetric signatures are checked by `verify_jws` (every algorithm,
-    // key type and curve matched to it); openidconnect, which knows neither
-    // ES512 nor a key's curve for every alg, then checks only the claims.
-    // HMAC with the client secret (only when configured) stays with it.
+    // Asymmetric signatures are checked by `verify_signature` (every
+    // algorithm, key type and curve matched to it); openidconnect, which
+    // knows neither ES512 nor a key's curve for every alg, then checks only
+    // the claims. HMAC with the client secret (only when configured) stays
+    // with it.
     let raw = token.to_string();
-    let uses_asymmetric = header_alg(&raw).is_none_or(|alg| !alg.starts_with("HS"));
+    let jws = CompactJws::parse(&raw)?;
+    let uses_asymmetric = jws.alg().is_none_or(|alg| !alg.starts_with("HS"));
     if uses_asymmetric {
-        super::jws::refuse_ambiguous_missing_kid(&raw, jwks)?;
-        super::jws::verify_jws(&raw, jwks, &expectations.allowed_algs)?;
+        refuse_ambiguous_missing_kid(&jws, keys)?;
+        verify_signature(&jws, keys, &expectations.allowed_algs)?;
         verifier = verifier.insecure_disable_signature_check();
     }
-    let extra_audiences = expectations.extra_audiences.clone();
+    let extra_audiences = &expectations.extra_audiences;
     verifier = verifier
         .set_allowed_algs(expectations.allowed_algs.clone())
         .set_other_audience_verifier_fn(move |audience| {
@@ -156,8 +168,7 @@ pub fn verify_id_token(
         }
         NonceCheck::Skip => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
     }
-    .map_err(classify)?
-    .clone();
+    .map_err(classify)?;
 
     if claims.issue_time() > now_utc + skew {
         return Err(TokenRejection::IssuedInFuture(format!(
@@ -175,18 +186,9 @@ pub fn verify_id_token(
         }
         _ => {}
     }
-    Ok(claims)
-}
-
-/// The `alg` a compact JWS's header names, read before any check.
-fn header_alg(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.get("alg")?.as_str().map(str::to_string)
+    // The claims as the provider sent them, for everything portico reads
+    // (identity, kept claims, userinfo's completion).
+    jws.claims()
 }
 
 fn classify(error: ClaimsVerificationError) -> TokenRejection {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::{KeysInterface, LuaInterface, Pool, SetsInterface};
-use fred::types::{Expiration, ExpireOptions, SetOptions};
+use fred::types::{Expiration, SetOptions};
 use rand::RngCore;
 
 use super::SessionError;
@@ -20,6 +20,14 @@ use crate::ops::metrics::{timed, Metrics};
 
 const UNLOCK_SCRIPT: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// Adds ARGV[1] to the set KEYS[1] and makes the set live at least until
+/// ARGV[2] (unix seconds): GT only ever pushes an expiry later, and a key
+/// without a TTL counts as infinite for GT, so one is set first when
+/// missing. One round trip (and atomic) instead of three commands.
+const INDEX_ADD_SCRIPT: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
+    if redis.call('ttl', KEYS[1]) < 0 then return redis.call('expireat', KEYS[1], ARGV[2]) end \
+    return redis.call('expireat', KEYS[1], ARGV[2], 'GT')";
 
 /// Proof of holding a lock; pass it back to release exactly that lock.
 #[derive(Debug, Clone)]
@@ -210,19 +218,12 @@ impl Coordination {
         let key = self.key(name);
         match self {
             Coordination::Redis { pool, metrics, .. } => {
-                let add = async {
-                    let _: i64 = pool.sadd(key.as_str(), member).await?;
-                    // GT: only ever push the index's expiry later. A key without a
-                    // TTL counts as infinite for GT, so set one first when missing.
-                    let ttl: i64 = pool.ttl(key.as_str()).await?;
-                    let option = if ttl < 0 {
-                        None
-                    } else {
-                        Some(ExpireOptions::GT)
-                    };
-                    pool.expire_at::<i64, _>(key.as_str(), expires_at, option)
-                        .await
-                };
+                let expires_at = expires_at.to_string();
+                let add = pool.eval::<i64, _, _, _>(
+                    INDEX_ADD_SCRIPT,
+                    vec![key.as_str()],
+                    vec![member, expires_at.as_str()],
+                );
                 timed(metrics, "index_add", add)
                     .await
                     .map_err(unavailable)?;

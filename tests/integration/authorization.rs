@@ -529,7 +529,7 @@ async fn identity_jwt_is_signed_by_portico_and_verifies_with_the_published_jwks(
         serde_json::from_str(&jwks_page.body).unwrap();
     let verified = portico::oidc::verify_jws(
         &token,
-        &jwks,
+        &portico::oidc::KeySet::new(jwks),
         &[openidconnect::core::CoreJwsSigningAlgorithm::EcdsaP256Sha256],
     )
     .expect("the identity token verifies with the published key");

@@ -382,3 +382,59 @@ async fn every_open_redirect_payload_ends_on_the_own_origin() {
     // Some payloads are odd but harmless paths on our origin, kept as such.
     assert!(stayed_on_a_path > 0);
 }
+
+/// Calls of `command` in Redis's `INFO commandstats` answer.
+fn calls(stats: &str, command: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|field| field.strip_prefix("calls="))
+        })
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_sign_in_writes_its_session_in_three_redis_round_trips() {
+    let redis = crate::support::RedisServer::spawn();
+    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
+    let browser = Browser::new();
+    let start = browser.get(&app.url("/")).await;
+    let callback = browser
+        .get(&start.location().unwrap())
+        .await
+        .location()
+        .unwrap();
+    redis.reset_stats();
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert_eq!(done.location().unwrap(), app.url("/"));
+    // The record (SET NX EXAT), then the sub and sid indexes, each one
+    // script (SADD, TTL, EXPIREAT run inside, which Redis counts as well):
+    // three commands sent, where there were seven.
+    let stats = redis.commands_by_name();
+    assert_eq!(calls(&stats, "set"), 1, "{stats}");
+    assert_eq!(calls(&stats, "eval"), 2, "{stats}");
+    for inside in ["sadd", "ttl", "expireat"] {
+        assert_eq!(calls(&stats, inside), 2, "{inside}: {stats}");
+    }
+    assert_eq!(redis.data_commands(), 1 + 2 * 4, "{stats}");
+    // And the indexes are what logout needs: the session under its sub,
+    // living as long as the longest session it names.
+    let members = redis.command(&["SMEMBERS", "portico:sub:alice"]);
+    assert!(members.starts_with("*1\r\n"), "one session: {members}");
+    let ttl: i64 = redis
+        .command(&["TTL", "portico:sub:alice"])
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "the index expires: {ttl}");
+    assert_eq!(
+        browser.get(&app.url("/page")).await.status,
+        StatusCode::OK,
+        "the new session works"
+    );
+}
