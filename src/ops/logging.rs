@@ -287,7 +287,11 @@ mod tests {
         );
         assert!(out.0.len() < 100, "{} writes for 200 lines", out.0.len());
         for write in &out.0 {
-            assert!(write.len() <= BATCH_BYTES, "a write of {} bytes", write.len());
+            assert!(
+                write.len() <= BATCH_BYTES,
+                "a write of {} bytes",
+                write.len()
+            );
             assert!(write.ends_with(b"\n"), "a write that ends mid-line");
         }
         write_to(&mut batch, &mut out);
@@ -296,7 +300,11 @@ mod tests {
         // A line longer than a batch goes alone, after what was batched.
         assert!(add_line(&mut batch, b"short\n", &mut out));
         let writes = out.0.len();
-        assert!(!add_line(&mut batch, &vec![b'y'; BATCH_BYTES + 1], &mut out));
+        assert!(!add_line(
+            &mut batch,
+            &vec![b'y'; BATCH_BYTES + 1],
+            &mut out
+        ));
         assert_eq!(out.0.len(), writes + 1);
         assert_eq!(out.0.last().map(Vec::as_slice), Some(&b"short\n"[..]));
         assert!(batch.is_empty());
