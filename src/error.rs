@@ -93,6 +93,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::Unreachable(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Request(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream(UpstreamError::Invalid(_)) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(UpstreamError::Certificate(_)) => StatusCode::BAD_GATEWAY,
             GatewayError::Refresh(RefreshError::Ended(_)) => StatusCode::UNAUTHORIZED,
             GatewayError::Refresh(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::TooLarge(Limit::Headers | Limit::Cookies) => {
@@ -128,6 +129,7 @@ impl GatewayError {
             ) => "upstream_timeout",
             GatewayError::Upstream(UpstreamError::ClientBody(_)) => "bad_request_body",
             GatewayError::Upstream(UpstreamError::ClientTimeout(_)) => "request_timeout",
+            GatewayError::Upstream(UpstreamError::Certificate(_)) => "upstream_certificate",
             GatewayError::Upstream(_) => "upstream_unreachable",
             GatewayError::Refresh(RefreshError::Ended(_)) => "session_ended",
             GatewayError::Refresh(RefreshError::Store(_)) => "session_store_unavailable",
@@ -291,6 +293,15 @@ impl GatewayError {
                 message: "The application behind this page did not answer in time.".into(),
                 advice: "Reload the page in a moment. If it persists, tell the application's \
                          team, quoting the request id.",
+            },
+            GatewayError::Upstream(UpstreamError::Certificate(reason)) => Explanation {
+                title: "The application's certificate is not trusted",
+                message: format!(
+                    "The application behind this page could not be reached securely: portico \
+                     refused its TLS certificate because {reason}."
+                ),
+                advice: "Tell the site's operator, quoting the request id: the upstream's \
+                         certificate or portico's upstream_ca_file needs fixing.",
             },
             GatewayError::Refresh(RefreshError::Ended(_)) => Explanation {
                 title: "Session ended",

@@ -31,6 +31,7 @@ mod validate_routes;
 mod validate_session;
 mod validate_telemetry;
 mod validate_token_auth;
+mod validate_upstream;
 mod value_kinds;
 
 #[cfg(test)]

@@ -209,7 +209,7 @@ impl Default for RawSession {
             ttl: "12h".to_owned(),
             idle_timeout: "1h".to_owned(),
             refresh_before: "60s".to_owned(),
-            local_cache: false,
+            local_cache: true,
         }
     }
 }
@@ -223,6 +223,7 @@ pub(crate) struct RawRoute {
     pub path_prefix: String,
     pub host: String,
     pub upstream: String,
+    pub upstream_ca_file: String,
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
@@ -268,6 +269,7 @@ impl Default for RawRoute {
             path_prefix: "/".to_owned(),
             host: String::new(),
             upstream: String::new(),
+            upstream_ca_file: String::new(),
             public: false,
             api: false,
             require_roles: Vec::new(),
@@ -436,6 +438,7 @@ pub(crate) const SCHEMA: &[Section] = &[
             ("path_prefix", Kind::Text),
             ("host", Kind::Text),
             ("upstream", Kind::Text),
+            ("upstream_ca_file", Kind::Text),
             ("public", Kind::Flag),
             ("api", Kind::Flag),
             ("require_roles", Kind::TextList),

@@ -209,6 +209,10 @@ pub fn render_effective(config: &Config) -> String {
         document.text("path_prefix", &route.path_prefix);
         document.optional("host", route.host.as_ref());
         document.text("upstream", &mask_url_password(route.upstream.as_str()));
+        document.optional(
+            "upstream_ca_file",
+            route.upstream_ca.as_ref().map(|ca| ca.path.display()),
+        );
         document.flag("public", route.public);
         document.flag("api", route.api);
         document.list("require_roles", &route.require_roles);

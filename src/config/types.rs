@@ -323,6 +323,9 @@ pub struct RouteConfig {
     /// The `Host` header for `upstream` (its host, and its port unless the
     /// scheme's default), made once rather than per request.
     pub upstream_host: Option<http::HeaderValue>,
+    /// `upstream_ca_file`: certificate authorities trusted for this https
+    /// upstream besides the built-in (webpki) roots.
+    pub upstream_ca: Option<UpstreamCa>,
     pub public: bool,
     pub api: bool,
     pub require_roles: Vec<String>,
@@ -375,6 +378,30 @@ pub struct TenantRoles {
     pub roles: Vec<String>,
 }
 
+/// The PEM certificates of a route's `upstream_ca_file`, read and checked
+/// when the config is.
+#[derive(Debug, Clone)]
+pub struct UpstreamCa {
+    /// The file, for messages.
+    pub path: PathBuf,
+    /// Each certificate of the file, DER.
+    pub certificates: std::sync::Arc<[rustls_pki_types::CertificateDer<'static>]>,
+}
+
+/// An upstream's origin, the key of its connections and its label in
+/// metrics: `scheme://host:port` (`h2c://` URLs have no origin of their own
+/// in the URL standard, so it is written out the same way).
+pub fn upstream_origin(url: &Url) -> std::sync::Arc<str> {
+    match url.scheme() {
+        "http" | "https" => url.origin().ascii_serialization().into(),
+        scheme => {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port().unwrap_or(80);
+            format!("{scheme}://{host}:{port}").into()
+        }
+    }
+}
+
 /// `Host` for requests to `url`: host, plus ":port" when the port is not
 /// the scheme's default (the url crate already drops a default port).
 pub fn host_header(url: &Url) -> Option<http::HeaderValue> {
@@ -400,8 +427,9 @@ impl RouteConfig {
         RouteConfig {
             path_prefix: path_prefix.to_string(),
             host: None,
-            upstream_origin: upstream.origin().ascii_serialization().into(),
+            upstream_origin: upstream_origin(&upstream),
             upstream_host: host_header(&upstream),
+            upstream_ca: None,
             upstream,
             public: false,
             api: false,

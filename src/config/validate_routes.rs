@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::errors::{quoted, quoted_list, Problems};
 use super::raw::{RawRoute, RawTenantRoles};
 use super::types::{OidcConfig, RouteConfig, RouteRules, TenantRoles};
-use super::validate::http_url;
+use super::validate_upstream::{one_trust_per_origin, upstream_ca, upstream_url};
 
 pub(crate) fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<RouteConfig>> {
     if raw.is_empty() {
@@ -40,6 +40,20 @@ pub(crate) fn routes(problems: &mut Problems, raw: &[RawRoute]) -> Option<Vec<Ro
             list.push(route);
             list
         });
+    }
+    if let Some(routes) = &routes {
+        let trust: Vec<_> = routes
+            .iter()
+            .zip(raw)
+            .map(|(route, raw)| {
+                let file = raw.upstream_ca_file.trim();
+                (
+                    route.upstream_origin.clone(),
+                    (!file.is_empty()).then_some(file),
+                )
+            })
+            .collect();
+        one_trust_per_origin(problems, &trust);
     }
     routes
 }
@@ -86,13 +100,13 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
         );
         valid = false;
     }
-    const UPSTREAM_FIX: &str = "write an absolute URL such as \"http://127.0.0.1:9100\"";
-    let upstream = if raw.upstream.is_empty() {
-        problems.report(key("upstream"), quoted(""), "is required", UPSTREAM_FIX);
-        None
-    } else {
-        http_url(problems, &key("upstream"), &raw.upstream, UPSTREAM_FIX)
-    };
+    let upstream = upstream_url(problems, &key("upstream"), &raw.upstream);
+    let upstream_ca = upstream_ca(
+        problems,
+        &key("upstream_ca_file"),
+        &raw.upstream_ca_file,
+        upstream.as_ref(),
+    );
     for (role_index, role) in raw.require_roles.iter().enumerate() {
         if role.trim().is_empty() {
             problems.report(
@@ -143,13 +157,15 @@ fn one_route(problems: &mut Problems, index: usize, raw: &RawRoute) -> Option<Ro
     }
     let login_params = login_params(problems, index, &raw.login_params);
     let upstream = upstream?;
+    let upstream_ca = upstream_ca?;
     let rules = rules?;
     let login_params = login_params?;
     valid.then(|| RouteConfig {
         path_prefix,
         host: (!host.is_empty()).then_some(host),
-        upstream_origin: upstream.origin().ascii_serialization().into(),
+        upstream_origin: super::types::upstream_origin(&upstream),
         upstream_host: super::types::host_header(&upstream),
+        upstream_ca,
         upstream,
         public: raw.public,
         api: raw.api,

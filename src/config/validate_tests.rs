@@ -242,7 +242,7 @@ upstream = ""
     );
     assert_eq!(
         problem("routes[1].upstream").as_deref(),
-        Some("must be an http or https URL, not ftp")
+        Some("must be an http, https or h2c URL, not ftp")
     );
     assert!(problem("routes[2].require_roles").is_some_and(|text| text.contains("public route")));
     assert_eq!(

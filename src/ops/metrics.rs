@@ -112,6 +112,8 @@ struct Inner {
     jwks_fetches: Family<JwksLabels, Counter>,
     limit_rejections: Family<LimitLabels, Counter>,
     config_reloads: Family<OutcomeLabels, Counter>,
+    session_cache_serving: Gauge,
+    session_cache_channel_losses: Family<ReasonLabels, Counter>,
     /// Tells this registry's entries in the per-thread handle cache apart
     /// from another's (tests build many).
     id: u64,
@@ -332,6 +334,20 @@ impl Metrics {
             "Route table reloads (SIGHUP), by outcome",
             config_reloads.clone(),
         );
+        let session_cache_serving = Gauge::default();
+        registry.register(
+            "session_cache_serving",
+            "1 while this replica serves sessions from its local cache (invalidation \
+             channel confirmed within the lease), 0 while every request reads Redis",
+            session_cache_serving.clone(),
+        );
+        let session_cache_channel_losses = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "session_cache_channel_losses",
+            "Times the local session cache stopped serving and was emptied because its \
+             invalidation channel was lost, by reason",
+            session_cache_channel_losses.clone(),
+        );
         registry.register(
             "build",
             "portico's version",
@@ -357,6 +373,8 @@ impl Metrics {
                 jwks_fetches,
                 limit_rejections,
                 config_reloads,
+                session_cache_serving,
+                session_cache_channel_losses,
                 id: REGISTRY_IDS.fetch_add(1, Ordering::Relaxed),
             }),
         }
@@ -528,6 +546,20 @@ impl Metrics {
         self.inner
             .limit_rejections
             .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    /// Whether the local session cache is being served from.
+    pub fn session_cache_serving(&self, serving: bool) {
+        self.inner.session_cache_serving.set(i64::from(serving));
+    }
+
+    /// `reason`: why the local session cache was emptied ("disconnected",
+    /// "lease_lapsed", "lagged").
+    pub fn session_cache_channel_lost(&self, reason: &'static str) {
+        self.inner
+            .session_cache_channel_losses
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

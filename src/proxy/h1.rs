@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
-use super::headers::is_hop_by_hop;
+use super::headers::{is_hop_by_hop, is_underscored_framing};
 
 /// Most header lines a response head may have.
 const MAX_HEADERS: usize = 128;
@@ -175,7 +175,10 @@ pub fn parse_head(
             }
             if name == CONTENT_LENGTH {
                 wire.content_length(header.value);
-            } else if is_hop_by_hop(&name) {
+            } else if is_hop_by_hop(&name) || is_underscored_framing(name.as_str()) {
+                // `Content_Length`, `Transfer_Encoding` and the like are
+                // dropped too: a client that reads `_` as `-` would frame
+                // the answer differently from portico.
                 continue;
             }
             let start = header.value.as_ptr() as usize - base;

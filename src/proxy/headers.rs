@@ -123,8 +123,9 @@ const UNDERSCORED_FRAMING: &[&str] = &[
 /// `Content_Length`, `Transfer_Encoding` and the like: an upstream that
 /// reads `_` as `-` (as CGI-style servers do) would frame the request
 /// differently from portico. nginx drops them (`underscores_in_headers
-/// off`); so does portico. The `-` spellings are judged elsewhere.
-fn is_underscored_framing(name: &str) -> bool {
+/// off`); so does portico, in requests and in upstreams' answers alike. The
+/// `-` spellings are judged elsewhere.
+pub(crate) fn is_underscored_framing(name: &str) -> bool {
     name.as_bytes().contains(&b'_')
         && UNDERSCORED_FRAMING
             .iter()
@@ -285,6 +286,20 @@ impl<'a> UpstreamHeaders<'a> {
                 None => self.remove(X_FORWARDED_HOST),
             }
         }
+    }
+
+    /// Whether the client takes trailers (`TE: trailers`, as gRPC clients
+    /// send): an HTTP/2 upstream is told so, since its trailers are passed on.
+    pub fn client_takes_trailers(&self) -> bool {
+        self.client
+            .get_all(TE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .any(|coding| {
+                let name = coding.split(';').next().unwrap_or_default();
+                name.trim().eq_ignore_ascii_case("trailers")
+            })
     }
 
     /// Whether a Content-Length goes upstream (the client's, if it sent one).

@@ -1,9 +1,11 @@
 //! The authenticated reverse proxy: route → session → rules → upstream.
 
 mod caching;
+mod grpc;
 /// The HTTP/1.1 wire format of the upstream client (public for the fuzz
 /// target in fuzz/, which feeds it hostile responses).
 pub mod h1;
+mod h2_upstream;
 mod headers;
 mod identify;
 mod routes;
@@ -57,6 +59,15 @@ pub async fn proxied(
     let on_upgrade = wants_websocket(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let host = request_host(parts.headers.get(HOST), &parts.uri);
+    // A gRPC call gets portico's refusals as gRPC statuses (see `grpc`).
+    let grpc = grpc::is_grpc(&parts.headers);
+    let refuse = |error: &GatewayError, json: bool| {
+        if grpc {
+            grpc::refusal(error, request_id.as_str())
+        } else {
+            error_response(error, request_id.as_str(), json)
+        }
+    };
     // The rules judge the canonical path and the upstream receives exactly
     // it (request_path): borrowed, and the request's own target reused,
     // when the path already was canonical.
@@ -64,7 +75,7 @@ pub async fn proxied(
         Ok(resolved) => resolved,
         Err(error) => {
             let json = wants_json(&parts.headers, false);
-            return error_response(&path_error(error), request_id.as_str(), json);
+            return refuse(&path_error(error), json);
         }
     };
     note.set_route(&route.path_prefix);
@@ -94,9 +105,10 @@ pub async fn proxied(
         match authenticate(&app, &parts.headers, Some(&route), &request_id).await {
             Ok(Some(principal)) => Some(principal),
             // Only a page navigation starts a sign-in: an image, a fetch or
-            // a websocket handshake gets 401 and sets no login cookie.
-            Ok(None) if json || on_upgrade.is_some() || !is_navigation(&parts.headers) => {
-                return error_response(&GatewayError::NotSignedIn, request_id.as_str(), json)
+            // a websocket handshake or a gRPC call gets 401 and sets no
+            // login cookie.
+            Ok(None) if json || grpc || on_upgrade.is_some() || !is_navigation(&parts.headers) => {
+                return refuse(&GatewayError::NotSignedIn, json)
             }
             Ok(None) => {
                 return endpoints::begin_login(
@@ -107,7 +119,7 @@ pub async fn proxied(
                     &login_params(),
                 )
             }
-            Err(error) => return error_response(&error, request_id.as_str(), json),
+            Err(error) => return refuse(&error, json),
         }
     };
     if let Some(principal) = &principal {
@@ -115,7 +127,7 @@ pub async fn proxied(
         note.set_user(&data.sub);
         match authz::decide(&route, data) {
             Decision::Allow => {}
-            Decision::StepUp if step_up_allowed(&app, principal, json) => {
+            Decision::StepUp if !grpc && step_up_allowed(&app, principal, json) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "step-up sign-in required");
                 let mut params = login_params();
                 if !params.iter().any(|(name, _)| name == "prompt") {
@@ -131,6 +143,9 @@ pub async fn proxied(
             }
             Decision::StepUp | Decision::Deny(_) => {
                 tracing::info!(sub = %data.sub, route = %route.path_prefix, "route rules refused the user");
+                if grpc {
+                    return refuse(&GatewayError::Forbidden("route rules".into()), json);
+                }
                 let csrf = match principal {
                     Principal::Session { id, .. } => app.sessions.keys.csrf_token(&id.to_string()),
                     Principal::Bearer { .. } => String::new(),
@@ -171,14 +186,14 @@ pub async fn proxied(
                 Ok(signer) => signer,
                 Err(error) => {
                     tracing::warn!(%error, "identity key unavailable");
-                    return error_response(&error, request_id.as_str(), json);
+                    return refuse(&error, json);
                 }
             };
             let caller = match principal {
                 Principal::Session { id, .. } => format!("session:{id}"),
                 Principal::Bearer { token, .. } => format!("bearer:{}", token_fingerprint(token)),
             };
-            let audience = route.upstream.origin().ascii_serialization();
+            let audience = route.upstream_origin.to_string();
             let token = signer.token_for(&caller, &audience, principal.data(), app.now_seconds());
             if let Ok(value) = HeaderValue::from_str(&token) {
                 headers.set(HeaderName::from_static("x-portico-identity"), value);
@@ -215,6 +230,7 @@ pub async fn proxied(
             &route.upstream,
             path_and_query,
             &route.upstream_origin,
+            route.upstream_ca.as_ref(),
             &headers,
             body,
         )
@@ -244,7 +260,7 @@ pub async fn proxied(
         Err(error) => {
             tracing::warn!(%error, upstream = %route.upstream, "upstream request failed");
             let client_side = error.is_client_side();
-            let mut response = error_response(&error.into(), request_id.as_str(), json);
+            let mut response = refuse(&error.into(), json);
             if client_side {
                 // What is left of its body cannot be trusted as a next request.
                 crate::limits::close_connection(&mut response, parts.version);

@@ -33,7 +33,7 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,12 +43,15 @@ use axum::response::Response;
 use bytes::BytesMut;
 use http::{HeaderValue, Method};
 use http_body::Body as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use url::Url;
 
+use tokio_rustls::TlsConnector;
+
 use super::h1::{self, Decoder, Head, Step, WireError};
+use super::h2_upstream::{Chosen, Http2Upstreams};
 use super::headers::UpstreamHeaders;
+use crate::config::UpstreamCa;
 use crate::fasthash::FastMap;
 use crate::ops::Metrics;
 
@@ -66,6 +69,9 @@ pub enum UpstreamError {
     Request(String),
     #[error("upstream sent an invalid response: {0}")]
     Invalid(#[from] WireError),
+    /// The upstream's TLS certificate was refused (why, in words).
+    #[error("the upstream's TLS certificate was refused: {0}")]
+    Certificate(String),
     /// The client's side: its body broke off, was malformed or too large.
     #[error("the request body could not be read: {0}")]
     ClientBody(String),
@@ -85,6 +91,7 @@ impl UpstreamError {
             | UpstreamError::SendTimeout(_) => "timeout",
             UpstreamError::Request(_) => "request",
             UpstreamError::Invalid(_) => "invalid",
+            UpstreamError::Certificate(_) => "certificate",
             UpstreamError::ClientBody(_) | UpstreamError::ClientTimeout(_) => return None,
         })
     }
@@ -128,69 +135,6 @@ pub const MAX_BUFFERED: usize = {
     };
     unit + BODY_CHUNK
 };
-
-/// An upstream connection, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-        }
-    }
-
-    /// False once the upstream has closed the connection (or sent anything
-    /// while it was idle, which leaves it unusable too). No system call
-    /// unless the socket has signalled something since the last read.
-    fn is_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.tcp().try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_read(context, buf),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(context, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_write(context, data),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(context, data),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(context),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(context),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(context),
-            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(context),
-        }
-    }
-}
 
 struct Conn {
     stream: Stream,
@@ -263,7 +207,6 @@ type Idle = FastMap<Arc<str>, Vec<(Conn, Instant)>>;
 /// workers), and it would stop working once its own worker's runtime ended.
 struct Pool {
     shards: Box<[Mutex<Idle>]>,
-    tls: tokio_rustls::TlsConnector,
 }
 
 impl Pool {
@@ -310,54 +253,22 @@ impl Pool {
 
     /// A new connection to `upstream` (TCP, and TLS for https), within
     /// `timeout`.
-    async fn connect(&self, upstream: &Url, timeout: Duration) -> Result<Conn, UpstreamError> {
-        match tokio::time::timeout(timeout, self.open(upstream)).await {
+    async fn connect(
+        &self,
+        upstream: &Url,
+        timeout: Duration,
+        tls: &TlsConnector,
+    ) -> Result<Conn, UpstreamError> {
+        match tokio::time::timeout(timeout, self.open(upstream, tls)).await {
             Ok(opened) => opened,
             Err(_) => Err(UpstreamError::ConnectTimeout(timeout)),
         }
     }
 
-    async fn open(&self, upstream: &Url) -> Result<Conn, UpstreamError> {
-        let unreachable = |what: &str, error: &dyn std::fmt::Display| {
-            UpstreamError::Unreachable(format!(
-                "{what} {}: {error}",
-                upstream.origin().ascii_serialization()
-            ))
-        };
-        let port = upstream
-            .port_or_known_default()
-            .ok_or_else(|| unreachable("no port for", &"unknown scheme"))?;
-        let host = upstream
-            .host()
-            .ok_or_else(|| unreachable("no host for", &"the URL has none"))?;
-        let connecting = async {
-            match &host {
-                url::Host::Domain(domain) => TcpStream::connect((*domain, port)).await,
-                url::Host::Ipv4(ip) => TcpStream::connect((*ip, port)).await,
-                url::Host::Ipv6(ip) => TcpStream::connect((*ip, port)).await,
-            }
-        };
-        let tcp = connecting
-            .await
-            .map_err(|error| unreachable("connecting to", &error))?;
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY on an upstream connection");
-        }
+    async fn open(&self, upstream: &Url, tls: &TlsConnector) -> Result<Conn, UpstreamError> {
+        let tcp = dial::connect_tcp(upstream).await?;
         let stream = if upstream.scheme() == "https" {
-            let name = match host {
-                url::Host::Domain(domain) => {
-                    rustls_pki_types::ServerName::try_from(domain.to_owned())
-                        .map_err(|error| unreachable("no TLS name for", &error))?
-                }
-                url::Host::Ipv4(ip) => rustls_pki_types::ServerName::from(std::net::IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => rustls_pki_types::ServerName::from(std::net::IpAddr::V6(ip)),
-            };
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .map_err(|error| unreachable("TLS handshake with", &error))?;
-            Stream::Tls(Box::new(tls))
+            Stream::Tls(Box::new(dial::handshake(tls, upstream, tcp).await?))
         } else {
             Stream::Plain(tcp)
         };
@@ -403,28 +314,23 @@ impl Tunnel {
 #[derive(Clone)]
 pub struct Upstreams {
     pool: Arc<Pool>,
+    /// HTTP/2 upstreams: h2c, and https ones that pick h2 by ALPN.
+    http2: Arc<Http2Upstreams>,
+    tls: Arc<TlsConnectors>,
     timeouts: UpstreamTimeouts,
     metrics: Metrics,
 }
 
 impl Upstreams {
     pub fn new(timeouts: UpstreamTimeouts, metrics: Metrics) -> Result<Self, UpstreamError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| UpstreamError::Request(error.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstreams {
             pool: Arc::new(Pool {
                 shards: (0..=crate::front::worker_count())
                     .map(|_| Mutex::new(FastMap::default()))
                     .collect(),
-                tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             }),
+            http2: Arc::new(Http2Upstreams::default()),
+            tls: Arc::new(TlsConnectors::new()?),
             timeouts,
             metrics,
         })
@@ -435,16 +341,66 @@ impl Upstreams {
     /// ([`UpstreamHeaders::websocket`]) an upstream's 101 comes back with the
     /// connection as a [`Tunnel`]. `headers` must already be cleaned
     /// (identity, cookies, hop-by-hop) and carry the upstream's `Host`;
-    /// `origin` names the upstream for the pool and in metrics.
+    /// `origin` names the upstream for the pool and in metrics; `ca` is the
+    /// route's `upstream_ca_file`.
+    ///
+    /// An `h2c://` upstream, and an https one that picks `h2` by ALPN, is
+    /// spoken to in HTTP/2 ([`Http2Upstreams`]); every other in HTTP/1.1.
+    #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
         method: &Method,
         upstream: &Url,
         path_and_query: &str,
         origin: &Arc<str>,
+        ca: Option<&UpstreamCa>,
         headers: &UpstreamHeaders<'_>,
         body: Body,
     ) -> Result<(Response, Option<Tunnel>), UpstreamError> {
+        let connectors = match upstream.scheme() {
+            "http" => None,
+            _ => Some(self.counted(origin, self.tls.for_upstream(origin, ca))?),
+        };
+        // A websocket goes to an https upstream in HTTP/1.1 (its ALPN offer
+        // says so); every other request to h2c and https may go in HTTP/2.
+        let may_use_http2 = !(headers.is_websocket() && upstream.scheme() == "https");
+        let mut fresh = None;
+        if let Some(connectors) = connectors.as_ref().filter(|_| may_use_http2) {
+            let chosen = self.http2.choose(
+                upstream,
+                origin,
+                &connectors.negotiating,
+                self.timeouts.connect,
+            );
+            match self.counted(origin, Box::pin(chosen).await)? {
+                Chosen::Http2(sender) => {
+                    let target = Target {
+                        method,
+                        upstream,
+                        path_and_query,
+                        origin,
+                    };
+                    let sent = self.http2.forward(
+                        sender,
+                        &target,
+                        headers,
+                        body,
+                        &self.timeouts,
+                        &self.metrics,
+                    );
+                    let sent = self.counted(origin, Box::pin(sent).await);
+                    return sent.map(|response| (response, None));
+                }
+                // The upstream chose HTTP/1.1: the connection that found out
+                // carries this request.
+                Chosen::Http1(Some(stream)) => fresh = Some(Conn::new(Stream::Tls(stream))),
+                Chosen::Http1(None) => {}
+            }
+        }
+        let http1_tls = match &connectors {
+            Some(connectors) => &connectors.http1,
+            None => self.tls.default_http1(),
+        };
         // A body of known length goes as it is; any other body is chunked.
         let chunked = !body.is_end_stream() && !headers.has_content_length();
         let mut head = Vec::with_capacity(512);
@@ -465,7 +421,10 @@ impl Upstreams {
         };
         let active = self.metrics.upstream_active();
         let started = Instant::now();
-        let (conn, answer) = match self.exchange(upstream, origin, outgoing).await {
+        let (conn, answer) = match self
+            .exchange(upstream, origin, outgoing, http1_tls, fresh)
+            .await
+        {
             Ok(exchanged) => exchanged,
             Err(error) => {
                 if let Some(kind) = error.kind() {
@@ -522,7 +481,8 @@ impl Upstreams {
         Ok((response, None))
     }
 
-    /// Sends on an idle connection, or a new one. A request without a body
+    /// Sends on `fresh` (a connection just opened), an idle connection, or
+    /// a new one. A request without a body
     /// whose method may be repeated (RFC 9110 §9.2.2) is sent again on a new
     /// connection when a reused one turns out to have been closed by the
     /// upstream before any answer came.
@@ -531,19 +491,22 @@ impl Upstreams {
         upstream: &Url,
         origin: &Arc<str>,
         mut outgoing: Outgoing<'_>,
+        tls: &TlsConnector,
+        fresh: Option<Conn>,
     ) -> Result<(Conn, Head), UpstreamError> {
         let replayable = outgoing.body.is_end_stream() && outgoing.method.is_idempotent();
-        let mut conn = match self.pool.take_idle(origin) {
+        let mut conn = match fresh.or_else(|| self.pool.take_idle(origin)) {
             Some(conn) => conn,
             // Boxed: connecting is rare and its future large.
-            None => Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?,
+            None => Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?,
         };
         loop {
             match send(&mut conn, &mut outgoing, &self.timeouts).await {
                 Ok(head) => return Ok((conn, head)),
                 Err(Failure::Closed(error)) if conn.reused && replayable => {
                     tracing::debug!(%error, "an idle upstream connection was closed; sending again");
-                    conn = Box::pin(self.pool.connect(upstream, self.timeouts.connect)).await?;
+                    conn =
+                        Box::pin(self.pool.connect(upstream, self.timeouts.connect, tls)).await?;
                 }
                 Err(Failure::Closed(error)) => {
                     return Err(UpstreamError::Unreachable(format!(
@@ -554,11 +517,38 @@ impl Upstreams {
             }
         }
     }
+
+    /// `result`, with its failure counted in metrics.
+    fn counted<T>(
+        &self,
+        origin: &str,
+        result: Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        if let Err(error) = &result {
+            if let Some(kind) = error.kind() {
+                self.metrics.upstream_failed(origin, kind);
+            }
+        }
+        result
+    }
+}
+
+/// What is asked of an upstream, for the HTTP/2 client.
+pub(super) struct Target<'a> {
+    pub method: &'a Method,
+    pub upstream: &'a Url,
+    pub path_and_query: &'a str,
+    pub origin: &'a Arc<str>,
 }
 
 #[path = "upstream_send.rs"]
 mod send;
 use send::send;
+
+#[path = "upstream_tls.rs"]
+mod dial;
+pub(super) use dial::{connect_tcp, handshake};
+use dial::{Stream, TlsConnectors};
 
 #[path = "upstream_body.rs"]
 mod body;

@@ -6,7 +6,10 @@ use std::future::poll_fn;
 use super::body::UpstreamBody;
 use super::send::read_head;
 use super::*;
+use std::pin::Pin;
+
 use crate::front::pretend_worker;
+use tokio::net::TcpStream;
 
 fn timeouts() -> UpstreamTimeouts {
     UpstreamTimeouts {

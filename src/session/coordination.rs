@@ -50,7 +50,7 @@ fn unavailable(error: fred::error::Error) -> SessionError {
     SessionError::Unavailable(error.to_string())
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -1,10 +1,12 @@
 //! Sessions: the record a signed-in request needs, where it lives, and when it ends.
 //!
 //! Only a signed-in user has a record (anonymous traffic never writes to the
-//! store). A request costs one store read; a write happens only at login,
+//! store). A request costs one store read, or none when the local cache
+//! (`local_cache`, on by default) holds the record; a write happens only at login,
 //! sign-out, or when the idle expiry needs extending, at most once a minute.
 //! Tokens in the record are sealed (`crypto`), so a dump of Redis reveals none.
 
+mod cache_sync;
 mod cookies;
 mod coordination;
 mod crypto;
@@ -24,7 +26,9 @@ pub use cookies::{
 };
 pub use coordination::{Coordination, LockToken};
 pub use crypto::{Keys, SealError, SealPurpose};
-pub use local_cache::{LocalCache, OpenedCookie, ENTRY_LIFETIME};
+pub use local_cache::{
+    entry_bytes, LocalCache, OpenedCookie, BUDGET_BYTES, ENTRY_LIFETIME, HEARTBEAT_INTERVAL, LEASE,
+};
 pub use store::{
     redis_pool, warn_if_redis_is_silent, SessionBackend, StoreSetupError, TimedStore,
     REDIS_COMMAND_TIMEOUT,
@@ -213,10 +217,14 @@ impl Sessions {
         let local_cache = match backend.redis_pool() {
             Some(pool) if config.local_cache => {
                 let cache = LocalCache::new(pool.clone(), &config.key_prefix);
-                match cache.spawn_listener(config.redis_url.expose()) {
+                match cache_sync::spawn(&cache, config.redis_url.expose(), metrics.clone()) {
                     Ok(()) => Some(cache),
                     Err(error) => {
-                        tracing::warn!(%error, "local session cache disabled: cannot subscribe");
+                        tracing::warn!(
+                            %error,
+                            "local session cache off: cannot build its Redis subscriber; \
+                             every signed-in request reads Redis"
+                        );
                         None
                     }
                 }
@@ -323,14 +331,17 @@ impl Sessions {
         Ok(loaded)
     }
 
-    /// The local cache, when `local_cache = true` (Redis store only).
+    /// The local cache, unless `local_cache = false` (Redis store only).
     pub fn local_cache(&self) -> Option<&Arc<LocalCache>> {
         self.local_cache.as_ref()
     }
 
-    async fn invalidate(&self, id: Id) {
+    /// Evicts `id` from every replica's cache. A `revocation` (the record is
+    /// gone) returns only once no replica can serve it from its cache; a
+    /// change returns after the acknowledgements or `ACK_WAIT`.
+    async fn invalidate(&self, id: Id, revocation: bool) {
         if let Some(cache) = &self.local_cache {
-            cache.invalidate_everywhere(&id.to_string()).await;
+            cache_sync::invalidate_everywhere(cache, &id.to_string(), revocation).await;
         }
     }
 
@@ -368,9 +379,8 @@ impl Sessions {
         now: i64,
     ) -> Result<cookie::Cookie<'static>, SessionError> {
         if let Some(previous) = previous {
-            Session::new(Some(previous), self.backend.clone(), None)
-                .delete()
-                .await?;
+            // Through `delete`: no replica may go on serving it from its cache.
+            self.delete(previous).await?;
         }
         let session = Session::new(None, self.backend.clone(), Some(expiry_at(data.expires_at)));
         session.insert(RECORD_KEY, data).await?;
@@ -439,7 +449,7 @@ impl Sessions {
         handle.set_expiry(Some(expiry_at(active.data.expires_at)));
         handle.insert(RECORD_KEY, &*active.data).await?;
         handle.save().await?;
-        self.invalidate(active.id).await;
+        self.invalidate(active.id, false).await;
         Ok(())
     }
 
@@ -447,7 +457,7 @@ impl Sessions {
         Session::new(Some(id), self.backend.clone(), None)
             .delete()
             .await?;
-        self.invalidate(id).await;
+        self.invalidate(id, true).await;
         Ok(())
     }
 

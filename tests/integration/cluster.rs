@@ -115,6 +115,11 @@ async fn sessions_work_on_a_three_node_redis_cluster() {
     );
     let app = TestApp::builder().redis_url(&url).build().await;
     let replica = app.replica().await;
+    // The local cache (on by default) serves on a cluster too: each
+    // replica's heartbeat, published on whichever node, comes back through
+    // its subscription.
+    app.wait_until_cache_serves().await;
+    replica.wait_until_cache_serves().await;
     // Several users, so keys land on different nodes.
     let mut browsers = Vec::new();
     for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
@@ -151,6 +156,11 @@ async fn sessions_work_on_a_three_node_redis_cluster() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(
         browsers[0].1.get(&app.url("/x")).await.status,
+        StatusCode::FOUND
+    );
+    // ...and on the replica, whose cache held alice's session a moment ago.
+    assert_eq!(
+        browsers[0].1.get(&replica.url("/x")).await.status,
         StatusCode::FOUND
     );
     assert_eq!(

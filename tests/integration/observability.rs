@@ -417,8 +417,18 @@ async fn gateway_after_a_day_of_everything() -> (TestApp, RedisServer) {
     .await;
     app.op.set_misbehavior(Misbehavior::None);
 
-    let sleeper = redis.hang_for(2);
+    // Long enough for the local cache to stop serving (its heartbeats stop
+    // coming back) and the store read then to time out.
+    let sleeper = redis.hang_for(4);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while app.cache_serving() {
+        assert!(
+            Instant::now() < deadline,
+            "the cache served a hanging Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let during = browser
         .get_with(&app.url("/during"), &[("Accept", "application/json")])
         .await;

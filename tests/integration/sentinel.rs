@@ -248,4 +248,14 @@ async fn sessions_survive_a_sentinel_failover() {
     let page = app.sign_in(&bob, "/").await;
     assert_eq!(page.json()["headers"]["x-forwarded-user"], "bob");
     assert_eq!(session_records(&replica, "bob"), 1);
+    // The local cache subscribed anew on the promoted master and serves
+    // again (the failover emptied it: a new subscription starts empty).
+    app.wait_until_cache_serves().await;
+    replica.reset_stats();
+    for _ in 0..5 {
+        assert_eq!(bob.get(&app.url("/cached")).await.status, StatusCode::OK);
+    }
+    // At most the first of them reads Redis (if the sign-in's landing came
+    // before the cache served again); the rest are served from the cache.
+    assert!(replica.calls("get") <= 1, "{}", replica.commands_by_name());
 }

@@ -134,8 +134,11 @@ async fn redis_holds_no_token_in_the_clear() {
 #[tokio::test]
 async fn a_signed_in_request_costs_one_redis_command_and_anonymous_traffic_none() {
     let redis = RedisServer::spawn();
+    // The uncached path (with the default local cache a request costs none;
+    // see cache::cached_sessions_need_no_redis_round_trip).
     let app = TestApp::builder()
         .redis_url(&redis.url(0))
+        .config("session", "local_cache = false")
         .route("path_prefix = \"/\"\nupstream = \"{upstream}\"")
         .route("path_prefix = \"/public\"\nupstream = \"{upstream}\"\npublic = true")
         .build()
@@ -167,8 +170,11 @@ async fn a_signed_in_request_costs_one_redis_command_and_anonymous_traffic_none(
 #[tokio::test]
 async fn idle_expiry_is_extended_at_most_once_a_minute_and_enforced() {
     let redis = RedisServer::spawn();
+    // Counts the uncached path's commands exactly; the cached path's
+    // extension is in cache::an_idle_extension_on_a_cached_session_is_one_write.
     let app = TestApp::builder()
         .redis_url(&redis.url(0))
+        .config("session", "local_cache = false")
         .config("session", "idle_timeout = \"10m\"")
         .build()
         .await;

@@ -84,6 +84,10 @@ fn script(request: &Received) -> Act {
         "/nul" => Act::Answer(bytes(
             "HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 2\r\n\r\nok",
         )),
+        "/underscored-framing" => Act::Answer(bytes(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent_Length: 99\r\n\
+             Transfer_Encoding: chunked\r\nX_Custom: kept\r\n\r\nok",
+        )),
         "/early-413" => Act::AnswerUnread(bytes(
             "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope",
         )),
@@ -370,4 +374,38 @@ async fn an_early_413_is_passed_on_without_waiting_for_the_body() {
     );
     only_request_was(&hostile, "/early-413");
     assert_eq!(next_user_gets_their_own(&app, "413").await, 1);
+}
+
+#[tokio::test]
+async fn framing_headers_spelt_with_underscores_do_not_reach_the_client() {
+    let (hostile, app) = hostile_app(&[]).await;
+    let response = reqwest::Client::new()
+        .get(app.url("/underscored-framing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(
+        response.text().await.unwrap(),
+        "ok",
+        "framed by Content-Length"
+    );
+    for dropped in ["content_length", "transfer_encoding"] {
+        assert!(
+            !headers.contains_key(dropped),
+            "{dropped} reached the client: {headers:?}"
+        );
+    }
+    assert_eq!(
+        headers.get("x_custom").map(|value| value.as_bytes()),
+        Some(b"kept".as_slice()),
+        "other underscored headers pass"
+    );
+    only_request_was(&hostile, "/underscored-framing");
+    assert_eq!(
+        next_user_gets_their_own(&app, "underscored").await,
+        0,
+        "the answer was well framed: its connection is reused"
+    );
 }

@@ -324,6 +324,51 @@ impl TestApp {
         replica
     }
 
+    /// A replica that reaches Redis at `redis_url` instead (e.g. through a
+    /// [`super::RedisProxy`] in front of the same server).
+    pub async fn replica_via(&self, redis_url: &str) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config_text = self.config_text.replace(
+            &format!("redis_url = \"{}\"", self.redis_url),
+            &format!("redis_url = \"{redis_url}\""),
+        );
+        assert_ne!(config_text, self.config_text, "redis_url not found");
+        let (state, server) = serve(&config_text, listener, &self.clock).await;
+        let replica = TestApp {
+            op: self.op.clone(),
+            upstream: self.upstream.clone(),
+            base,
+            redis_url: redis_url.to_string(),
+            clock: self.clock.clone(),
+            config_text,
+            state,
+            server,
+        };
+        replica.wait_until_ready().await;
+        replica
+    }
+
+    /// Whether this replica serves sessions from its local cache now.
+    pub fn cache_serving(&self) -> bool {
+        self.state
+            .sessions
+            .local_cache()
+            .is_some_and(|cache| cache.serving(std::time::Instant::now()))
+    }
+
+    /// Waits (at most 10 s) until the local cache is served.
+    pub async fn wait_until_cache_serves(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.cache_serving() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the local session cache never started serving"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Moves time forward for portico and the OP alike.
     pub fn advance(&self, duration: Duration) {
         self.clock.advance(duration);

@@ -14,12 +14,15 @@ pub mod process;
 pub mod programs;
 pub mod redirect_corpus;
 pub mod redis;
+pub mod redis_proxy;
+pub mod tls_upstream;
 
 pub use app::{TestApp, TestAppBuilder, CLIENT_ID, COOKIE_SECRET};
 pub use browser::{encode, query_param, Browser, Page};
 pub use chromium::{Chromium, PageState, Tab};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use redis::RedisServer;
+pub use redis_proxy::RedisProxy;
 
 /// Logs of the code under test, shown for failing tests (RUST_LOG=debug for more).
 pub fn init_logging() {

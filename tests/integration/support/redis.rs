@@ -142,6 +142,18 @@ impl RedisServer {
             .sum()
     }
 
+    /// Calls of one command (lower case, e.g. "get", "publish") since the
+    /// last `reset_stats`.
+    pub fn calls(&self, name: &str) -> u64 {
+        let info = self.command(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{name}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn commands_by_name(&self) -> String {
         self.command(&["INFO", "commandstats"])
     }
