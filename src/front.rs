@@ -161,6 +161,9 @@ pub async fn serve_workers(
         let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // Log lines are written in batches, whenever the worker runs out
+            // of work (ops::logging::Stderr).
+            .on_thread_park(crate::ops::logging::flush_this_thread)
             .build()?;
         let worker = Worker {
             router: router.clone(),
@@ -171,7 +174,11 @@ pub async fn serve_workers(
             .name(format!("portico-worker-{index}"))
             .spawn(move || {
                 WORKER.set(Some(index));
+                crate::ops::logging::batch_this_thread();
                 runtime.block_on(worker.run(incoming));
+                // Tasks dropped with the runtime may still log.
+                drop(runtime);
+                crate::ops::logging::flush_this_thread();
                 let _ = done.send(());
             })?;
         queues.push(queue);

@@ -116,8 +116,94 @@ impl tracing::field::Visit for PlainVisitor<'_> {
 /// Does nothing if one is installed already.
 pub fn init(format: LogFormat) {
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let subscriber = build(format, filter_from_environment(), std::io::stderr, colours);
+    let subscriber = build(format, filter_from_environment(), || Stderr, colours);
     let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// The most bytes of whole lines one write to standard error carries: Linux's
+/// `PIPE_BUF`, so a batch written to a pipe (a container runtime's log
+/// collector) arrives whole, never interleaved with another thread's lines.
+pub const BATCH_BYTES: usize = 4096;
+
+thread_local! {
+    /// The lines a batching thread has formatted and not yet written.
+    static PENDING: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Standard error, batched on the threads that ask for it.
+///
+/// The per-core workers (`front::serve_workers`) each write an access line per
+/// request. Written one by one, that is a `write(2)` per request, and the two
+/// workers take turns at the same stderr lock and file: a worker preempted
+/// while it holds either stalls the other one, with every request it has in
+/// flight, for a scheduler time slice (measured: docs/benchmarks.md, "Where
+/// the tail comes from"). A worker instead collects whole lines and writes
+/// them when it runs out of work (`flush_this_thread`, from its runtime's
+/// park hook) or when the next line would take the batch over
+/// [`BATCH_BYTES`]; an idle gateway's lines go out at once. Other threads
+/// write each line as it comes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let batched = PENDING.with(|pending| {
+            let Ok(mut pending) = pending.try_borrow_mut() else {
+                return false;
+            };
+            let Some(batch) = pending.as_mut() else {
+                return false;
+            };
+            add_line(batch, bytes, &mut std::io::stderr())
+        });
+        if !batched {
+            std::io::stderr().write_all(bytes)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Adds `line` to `batch`, first writing the batch to `out` when the line
+/// would take it over [`BATCH_BYTES`]. A line longer than a batch is not
+/// kept (false): the caller writes it alone.
+fn add_line(batch: &mut Vec<u8>, line: &[u8], out: &mut impl std::io::Write) -> bool {
+    if batch.len() + line.len() > BATCH_BYTES {
+        write_to(batch, out);
+    }
+    if line.len() > BATCH_BYTES {
+        return false;
+    }
+    batch.extend_from_slice(line);
+    true
+}
+
+fn write_to(batch: &mut Vec<u8>, out: &mut impl std::io::Write) {
+    if !batch.is_empty() {
+        // Nowhere to report a failed write of the log itself.
+        let _ = out.write_all(batch);
+        batch.clear();
+    }
+}
+
+/// Makes the calling thread batch its lines (see [`Stderr`]); it must call
+/// [`flush_this_thread`] whenever it is about to wait, and before it ends.
+pub fn batch_this_thread() {
+    PENDING.with(|pending| *pending.borrow_mut() = Some(Vec::with_capacity(BATCH_BYTES)));
+}
+
+/// Writes the lines the calling thread has batched.
+pub fn flush_this_thread() {
+    PENDING.with(|pending| {
+        if let Ok(mut pending) = pending.try_borrow_mut() {
+            if let Some(batch) = pending.as_mut() {
+                write_to(batch, &mut std::io::stderr());
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -168,6 +254,84 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = captured.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
+    }
+
+    /// Records each write it gets, as one piece.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batches_are_whole_lines_within_pipe_buf() {
+        let mut batch = Vec::new();
+        let mut out = Writes::default();
+        let line = |n: usize| format!("line {n} {}\n", "x".repeat(n % 300)).into_bytes();
+        let mut sent = Vec::new();
+        for n in 0..200 {
+            assert!(add_line(&mut batch, &line(n), &mut out));
+            sent.extend(line(n));
+        }
+        assert!(
+            out.0.len() >= 2,
+            "{} writes for 200 lines: nothing was batched out",
+            out.0.len()
+        );
+        assert!(out.0.len() < 100, "{} writes for 200 lines", out.0.len());
+        for write in &out.0 {
+            assert!(
+                write.len() <= BATCH_BYTES,
+                "a write of {} bytes",
+                write.len()
+            );
+            assert!(write.ends_with(b"\n"), "a write that ends mid-line");
+        }
+        write_to(&mut batch, &mut out);
+        assert!(batch.is_empty());
+        assert_eq!(out.0.concat(), sent, "every line, once, in order");
+        // A line longer than a batch goes alone, after what was batched.
+        assert!(add_line(&mut batch, b"short\n", &mut out));
+        let writes = out.0.len();
+        assert!(!add_line(
+            &mut batch,
+            &vec![b'y'; BATCH_BYTES + 1],
+            &mut out
+        ));
+        assert_eq!(out.0.len(), writes + 1);
+        assert_eq!(out.0.last().map(Vec::as_slice), Some(&b"short\n"[..]));
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_thread_that_does_not_batch_writes_each_line_and_a_batching_one_on_flush() {
+        // Off the workers nothing is kept back.
+        std::thread::spawn(|| {
+            let mut writer = Stderr;
+            std::io::Write::write_all(&mut writer, b"").unwrap();
+            PENDING.with(|pending| assert!(pending.borrow().is_none()));
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(|| {
+            batch_this_thread();
+            let mut writer = Stderr;
+            std::io::Write::write_all(&mut writer, b"batched line\n").unwrap();
+            PENDING.with(|pending| {
+                assert_eq!(pending.borrow().as_deref(), Some(&b"batched line\n"[..]))
+            });
+            flush_this_thread();
+            PENDING.with(|pending| assert_eq!(pending.borrow().as_deref(), Some(&b""[..])));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
