@@ -229,22 +229,7 @@ async fn a_silently_cut_channel_serves_a_missed_revocation_at_most_for_the_lease
     // Recovery: the replica gives up the dead connection, subscribes anew,
     // hears its heartbeat and serves from its cache again.
     replica.wait_until_cache_serves().await;
-    let fresh = Browser::new();
-    app.sign_in(&fresh, "/").await;
-    assert_eq!(
-        fresh.get(&replica.url("/load")).await.status,
-        StatusCode::OK
-    );
-    redis.reset_stats();
-    for _ in 0..5 {
-        assert_eq!(fresh.get(&replica.url("/hot")).await.status, StatusCode::OK);
-    }
-    assert_eq!(
-        commands_besides_heartbeats(&redis),
-        0,
-        "{}",
-        redis.commands_by_name()
-    );
+    a_new_session_is_served_from_the_replicas_cache(&app, &replica, &redis).await;
 }
 
 #[tokio::test]
@@ -310,22 +295,7 @@ async fn a_killed_subscription_empties_the_cache_and_revocation_still_reaches_ev
     // Both resubscribe by themselves and serve from their caches again.
     app.wait_until_cache_serves().await;
     replica.wait_until_cache_serves().await;
-    let fresh = Browser::new();
-    app.sign_in(&fresh, "/").await;
-    assert_eq!(
-        fresh.get(&replica.url("/load")).await.status,
-        StatusCode::OK
-    );
-    redis.reset_stats();
-    for _ in 0..5 {
-        assert_eq!(fresh.get(&replica.url("/hot")).await.status, StatusCode::OK);
-    }
-    assert_eq!(
-        commands_besides_heartbeats(&redis),
-        0,
-        "{}",
-        redis.commands_by_name()
-    );
+    a_new_session_is_served_from_the_replicas_cache(&app, &replica, &redis).await;
 }
 
 #[tokio::test]
@@ -481,4 +451,30 @@ async fn sign_out_waits_for_a_replica_that_redis_dropped_but_that_has_not_notice
         "served after sign-out answered ({took:?})"
     );
     assert!(took < LEASE + Duration::from_secs(2), "{took:?}");
+}
+
+/// Signs a new person in on `app` and checks that, after one load, the
+/// replica serves their requests from its cache: no Redis command besides
+/// the heartbeats.
+async fn a_new_session_is_served_from_the_replicas_cache(
+    app: &TestApp,
+    replica: &TestApp,
+    redis: &RedisServer,
+) {
+    let fresh = Browser::new();
+    app.sign_in(&fresh, "/").await;
+    assert_eq!(
+        fresh.get(&replica.url("/load")).await.status,
+        StatusCode::OK
+    );
+    redis.reset_stats();
+    for _ in 0..5 {
+        assert_eq!(fresh.get(&replica.url("/hot")).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        commands_besides_heartbeats(redis),
+        0,
+        "{}",
+        redis.commands_by_name()
+    );
 }
