@@ -1,6 +1,5 @@
 //! An HTTP/2 upstream's response body on its way to the client.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use hyper::body::Incoming;
 use crate::error::error_chain;
 use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
+use crate::proxy::upstream::body::poll_read_gap;
 
 /// An HTTP/2 upstream's response body, frames (trailers too) passed on as
 /// they come, each wait bounded by `upstream_read_timeout`.
@@ -65,21 +65,12 @@ impl http_body::Body for ResponseBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let timeout = this.read_timeout;
-                let timer = match &mut this.timer {
-                    Some(timer) => {
-                        if this.progressed {
-                            timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        }
-                        timer
-                    }
-                    None => this.timer.insert(Box::pin(tokio::time::sleep(timeout))),
-                };
-                this.progressed = false;
-                if timer.as_mut().poll(context).is_pending() {
-                    return Poll::Pending;
-                }
-                let error = format!("nothing came for {timeout:?} (upstream_read_timeout)");
+                let error = std::task::ready!(poll_read_gap(
+                    &mut this.timer,
+                    &mut this.progressed,
+                    this.read_timeout,
+                    context
+                ));
                 Poll::Ready(Some(Err(this.broke_off("read_timeout", &error))))
             }
         }

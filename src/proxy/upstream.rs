@@ -653,7 +653,7 @@ pub(super) use dial::{connect_tcp, handshake};
 use dial::{Stream, TlsConnectors};
 
 #[path = "upstream_body.rs"]
-mod body;
+pub(super) mod body;
 use body::UpstreamBody;
 
 #[cfg(test)]

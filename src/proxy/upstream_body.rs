@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,21 +83,12 @@ impl http_body::Body for UpstreamBody {
             let read = match conn.poll_fill(context, BODY_CHUNK) {
                 Poll::Ready(read) => read,
                 Poll::Pending => {
-                    let timeout = this.read_timeout;
-                    let timer = match &mut this.timer {
-                        Some(timer) => {
-                            if this.progressed {
-                                timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-                            }
-                            timer
-                        }
-                        None => this.timer.insert(Box::pin(tokio::time::sleep(timeout))),
-                    };
-                    this.progressed = false;
-                    if timer.as_mut().poll(context).is_pending() {
-                        return Poll::Pending;
-                    }
-                    let error = format!("nothing came for {timeout:?} (upstream_read_timeout)");
+                    let error = ready!(poll_read_gap(
+                        &mut this.timer,
+                        &mut this.progressed,
+                        this.read_timeout,
+                        context
+                    ));
                     return Poll::Ready(Some(Err(this.broke_off("read_timeout", &error))));
                 }
             };
@@ -136,4 +127,30 @@ impl Drop for UpstreamBody {
             self.finish();
         }
     }
+}
+
+/// The `upstream_read_timeout` of a response body, HTTP/1.1 or HTTP/2,
+/// polled when a read found nothing: the timer starts at the first wait and
+/// restarts when data came since the last one (`progressed`). Ready, with
+/// the reason, once `timeout` passed with nothing.
+pub(in crate::proxy) fn poll_read_gap(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: &mut bool,
+    timeout: Duration,
+    context: &mut Context<'_>,
+) -> Poll<String> {
+    let timer = match timer {
+        Some(timer) => {
+            if *progressed {
+                timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep(timeout))),
+    };
+    *progressed = false;
+    ready!(timer.as_mut().poll(context));
+    Poll::Ready(format!(
+        "nothing came for {timeout:?} (upstream_read_timeout)"
+    ))
 }
