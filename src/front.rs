@@ -50,7 +50,7 @@ where
     Fut: Future<Output = Response>,
 {
     let id = request_id::choose(app, request.headers(), peer);
-    let observation = Observation::begin(&request);
+    let observation = Observation::begin(&request, &id);
     let meta = RequestMeta {
         id: id.clone(),
         note: observation.note().clone(),

@@ -9,14 +9,19 @@
 //!
 //! The line: target `portico::access`, level info, fields `method`, `path`
 //! (never the query: it may carry codes or tokens), `status`, `latency_ms`,
-//! `route`, and `sub` when someone is signed in.
+//! `route`, and `sub` when someone is signed in. Under portico's own
+//! subscriber it is written directly into the worker's batch of log lines
+//! ([`super::access_line`]); under any other, through `tracing`.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
+use super::access_line::{self, AccessLine};
+use super::logging;
+use crate::request_id::RequestId;
 use crate::AppState;
 
 /// Longest path written to the access log; longer ones are cut (with "…").
@@ -85,26 +90,40 @@ fn route_label<'a>(note: &'a AccessNote, matched: Option<&'a str>) -> &'a str {
     note.route().or(matched).unwrap_or("unmatched")
 }
 
+/// What only the access line needs.
+struct Logged {
+    path: String,
+    request_id: RequestId,
+}
+
 /// What the access log and the metrics need from a request, taken before
 /// it is handled.
 pub struct Observation {
     started: Instant,
     method: http::Method,
     /// Only when the access log is on.
-    path: Option<String>,
+    logged: Option<Logged>,
     matched: Option<MatchedPath>,
     note: AccessNote,
 }
 
 impl Observation {
-    /// Starts observing `request`; handlers fill in [`Observation::note`].
-    pub fn begin(request: &Request) -> Self {
+    /// Starts observing `request` (which has the id `id`); handlers fill
+    /// in [`Observation::note`].
+    ///
+    /// Whether the access line is written is decided here, by the log
+    /// filter (`RUST_LOG`): `enabled!` is answered from its callsite's
+    /// cached interest unless the filter has span-dependent directives.
+    pub fn begin(request: &Request, id: &RequestId) -> Self {
         let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO);
         let note = AccessNote::new(logged);
         Observation {
             started: Instant::now(),
             method: request.method().clone(),
-            path: logged.then(|| logged_path(request.uri().path())),
+            logged: logged.then(|| Logged {
+                path: logged_path(request.uri().path()),
+                request_id: id.clone(),
+            }),
             matched: request.extensions().get::<MatchedPath>().cloned(),
             note,
         }
@@ -122,21 +141,24 @@ impl Observation {
         let status = response.status();
         let route = route_label(&self.note, self.matched.as_ref().map(MatchedPath::as_str));
         app.metrics.request(route, &self.method, status, elapsed);
-        let Some(path) = self.path else {
+        let Some(logged) = &self.logged else {
             return;
         };
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        // `sub` is left out of the line when nobody is signed in.
-        tracing::info!(
-            target: "portico::access",
-            method = %self.method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms,
-            route = %route,
-            sub = self.note.user(),
-            "request"
-        );
+        let line = AccessLine {
+            request_id: logged.request_id.as_str(),
+            method: self.method.as_str(),
+            path: &logged.path,
+            status: status.as_u16(),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            route,
+            sub: self.note.user(),
+        };
+        match logging::direct_access_format() {
+            Some(format) => logging::write_line(|out| {
+                access_line::write(format, &line, SystemTime::now(), out)
+            }),
+            None => access_line::emit(&line),
+        }
     }
 }
 

@@ -116,8 +116,82 @@ impl tracing::field::Visit for PlainVisitor<'_> {
 /// Does nothing if one is installed already.
 pub fn init(format: LogFormat) {
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let subscriber = build(format, filter_from_environment(), || Stderr, colours);
+    let writer = MakeStderr {
+        access_lines: (!colours).then_some(format),
+    };
+    let subscriber = build(format, filter_from_environment(), writer, colours);
     let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// The writer [`init`] gives the fmt layer: [`Stderr`], and the format the
+/// access line may be written in directly (none with colours, which only
+/// the fmt layer writes).
+#[derive(Clone, Copy, Debug)]
+pub struct MakeStderr {
+    access_lines: Option<LogFormat>,
+}
+
+impl<'writer> MakeWriter<'writer> for MakeStderr {
+    type Writer = Stderr;
+
+    fn make_writer(&'writer self) -> Stderr {
+        Stderr
+    }
+}
+
+/// The format to write access lines in directly ([`write_line`]), when the
+/// subscriber in charge of this thread is the one [`init`] installed: the
+/// fmt layer hands out its writer by type, so any other subscriber (a
+/// test's capture) gets `None` and the line goes through `tracing`. With
+/// one process-wide subscriber this is an atomic load and a few type-id
+/// comparisons.
+pub fn direct_access_format() -> Option<LogFormat> {
+    tracing::dispatcher::get_default(|dispatch| {
+        dispatch
+            .downcast_ref::<MakeStderr>()
+            .and_then(|writer| writer.access_lines)
+    })
+}
+
+/// Writes the line `write` appends to a buffer: on a batching thread
+/// straight into its batch (see [`Stderr`]), elsewhere at once.
+pub fn write_line(write: impl FnOnce(&mut Vec<u8>)) {
+    let mut write = Some(write);
+    PENDING.with(|pending| {
+        let Ok(mut pending) = pending.try_borrow_mut() else {
+            return;
+        };
+        let Some(batch) = pending.as_mut() else {
+            return;
+        };
+        let Some(write) = write.take() else {
+            return;
+        };
+        let start = batch.len();
+        write(batch);
+        settle(batch, start, &mut std::io::stderr());
+    });
+    if let Some(write) = write {
+        let mut line = Vec::with_capacity(256);
+        write(&mut line);
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
+    }
+}
+
+/// After a line was appended to `batch` at `start`: as [`add_line`], the
+/// lines before it go out first if it took the batch over
+/// [`BATCH_BYTES`], and a line longer than a batch goes out alone.
+fn settle(batch: &mut Vec<u8>, start: usize, out: &mut impl std::io::Write) {
+    if batch.len() <= BATCH_BYTES {
+        return;
+    }
+    if start > 0 {
+        let _ = out.write_all(&batch[..start]);
+        batch.drain(..start);
+    }
+    if batch.len() > BATCH_BYTES {
+        write_to(batch, out);
+    }
 }
 
 /// The most bytes of whole lines one write to standard error carries: Linux's
@@ -308,6 +382,85 @@ mod tests {
         assert_eq!(out.0.len(), writes + 1);
         assert_eq!(out.0.last().map(Vec::as_slice), Some(&b"short\n"[..]));
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn lines_written_into_the_batch_go_out_as_added_lines_do() {
+        let line = |n: usize| format!("line {n} {}\n", "x".repeat(n * 37 % 700)).into_bytes();
+        let mut lines: Vec<Vec<u8>> = (0..200).map(line).collect();
+        lines.insert(50, vec![b'y'; BATCH_BYTES + 1]);
+        lines.insert(120, vec![b'z'; BATCH_BYTES]);
+        let (mut added, mut added_out) = (Vec::new(), Writes::default());
+        let (mut settled, mut settled_out) = (Vec::new(), Writes::default());
+        for line in &lines {
+            if !add_line(&mut added, line, &mut added_out) {
+                added_out.0.push(line.clone());
+            }
+            let start = settled.len();
+            settled.extend_from_slice(line);
+            settle(&mut settled, start, &mut settled_out);
+            assert!(settled.len() <= BATCH_BYTES);
+        }
+        assert_eq!(settled_out.0, added_out.0);
+        assert_eq!(settled, added);
+        assert!(settled_out.0.len() > 20, "{}", settled_out.0.len());
+    }
+
+    #[test]
+    fn access_lines_are_written_directly_only_under_the_subscriber_init_builds() {
+        let ours = |access_lines| {
+            build(
+                LogFormat::Json,
+                EnvFilter::new("info"),
+                MakeStderr { access_lines },
+                false,
+            )
+        };
+        tracing::subscriber::with_default(ours(Some(LogFormat::Json)), || {
+            assert_eq!(direct_access_format(), Some(LogFormat::Json));
+        });
+        tracing::subscriber::with_default(ours(Some(LogFormat::Text)), || {
+            assert_eq!(direct_access_format(), Some(LogFormat::Text));
+        });
+        // Colours: only the fmt layer writes those.
+        tracing::subscriber::with_default(ours(None), || {
+            assert_eq!(direct_access_format(), None);
+        });
+        let captured = Captured::default();
+        let capture = subscriber(LogFormat::Json, EnvFilter::new("info"), move || {
+            captured.clone()
+        });
+        tracing::subscriber::with_default(capture, || {
+            assert_eq!(direct_access_format(), None);
+        });
+        let stderr_elsewise = subscriber(LogFormat::Text, EnvFilter::new("info"), || Stderr);
+        tracing::subscriber::with_default(stderr_elsewise, || {
+            assert_eq!(direct_access_format(), None);
+        });
+    }
+
+    #[test]
+    fn a_line_written_on_a_batching_thread_lands_in_its_batch() {
+        std::thread::spawn(|| {
+            batch_this_thread();
+            write_line(|out| out.extend_from_slice(b"first\n"));
+            write_line(|out| out.extend_from_slice(b"second\n"));
+            PENDING.with(|pending| {
+                assert_eq!(pending.borrow().as_deref(), Some(&b"first\nsecond\n"[..]))
+            });
+            flush_this_thread();
+        })
+        .join()
+        .unwrap();
+        // Elsewhere it is written at once, nothing kept.
+        std::thread::spawn(|| {
+            let mut called = false;
+            write_line(|_| called = true);
+            assert!(called);
+            PENDING.with(|pending| assert!(pending.borrow().is_none()));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

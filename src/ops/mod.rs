@@ -6,6 +6,7 @@
 //! shutting down. `/metrics`: Prometheus (OpenMetrics) text.
 
 pub mod access;
+pub mod access_line;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
