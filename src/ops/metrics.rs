@@ -95,6 +95,11 @@ struct JwksLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
@@ -122,6 +127,7 @@ struct Inner {
     config_reloads: Family<OutcomeLabels, Counter>,
     session_cache_serving: Gauge,
     session_cache_channel_losses: Family<ReasonLabels, Counter>,
+    client_connections: Family<StateLabels, Gauge>,
     /// Tells this registry's entries in the per-thread handle cache apart
     /// from another's (tests build many).
     id: u64,
@@ -368,6 +374,14 @@ impl Metrics {
              invalidation channel was lost, by reason",
             session_cache_channel_losses.clone(),
         );
+        let client_connections = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "client_connections",
+            "Open plain-HTTP client connections: active (HTTP served on them now or \
+             within the last second or two) or parked (idle keep-alive, holding no \
+             HTTP buffers until their next request)",
+            client_connections.clone(),
+        );
         registry.register(
             "build",
             "portico's version",
@@ -397,6 +411,7 @@ impl Metrics {
                 config_reloads,
                 session_cache_serving,
                 session_cache_channel_losses,
+                client_connections,
                 id: REGISTRY_IDS.fetch_add(1, Ordering::Relaxed),
             }),
         }
@@ -594,6 +609,17 @@ impl Metrics {
             .limit_rejections
             .get_or_create(&LimitLabels { limit })
             .inc();
+    }
+
+    /// The gauges of active and of parked client connections.
+    pub fn client_connections(&self) -> (Gauge, Gauge) {
+        let state = |state| {
+            self.inner
+                .client_connections
+                .get_or_create(&StateLabels { state })
+                .clone()
+        };
+        (state("active"), state("parked"))
     }
 
     /// Whether the local session cache is being served from.
