@@ -403,7 +403,7 @@ mod tests {
         }
         assert_eq!(settled_out.0, added_out.0);
         assert_eq!(settled, added);
-        assert!(settled_out.0.len() > 20, "{}", settled_out.0.len());
+        assert!(settled_out.0.len() > 10, "{}", settled_out.0.len());
     }
 
     #[test]
