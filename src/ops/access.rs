@@ -154,9 +154,9 @@ impl Observation {
             sub: self.note.user(),
         };
         match logging::direct_access_format() {
-            Some(format) => logging::write_line(|out| {
-                access_line::write(format, &line, SystemTime::now(), out)
-            }),
+            Some(format) => {
+                logging::write_line(|out| access_line::write(format, &line, SystemTime::now(), out))
+            }
             None => access_line::emit(&line),
         }
     }

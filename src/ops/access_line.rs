@@ -71,8 +71,7 @@ fn text(line: &AccessLine<'_>, now: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b" status=");
     decimal(u64::from(line.status), out);
     out.extend_from_slice(b" latency_ms=");
-    // `Debug`, as tracing records an f64 in text.
-    let _ = write!(out, "{:?}", line.latency_ms);
+    debug_f64(line.latency_ms, out);
     out.extend_from_slice(b" route=");
     out.extend_from_slice(line.route.as_bytes());
     if let Some(sub) = line.sub {
@@ -133,6 +132,35 @@ fn debug_str(value: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// `value` as `{:?}` writes it (tracing records an f64 in text that way).
+///
+/// Both `Debug` and serde_json's float writer (ryu) write the shortest
+/// decimal that reads back as `value`, as a plain decimal between 1e-4 and
+/// 1e16; they differ only in how they break a tie between two shortest
+/// candidates (std rounds half up, ryu half to even). A tie needs `value`'s
+/// exact decimal expansion to be at most 18 digits long, so it has at most
+/// 25 binary digits after the point (5^26 alone has 19 digits). A latency
+/// almost always has more: those go through ryu, at a fraction of the
+/// instructions, and the rest through `Debug` itself.
+fn debug_f64(value: f64, out: &mut Vec<u8>) {
+    if (1e-4..1e16).contains(&value) && fraction_bits(value) > 25 {
+        let _ = serde_json::to_writer(&mut *out, &value);
+    } else {
+        let _ = write!(out, "{value:?}");
+    }
+}
+
+/// How many binary digits after the point a finite, normal `value` has
+/// when written out exactly (0 for an integer).
+fn fraction_bits(value: f64) -> i64 {
+    let bits = value.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i64;
+    let significand = (bits & ((1 << 52) - 1)) | (1 << 52);
+    // value = significand * 2^(biased - 1075)
+    let scale = biased - 1075 + i64::from(significand.trailing_zeros());
+    (-scale).max(0)
+}
+
 fn decimal(mut value: u64, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -169,6 +197,34 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
             }
         }
     };
+    let (cached, prefix) = SECOND.get();
+    if cached == seconds {
+        out.extend_from_slice(&prefix);
+    } else {
+        let start = out.len();
+        date_and_time(seconds, out);
+        if let Ok(prefix) = <[u8; 19]>::try_from(&out[start..]) {
+            SECOND.set((seconds, prefix));
+        }
+    }
+    out.push(b'.');
+    let micros = nanos / 1_000;
+    two_digits(micros / 10_000, out);
+    two_digits(micros / 100 % 100, out);
+    two_digits(micros % 100, out);
+    out.push(b'Z');
+}
+
+thread_local! {
+    /// The second the calling thread last wrote a timestamp in, and its
+    /// `YYYY-MM-DDTHH:MM:SS`: lines come many to a second.
+    static SECOND: std::cell::Cell<(i64, [u8; 19])> =
+        const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of the second `seconds` after the epoch (the year
+/// as tracing-subscriber writes one outside 0 to 9999).
+fn date_and_time(seconds: i64, out: &mut Vec<u8>) {
     let (year, month, day) = civil_date(seconds.div_euclid(86_400));
     let of_day = seconds.rem_euclid(86_400) as u32;
     if year > 9999 {
@@ -190,12 +246,6 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
     two_digits(of_day / 60 % 60, out);
     out.push(b':');
     two_digits(of_day % 60, out);
-    out.push(b'.');
-    let micros = nanos / 1_000;
-    two_digits(micros / 10_000, out);
-    two_digits(micros / 100 % 100, out);
-    two_digits(micros % 100, out);
-    out.push(b'Z');
 }
 
 /// The proleptic Gregorian (year, month, day) `days` after 1970-01-01,

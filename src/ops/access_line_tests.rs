@@ -165,7 +165,13 @@ fn quotes_backslashes_and_control_characters_are_escaped_as_the_fmt_layer_does()
 fn latencies_are_numbers_as_each_format_writes_them() {
     for latency_ms in [
         1e-7,
+        0.000_099_999_999,
         0.000_1,
+        9_999_999_999_999_998.0,
+        -0.5,
+        -0.0,
+        670_832_192_097_764.2,
+        300.000_061_035_156_25,
         0.000_01,
         1.0,
         123.456,
@@ -188,13 +194,31 @@ fn latencies_are_numbers_as_each_format_writes_them() {
 }
 
 #[test]
+fn fraction_bits_count_binary_places() {
+    assert_eq!(fraction_bits(1.0), 0);
+    assert_eq!(fraction_bits(1e15), 0);
+    assert_eq!(fraction_bits(0.5), 1);
+    assert_eq!(fraction_bits(300.0 + 2f64.powi(-14)), 14);
+    assert_eq!(fraction_bits(0.1), 55);
+    // The tie std and ryu break differently: ryu is not asked.
+    let tie = 670_832_192_097_764.25;
+    assert_eq!(fraction_bits(tie), 2);
+    assert_eq!(serde_json::to_string(&tie).unwrap(), "670832192097764.2");
+    let mut out = Vec::new();
+    debug_f64(tie, &mut out);
+    assert_eq!(String::from_utf8(out).unwrap(), "670832192097764.3");
+}
+
+#[test]
 fn timestamps_at_known_instants() {
-    let at = |seconds: u64, nanos: u32| {
-        stamp(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
-    };
+    let at =
+        |seconds: u64, nanos: u32| stamp(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos));
     assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
     assert_eq!(at(951_782_400, 999), "2000-02-29T00:00:00.000000Z");
-    assert_eq!(at(1_796_459_852, 123_456_789), "2026-12-05T08:37:32.123456Z");
+    assert_eq!(
+        at(1_796_459_852, 123_456_789),
+        "2026-12-05T08:37:32.123456Z"
+    );
     assert_eq!(at(253_402_300_799, 0), "9999-12-31T23:59:59.000000Z");
     assert_eq!(at(253_402_300_800, 0), "+10000-01-01T00:00:00.000000Z");
     let before_epoch = SystemTime::UNIX_EPOCH - Duration::from_nanos(1_000);
@@ -203,6 +227,15 @@ fn timestamps_at_known_instants() {
     assert_eq!(stamp(year_zero), "0000-01-01T00:00:00.000000Z");
     let before_year_zero = year_zero - Duration::from_secs(1);
     assert_eq!(stamp(before_year_zero), "-0001-12-31T23:59:59.000000Z");
+    // The second is kept from one line to the next; the fraction is not.
+    assert_eq!(at(1_796_459_852, 5_000), "2026-12-05T08:37:32.000005Z");
+    assert_eq!(
+        at(1_796_459_852, 999_999_999),
+        "2026-12-05T08:37:32.999999Z"
+    );
+    assert_eq!(at(1_796_459_853, 0), "2026-12-05T08:37:33.000000Z");
+    assert_eq!(at(253_402_300_800, 0), "+10000-01-01T00:00:00.000000Z");
+    assert_eq!(at(253_402_300_800, 1_000), "+10000-01-01T00:00:00.000001Z");
 }
 
 proptest! {
@@ -232,6 +265,23 @@ proptest! {
     fn printable_ascii_is_quoted_as_debug_quotes_it(value in "[ -~]{0,40}") {
         let mut out = Vec::new();
         debug_str(&value, &mut out);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{value:?}"));
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them(bits in any::<u64>(), scale in -8i32..20, mantissa in 0.0f64..10.0) {
+        for value in [f64::from_bits(bits), mantissa * 10f64.powi(scale)] {
+            let mut out = Vec::new();
+            debug_f64(value, &mut out);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{value:?}"));
+        }
+    }
+
+    #[test]
+    fn latencies_as_measured_are_written_as_debug_writes_them(nanos in 0u64..3_600_000_000_000) {
+        let value = Duration::from_nanos(nanos).as_secs_f64() * 1000.0;
+        let mut out = Vec::new();
+        debug_f64(value, &mut out);
         prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{value:?}"));
     }
 
