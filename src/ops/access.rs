@@ -20,7 +20,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use super::access_line::{self, AccessLine};
-use super::logging;
+use super::logging::{self, AccessLog};
+use crate::config::LogFormat;
 use crate::request_id::RequestId;
 use crate::AppState;
 
@@ -94,6 +95,8 @@ fn route_label<'a>(note: &'a AccessNote, matched: Option<&'a str>) -> &'a str {
 struct Logged {
     path: String,
     request_id: RequestId,
+    /// Written directly in this format, else through `tracing`.
+    direct: Option<LogFormat>,
 }
 
 /// What the access log and the metrics need from a request, taken before
@@ -112,10 +115,17 @@ impl Observation {
     /// in [`Observation::note`].
     ///
     /// Whether the access line is written is decided here, by the log
-    /// filter (`RUST_LOG`): `enabled!` is answered from its callsite's
-    /// cached interest unless the filter has span-dependent directives.
+    /// filter (`RUST_LOG`): once at start-up under portico's own
+    /// subscriber, per request under any other.
     pub fn begin(request: &Request, id: &RequestId) -> Self {
-        let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO);
+        let (logged, direct) = match logging::access_log() {
+            AccessLog::Off => (false, None),
+            AccessLog::Direct(format) => (true, Some(format)),
+            AccessLog::Tracing => (
+                tracing::enabled!(target: "portico::access", tracing::Level::INFO),
+                None,
+            ),
+        };
         let note = AccessNote::new(logged);
         Observation {
             started: Instant::now(),
@@ -123,6 +133,7 @@ impl Observation {
             logged: logged.then(|| Logged {
                 path: logged_path(request.uri().path()),
                 request_id: id.clone(),
+                direct,
             }),
             matched: request.extensions().get::<MatchedPath>().cloned(),
             note,
@@ -153,7 +164,7 @@ impl Observation {
             route,
             sub: self.note.user(),
         };
-        match logging::direct_access_format() {
+        match logged.direct {
             Some(format) => {
                 logging::write_line(|out| access_line::write(format, &line, SystemTime::now(), out))
             }

@@ -117,18 +117,53 @@ impl tracing::field::Visit for PlainVisitor<'_> {
 pub fn init(format: LogFormat) {
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = MakeStderr {
-        access_lines: (!colours).then_some(format),
+        access: access_log_for(format, colours, &filter_from_environment()),
     };
     let subscriber = build(format, filter_from_environment(), writer, colours);
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
-/// The writer [`init`] gives the fmt layer: [`Stderr`], and the format the
-/// access line may be written in directly (none with colours, which only
-/// the fmt layer writes).
+/// How a request's access line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Not at all: the filter drops `portico::access` at info.
+    Off,
+    /// Directly ([`write_line`]), in this format.
+    Direct(LogFormat),
+    /// Through `tracing`, which asks the filter on every request.
+    Tracing,
+}
+
+/// How [`init`]'s subscriber has the access line written, decided once:
+/// directly unless in colour (only the fmt layer writes those), and not at
+/// all when `filter` drops it. The filter is fixed for the process's life
+/// (`RUST_LOG` is read at start-up), and outside any span, where an access
+/// line's fate is decided, its answer for the line's target and level is
+/// the same every time.
+fn access_log_for(format: LogFormat, colours: bool, filter: &EnvFilter) -> AccessLog {
+    if colours {
+        return AccessLog::Tracing;
+    }
+    let probe = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        filter.clone(),
+    );
+    let on = tracing::subscriber::with_default(
+        probe,
+        || tracing::enabled!(target: "portico::access", tracing::Level::INFO),
+    );
+    if on {
+        AccessLog::Direct(format)
+    } else {
+        AccessLog::Off
+    }
+}
+
+/// The writer [`init`] gives the fmt layer: [`Stderr`], and how the access
+/// line is written under that subscriber.
 #[derive(Clone, Copy, Debug)]
 pub struct MakeStderr {
-    access_lines: Option<LogFormat>,
+    access: AccessLog,
 }
 
 impl<'writer> MakeWriter<'writer> for MakeStderr {
@@ -139,17 +174,17 @@ impl<'writer> MakeWriter<'writer> for MakeStderr {
     }
 }
 
-/// The format to write access lines in directly ([`write_line`]), when the
-/// subscriber in charge of this thread is the one [`init`] installed: the
-/// fmt layer hands out its writer by type, so any other subscriber (a
-/// test's capture) gets `None` and the line goes through `tracing`. With
-/// one process-wide subscriber this is an atomic load and a few type-id
-/// comparisons.
-pub fn direct_access_format() -> Option<LogFormat> {
+/// How the subscriber in charge of this thread has the access line written:
+/// as [`init`] decided if it is [`init`]'s (the fmt layer hands out its
+/// writer by type), through `tracing` under any other (a test's capture).
+/// With one process-wide subscriber this is an atomic load and a few
+/// type-id comparisons, where asking the filter (`tracing::enabled!`) costs
+/// about 170 instructions a request (callgrind).
+pub fn access_log() -> AccessLog {
     tracing::dispatcher::get_default(|dispatch| {
         dispatch
             .downcast_ref::<MakeStderr>()
-            .and_then(|writer| writer.access_lines)
+            .map_or(AccessLog::Tracing, |writer| writer.access)
     })
 }
 
@@ -408,35 +443,64 @@ mod tests {
 
     #[test]
     fn access_lines_are_written_directly_only_under_the_subscriber_init_builds() {
-        let ours = |access_lines| {
+        let ours = |access| {
             build(
                 LogFormat::Json,
                 EnvFilter::new("info"),
-                MakeStderr { access_lines },
+                MakeStderr { access },
                 false,
             )
         };
-        tracing::subscriber::with_default(ours(Some(LogFormat::Json)), || {
-            assert_eq!(direct_access_format(), Some(LogFormat::Json));
-        });
-        tracing::subscriber::with_default(ours(Some(LogFormat::Text)), || {
-            assert_eq!(direct_access_format(), Some(LogFormat::Text));
-        });
-        // Colours: only the fmt layer writes those.
-        tracing::subscriber::with_default(ours(None), || {
-            assert_eq!(direct_access_format(), None);
-        });
+        for access in [
+            AccessLog::Direct(LogFormat::Json),
+            AccessLog::Direct(LogFormat::Text),
+            AccessLog::Off,
+        ] {
+            tracing::subscriber::with_default(ours(access), || {
+                assert_eq!(access_log(), access);
+            });
+        }
         let captured = Captured::default();
         let capture = subscriber(LogFormat::Json, EnvFilter::new("info"), move || {
             captured.clone()
         });
         tracing::subscriber::with_default(capture, || {
-            assert_eq!(direct_access_format(), None);
+            assert_eq!(access_log(), AccessLog::Tracing);
         });
         let stderr_elsewise = subscriber(LogFormat::Text, EnvFilter::new("info"), || Stderr);
         tracing::subscriber::with_default(stderr_elsewise, || {
-            assert_eq!(direct_access_format(), None);
+            assert_eq!(access_log(), AccessLog::Tracing);
         });
+    }
+
+    #[test]
+    fn the_filter_decides_once_whether_access_lines_are_written() {
+        let decide = |filter: &str, format, colours| {
+            access_log_for(format, colours, &EnvFilter::new(filter))
+        };
+        let json = LogFormat::Json;
+        assert_eq!(decide("info", json, false), AccessLog::Direct(json));
+        assert_eq!(
+            decide("warn,portico::access=info", LogFormat::Text, false),
+            AccessLog::Direct(LogFormat::Text)
+        );
+        assert_eq!(
+            decide("debug,portico=trace", json, false),
+            AccessLog::Direct(json)
+        );
+        assert_eq!(
+            decide("info,portico::access=off", json, false),
+            AccessLog::Off
+        );
+        assert_eq!(decide("warn", json, false), AccessLog::Off);
+        assert_eq!(decide("info,portico=warn", json, false), AccessLog::Off);
+        // In colour the fmt layer writes every line, and the filter is
+        // asked per request.
+        assert_eq!(decide("info", LogFormat::Text, true), AccessLog::Tracing);
+        let default = access_log_for(json, false, &filter_from_environment());
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(default, AccessLog::Direct(json));
+        }
     }
 
     #[test]
