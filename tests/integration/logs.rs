@@ -305,3 +305,56 @@ async fn warnings_keep_the_request_id_when_only_warnings_are_logged() {
         "info lines are filtered out"
     );
 }
+
+/// The served binary writes its access lines itself (not through tracing,
+/// see `ops::access_line`): the line is there, whole, in the configured
+/// format, with the request's id and without the query.
+#[tokio::test]
+async fn the_served_binary_writes_json_access_lines_itself() {
+    let portico = crate::support::process::PorticoProcess::start(
+        "[[routes]]\npath_prefix = \"/\"\npublic = true\nupstream = \"{upstream}\"\n",
+        "",
+    )
+    .await;
+    let response = reqwest::get(portico.url("/pub/a\"b{c}é?token=query-secret-4f2a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let logs = portico.logs();
+        if let Some(line) = logs
+            .lines()
+            .find(|line| line.contains(&request_id) && line.contains("portico::access"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access line:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let object: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    assert_eq!(object["target"], "portico::access", "{line}");
+    assert_eq!(object["level"], "INFO", "{line}");
+    assert_eq!(object["message"], "request", "{line}");
+    assert_eq!(object["method"], "GET", "{line}");
+    assert_eq!(object["path"], "/pub/a%22b%7Bc%7D%C3%A9", "{line}");
+    assert_eq!(object["status"], 200, "{line}");
+    assert_eq!(object["route"], "/", "{line}");
+    assert!(object["latency_ms"].as_f64().is_some(), "{line}");
+    assert!(object.get("sub").is_none(), "nobody signed in: {line}");
+    assert_eq!(object["span"]["request_id"], request_id.as_str(), "{line}");
+    assert_eq!(object["span"]["name"], "request", "{line}");
+    assert_eq!(object["spans"][0], object["span"], "{line}");
+    let timestamp = object["timestamp"].as_str().unwrap();
+    assert_eq!(timestamp.len(), 27, "{line}");
+    assert!(timestamp.ends_with('Z'), "{line}");
+    assert!(!portico.logs().contains("query-secret-4f2a"));
+}
