@@ -290,11 +290,10 @@ async fn park(mut connection: Box<Http1Connection>, activity: &Activity) -> Opti
     }
 }
 
-/// Bytes hyper read and did not use, then bytes it never read.
+/// Bytes hyper read and did not use, then bytes it never read. hyper's are
+/// a view of its whole read buffer (8 KiB or more, even when empty), so
+/// they are copied out: what a parked connection keeps is only its bytes.
 fn join(read: Bytes, unread: Bytes) -> Bytes {
-    if unread.is_empty() {
-        return read;
-    }
     if read.is_empty() {
         return unread;
     }
@@ -381,5 +380,18 @@ mod tests {
         );
         assert_eq!(join(Bytes::new(), Bytes::from_static(b"x")), "x");
         assert_eq!(join(Bytes::from_static(b"y"), Bytes::new()), "y");
+    }
+
+    #[test]
+    fn what_is_kept_of_hypers_read_buffer_is_a_copy_of_its_bytes() {
+        let mut buffer = BytesMut::with_capacity(8192);
+        buffer.extend_from_slice(b"GET / HT");
+        let read = buffer.freeze();
+        let original = read.as_ptr_range();
+        let kept = join(read.clone(), Bytes::new());
+        assert_eq!(kept, read);
+        assert!(!original.contains(&kept.as_ptr()));
+        assert!(join(read.slice(8..), Bytes::new()).is_empty());
+        assert!(!original.contains(&join(read.slice(8..), Bytes::new()).as_ptr()));
     }
 }
