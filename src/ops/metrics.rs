@@ -375,6 +375,10 @@ impl Metrics {
             session_cache_channel_losses.clone(),
         );
         let client_connections = Family::<StateLabels, Gauge>::default();
+        // Both shown from the start, at 0 until a connection comes.
+        for state in ["active", "parked"] {
+            client_connections.get_or_create(&StateLabels { state });
+        }
         registry.register(
             "client_connections",
             "Open plain-HTTP client connections: active (HTTP served on them now or \
