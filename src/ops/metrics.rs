@@ -377,7 +377,7 @@ impl Metrics {
         let client_connections = Family::<StateLabels, Gauge>::default();
         // Both shown from the start, at 0 until a connection comes.
         for state in ["active", "parked"] {
-            client_connections.get_or_create(&StateLabels { state });
+            drop(client_connections.get_or_create(&StateLabels { state }));
         }
         registry.register(
             "client_connections",
