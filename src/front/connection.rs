@@ -132,17 +132,17 @@ async fn first_bytes(stream: &TcpStream, h2c: bool) -> Option<Sniffed> {
 }
 
 /// Counts a connection as active or parked while it is open.
-struct Counted {
+struct Gauged {
     active: Gauge,
     parked: Gauge,
     is_parked: bool,
 }
 
-impl Counted {
+impl Gauged {
     fn new(metrics: &crate::ops::metrics::Metrics) -> Self {
         let (active, parked) = metrics.client_connections();
         active.inc();
-        Counted {
+        Gauged {
             active,
             parked,
             is_parked: false,
@@ -163,7 +163,7 @@ impl Counted {
     }
 }
 
-impl Drop for Counted {
+impl Drop for Gauged {
     fn drop(&mut self) {
         if self.is_parked {
             self.parked.dec();
@@ -176,10 +176,10 @@ impl Drop for Counted {
 /// HTTP/1.1, with parking between uses.
 async fn serve_http1(mut stream: TcpStream, service: Served, mut stop: watch::Receiver<bool>) {
     let builder = hyper::server::conn::http1::Builder::new();
-    let mut counted = Counted::new(&service.entry.app.metrics);
+    let mut gauged = Gauged::new(&service.entry.app.metrics);
     let mut unread = Bytes::new();
     loop {
-        counted.set_parked(false);
+        gauged.set_parked(false);
         let activity = service.activity.clone();
         let io = TokioIo::new(FrontStream {
             stream,
@@ -197,7 +197,7 @@ async fn serve_http1(mut stream: TcpStream, service: Served, mut stop: watch::Re
         stream = front.stream;
         unread = join(parked.read_buf, front.unread);
         if unread.is_empty() {
-            counted.set_parked(true);
+            gauged.set_parked(true);
             tokio::select! {
                 ready = stream.readable() => if ready.is_err() { return },
                 _ = stop.wait_for(|stopping| *stopping) => return,
@@ -290,11 +290,10 @@ async fn park(mut connection: Box<Http1Connection>, activity: &Activity) -> Opti
     }
 }
 
-/// Bytes hyper read and did not use, then bytes it never read.
+/// Bytes hyper read and did not use, then bytes it never read. hyper's are
+/// a view of its whole read buffer (8 KiB or more, even when empty), so
+/// they are copied out: what a parked connection keeps is only its bytes.
 fn join(read: Bytes, unread: Bytes) -> Bytes {
-    if unread.is_empty() {
-        return read;
-    }
     if read.is_empty() {
         return unread;
     }
@@ -306,7 +305,7 @@ fn join(read: Bytes, unread: Bytes) -> Bytes {
 
 /// HTTP/2 with prior knowledge, served by hyper to its end.
 async fn serve_http2(stream: TcpStream, service: Served, mut stop: watch::Receiver<bool>) {
-    let _counted = Counted::new(&service.entry.app.metrics);
+    let _gauged = Gauged::new(&service.entry.app.metrics);
     let io = TokioIo::new(FrontStream {
         stream,
         unread: Bytes::new(),
@@ -381,5 +380,18 @@ mod tests {
         );
         assert_eq!(join(Bytes::new(), Bytes::from_static(b"x")), "x");
         assert_eq!(join(Bytes::from_static(b"y"), Bytes::new()), "y");
+    }
+
+    #[test]
+    fn what_is_kept_of_hypers_read_buffer_is_a_copy_of_its_bytes() {
+        let mut buffer = BytesMut::with_capacity(8192);
+        buffer.extend_from_slice(b"GET / HT");
+        let read = buffer.freeze();
+        let original = read.as_ptr_range();
+        let kept = join(read.clone(), Bytes::new());
+        assert_eq!(kept, read);
+        assert!(!original.contains(&kept.as_ptr()));
+        assert!(join(read.slice(8..), Bytes::new()).is_empty());
+        assert!(!original.contains(&join(read.slice(8..), Bytes::new()).as_ptr()));
     }
 }
