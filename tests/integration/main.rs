@@ -21,6 +21,7 @@ mod forward_auth_redirect;
 mod grpc;
 mod hostile;
 mod https_upstreams;
+mod idle_connections;
 mod ingress_nginx;
 mod kubernetes;
 mod lifecycle;

@@ -361,9 +361,11 @@ async fn wait_for_sample(app: &TestApp, series: &str, at_least: f64) {
 /// A gateway that has served one of everything the dashboard shows:
 /// sign-ins and a failed callback, proxied and bearer requests, a refresh,
 /// a back-channel logout, an unreachable upstream, a refused oversized
-/// request, a route reload, a failed key fetch and a Redis timeout.
+/// request, a 503 at an upstream's connection limit, a route reload, a
+/// failed key fetch and a Redis timeout.
 async fn gateway_after_a_day_of_everything() -> (TestApp, RedisServer) {
     let redis = RedisServer::spawn();
+    let limited = portico::devop::EchoUpstream::start().await.unwrap();
     let app = TestApp::builder()
         .redis_url(&redis.url(0))
         .op_options(|options| {
@@ -375,6 +377,11 @@ async fn gateway_after_a_day_of_everything() -> (TestApp, RedisServer) {
         .route("path_prefix = \"/\"\nupstream = \"{upstream}\"")
         .route("path_prefix = \"/api\"\nupstream = \"{upstream}\"\napi = true")
         .route("path_prefix = \"/down\"\nupstream = \"http://127.0.0.1:1\"")
+        .route(&format!(
+            "path_prefix = \"/slow\"\nupstream = \"{}\"\npublic = true\n\
+             max_connections = 1\nmax_pending = 1\npending_timeout = \"200ms\"",
+            limited.url()
+        ))
         .build()
         .await;
     let browser = Browser::new();
@@ -403,6 +410,21 @@ async fn gateway_after_a_day_of_everything() -> (TestApp, RedisServer) {
         .get(&app.url(&format!("/?q={}", "x".repeat(9 * 1024))))
         .await;
     assert!(oversized.status.is_client_error(), "{}", oversized.status);
+    // One request holds the only connection to the limited upstream; the
+    // next waits for it past pending_timeout and gets a 503.
+    let holder = tokio::spawn({
+        let url = app.url("/slow?ms=1500");
+        async move { Browser::new().get(&url).await }
+    });
+    wait_for_sample(&app, "portico_upstream_active_requests", 1.0).await;
+    let refused = Browser::new().get(&app.url("/slow?ms=0")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert_eq!(holder.await.unwrap().status, StatusCode::OK);
     app.advance(Duration::from_secs(61));
     assert_eq!(browser.get(&app.url("/later")).await.status, StatusCode::OK);
     let config = portico::config::parse(&app.config_text, &Default::default()).unwrap();
@@ -489,6 +511,11 @@ async fn every_metric_and_label_the_dashboard_and_alerts_use_is_exported() {
         "portico_backchannel_logouts_total",
         "portico_jwks_fetches_total",
         "portico_ready",
+        "portico_client_connections",
+        "portico_upstream_overflow_total",
+        "portico_upstream_pending_requests",
+        "portico_session_cache_serving",
+        "portico_session_cache_channel_losses_total",
     ] {
         assert!(used.contains(name), "nothing shows {name}");
     }

@@ -17,7 +17,7 @@ const SWITCHED: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r
 /// A websocket upstream: a handshake gets [`SWITCHED`] and then an echo of
 /// every read, prefixed `echo:`; any other request gets a 200 "ok" and the
 /// close. Every request head it reads goes to the receiver.
-async fn echo_upstream() -> (String, mpsc::UnboundedReceiver<String>) {
+pub(crate) async fn echo_upstream() -> (String, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (heads, received) = mpsc::unbounded_channel();
@@ -54,7 +54,7 @@ async fn echo_upstream() -> (String, mpsc::UnboundedReceiver<String>) {
 }
 
 /// Reads up to the end of a head, byte by byte (nothing after it is taken).
-async fn read_head(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -67,7 +67,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// A client's handshake for `/ws/chat`, with a forged identity header.
-fn handshake(host: &str, upgrade: &str, cookie: Option<&str>) -> String {
+pub(crate) fn handshake(host: &str, upgrade: &str, cookie: Option<&str>) -> String {
     let cookie = cookie.map_or(String::new(), |cookie| format!("Cookie: {cookie}\r\n"));
     format!(
         "GET /ws/chat HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive, Upgrade\r\n\

@@ -10,177 +10,23 @@
 //! The text is OpenMetrics (`application/openmetrics-text`), which
 //! Prometheus scrapes natively; counters carry the `_total` suffix.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+
+mod hot;
+mod registry;
+
+use hot::{with_hot_series, HotSeries};
+use registry::{
+    registered, Inner, JwksLabels, LimitLabels, OperationLabels, OutcomeLabels, ReasonLabels,
+    RequestLabels, RouteMethodLabels, StateLabels, UpstreamErrorLabels, UpstreamLabels,
+    UpstreamOverflowLabels,
+};
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Seconds; from 1 ms to 30 s, the span between a cached answer and a timeout.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-/// Seconds; Redis answers in well under a millisecond until it does not.
-const REDIS_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS.iter().copied())
-}
-
-fn redis_histogram() -> Histogram {
-    Histogram::new(REDIS_BUCKETS.iter().copied())
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    method: &'static str,
-    status_class: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteMethodLabels {
-    route: String,
-    method: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamLabels {
-    upstream: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamErrorLabels {
-    upstream: String,
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamOverflowLabels {
-    upstream: String,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct JwksLabels {
-    trigger: &'static str,
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LimitLabels {
-    limit: &'static str,
-}
-
-struct Inner {
-    registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Family<RouteMethodLabels, Histogram, fn() -> Histogram>,
-    upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
-    upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    upstream_active: Gauge,
-    upstream_overflow: Family<UpstreamOverflowLabels, Counter>,
-    upstream_pending: Family<UpstreamLabels, Gauge>,
-    ready: Gauge,
-    logins_started: Counter,
-    logins_succeeded: Counter,
-    logins_failed: Family<ReasonLabels, Counter>,
-    refreshes: Family<OutcomeLabels, Counter>,
-    backchannel_logouts: Family<OutcomeLabels, Counter>,
-    bearer_validations: Family<OutcomeLabels, Counter>,
-    redis_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    redis_errors: Family<OperationLabels, Counter>,
-    jwks_fetches: Family<JwksLabels, Counter>,
-    limit_rejections: Family<LimitLabels, Counter>,
-    config_reloads: Family<OutcomeLabels, Counter>,
-    session_cache_serving: Gauge,
-    session_cache_channel_losses: Family<ReasonLabels, Counter>,
-    /// Tells this registry's entries in the per-thread handle cache apart
-    /// from another's (tests build many).
-    id: u64,
-}
-
-/// Handles to the per-request series most recently used on this thread.
-/// prometheus-client's families hash the labels and take a lock on every
-/// lookup; a request's series are found here by comparing a few short
-/// strings instead. A handle shares its series with the family, so what it
-/// counts is what the registry renders.
-struct HotSeries {
-    registry: u64,
-    /// The route, or for upstream series the upstream's origin.
-    label: Box<str>,
-    method: &'static str,
-    status_class: &'static str,
-    counter: Option<Counter>,
-    histogram: Histogram,
-}
-
-/// At most this many series are kept per thread (routes × methods × status
-/// classes in use at once; the oldest go first).
-const HOT_SERIES: usize = 32;
-
-thread_local! {
-    static HOT: RefCell<Vec<HotSeries>> = const { RefCell::new(Vec::new()) };
-}
-
-static REGISTRY_IDS: AtomicU64 = AtomicU64::new(0);
-
-/// Runs `hit` on the cached handles for the key, or `miss` to make them
-/// (and caches what it made).
-fn with_hot_series(
-    key: (u64, &str, &'static str, &'static str),
-    hit: impl FnOnce(&HotSeries),
-    miss: impl FnOnce() -> HotSeries,
-) {
-    let (registry, label, method, status_class) = key;
-    HOT.with(|hot| {
-        let mut hot = hot.borrow_mut();
-        let found = hot.iter().position(|series| {
-            series.registry == registry
-                && series.method == method
-                && series.status_class == status_class
-                && &*series.label == label
-        });
-        match found {
-            Some(index) => hit(&hot[index]),
-            None => {
-                let series = miss();
-                hit(&series);
-                if hot.len() >= HOT_SERIES {
-                    hot.remove(0);
-                }
-                hot.push(series);
-            }
-        }
-    });
-}
 
 /// The gateway's metrics. Cheap to clone (one `Arc`); every part of portico
 /// that counts something holds a clone.
@@ -230,175 +76,8 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portico");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route prefix, method and status class",
-            requests.clone(),
-        );
-        let request_duration =
-            Family::<RouteMethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from the request's arrival until its response head was ready",
-            request_duration.clone(),
-        );
-        let upstream_duration =
-            Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
-        registry.register(
-            "upstream_duration_seconds",
-            "Time an upstream took to send its response head",
-            upstream_duration.clone(),
-        );
-        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
-        registry.register(
-            "upstream_errors",
-            "Upstream requests that failed: timeout, unreachable (refused or reset before the head), request (could not be sent), invalid (a malformed answer), body (broken mid-response), read_timeout (a response body stalled past upstream_read_timeout)",
-            upstream_errors.clone(),
-        );
-        let upstream_active = Gauge::default();
-        registry.register(
-            "upstream_active_requests",
-            "Upstream requests in flight, until their response body has been streamed",
-            upstream_active.clone(),
-        );
-        let upstream_overflow = Family::<UpstreamOverflowLabels, Counter>::default();
-        registry.register(
-            "upstream_overflow",
-            "Requests refused with 503 at an upstream's connection limit: pending_full (max_pending requests already waited), pending_timeout (no connection came free within pending_timeout)",
-            upstream_overflow.clone(),
-        );
-        let upstream_pending = Family::<UpstreamLabels, Gauge>::default();
-        registry.register(
-            "upstream_pending_requests",
-            "Requests waiting for a connection at an upstream's connection limit (max_connections)",
-            upstream_pending.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 when /readyz would answer 200 (provider metadata loaded, session store answering, not shutting down), else 0; judged at each scrape",
-            ready.clone(),
-        );
-        let logins_started = Counter::default();
-        registry.register(
-            "logins_started",
-            "Sign-ins sent to the provider",
-            logins_started.clone(),
-        );
-        let logins_succeeded = Counter::default();
-        registry.register(
-            "logins_succeeded",
-            "Sign-ins that created a session",
-            logins_succeeded.clone(),
-        );
-        let logins_failed = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "logins_failed",
-            "Callbacks that created no session, by reason",
-            logins_failed.clone(),
-        );
-        let refreshes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "session_refreshes",
-            "Token refreshes, by outcome",
-            refreshes.clone(),
-        );
-        let backchannel_logouts = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "backchannel_logouts",
-            "Back-channel logout requests, by outcome",
-            backchannel_logouts.clone(),
-        );
-        let bearer_validations = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "bearer_validations",
-            "Bearer token validations, by outcome",
-            bearer_validations.clone(),
-        );
-        let redis_duration =
-            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                redis_histogram,
-            );
-        registry.register(
-            "redis_command_duration_seconds",
-            "Session store calls (Redis commands, or the memory store), by operation",
-            redis_duration.clone(),
-        );
-        let redis_errors = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "redis_command_errors",
-            "Session store calls that failed or timed out, by operation",
-            redis_errors.clone(),
-        );
-        let jwks_fetches = Family::<JwksLabels, Counter>::default();
-        registry.register(
-            "jwks_fetches",
-            "Fetches of the provider's metadata and keys, by trigger and outcome",
-            jwks_fetches.clone(),
-        );
-        let limit_rejections = Family::<LimitLabels, Counter>::default();
-        registry.register(
-            "request_limit_rejections",
-            "Requests refused for exceeding a size limit or for ambiguous framing",
-            limit_rejections.clone(),
-        );
-        let config_reloads = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "config_reloads",
-            "Route table reloads (SIGHUP), by outcome",
-            config_reloads.clone(),
-        );
-        let session_cache_serving = Gauge::default();
-        registry.register(
-            "session_cache_serving",
-            "1 while this replica serves sessions from its local cache (invalidation \
-             channel confirmed within the lease), 0 while every request reads Redis",
-            session_cache_serving.clone(),
-        );
-        let session_cache_channel_losses = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "session_cache_channel_losses",
-            "Times the local session cache stopped serving and was emptied because its \
-             invalidation channel was lost, by reason",
-            session_cache_channel_losses.clone(),
-        );
-        registry.register(
-            "build",
-            "portico's version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
         Metrics {
-            inner: Arc::new(Inner {
-                registry,
-                requests,
-                request_duration,
-                upstream_duration,
-                upstream_errors,
-                upstream_active,
-                upstream_overflow,
-                upstream_pending,
-                ready,
-                logins_started,
-                logins_succeeded,
-                logins_failed,
-                refreshes,
-                backchannel_logouts,
-                bearer_validations,
-                redis_duration,
-                redis_errors,
-                jwks_fetches,
-                limit_rejections,
-                config_reloads,
-                session_cache_serving,
-                session_cache_channel_losses,
-                id: REGISTRY_IDS.fetch_add(1, Ordering::Relaxed),
-            }),
+            inner: Arc::new(registered()),
         }
     }
 
@@ -596,6 +275,17 @@ impl Metrics {
             .inc();
     }
 
+    /// The gauges of active and of parked client connections.
+    pub fn client_connections(&self) -> (Gauge, Gauge) {
+        let state = |state| {
+            self.inner
+                .client_connections
+                .get_or_create(&StateLabels { state })
+                .clone()
+        };
+        (state("active"), state("parked"))
+    }
+
     /// Whether the local session cache is being served from.
     pub fn session_cache_serving(&self, serving: bool) {
         self.inner.session_cache_serving.set(i64::from(serving));
@@ -643,6 +333,7 @@ pub async fn timed<T, E>(
 
 #[cfg(test)]
 mod tests {
+    use super::hot::HOT_SERIES;
     use super::*;
 
     #[test]

@@ -27,6 +27,9 @@ use crate::ops::access::Observation;
 use crate::request_id::RequestMeta;
 use crate::{limits, proxy, request_id, telemetry, AppState};
 
+mod activity;
+mod connection;
+
 /// The middleware form, around the router's own endpoints.
 pub async fn front(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let peer = request_id::peer_of(&request).map(|address| address.ip());
@@ -113,7 +116,18 @@ impl Service<Request> for Entry {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.serve(request)
+    }
+}
+
+impl Entry {
+    /// Answers one request: portico's own endpoints through the router,
+    /// everything else straight to the proxy.
+    pub(crate) fn serve(
+        &self,
+        mut request: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> {
         if for_the_router(request.uri().path()) {
             request.extensions_mut().insert(ConnectInfo(self.peer));
             let router = self.router.clone();
@@ -299,7 +313,7 @@ impl Worker {
                 app: self.app.clone(),
                 peer,
             };
-            tokio::spawn(connection(
+            tokio::spawn(connection::serve(
                 stream,
                 entry,
                 self.stop.clone(),
@@ -308,55 +322,6 @@ impl Worker {
         }
         // Each open connection holds a receiver; none is left once all ended.
         open_tx.closed().await;
-    }
-}
-
-/// Serves one connection; on shutdown, finishes the request in flight and
-/// closes (hyper's graceful shutdown).
-async fn connection(
-    stream: tokio::net::TcpStream,
-    entry: Entry,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    _open: tokio::sync::watch::Receiver<()>,
-) {
-    let h2c = entry.app.config.server.h2c;
-    let service = hyper_util::service::TowerToHyperService::new(entry.map_request(
-        |request: http::Request<hyper::body::Incoming>| request.map(axum::body::Body::new),
-    ));
-    let io = hyper_util::rt::TokioIo::new(stream);
-    // Drives a connection until it ends, or, once portico stops, until the
-    // request in flight is answered.
-    macro_rules! drive {
-        ($served:expr) => {{
-            let mut served = std::pin::pin!($served);
-            tokio::select! {
-                result = served.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::trace!(%error, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = stop.wait_for(|stopping| *stopping) => {}
-            }
-            served.as_mut().graceful_shutdown();
-            if let Err(error) = served.await {
-                tracing::trace!(%error, "connection ended with an error");
-            }
-        }};
-    }
-    if h2c {
-        // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by the
-        // connection's first bytes.
-        let builder =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        drive!(builder.serve_connection_with_upgrades(io, service));
-    } else {
-        // `[server] h2c = false`: HTTP/1.1 only. (hyper-util's auto builder
-        // ignores `http1_only` when upgrades are served, so hyper's own
-        // HTTP/1 connection is used.)
-        drive!(hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, service)
-            .with_upgrades());
     }
 }
 
