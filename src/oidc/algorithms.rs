@@ -92,7 +92,7 @@ pub(crate) enum KeyMaterial {
     Rsa {
         n: Vec<u8>,
         e: Vec<u8>,
-        parsed: RsaVerifiers,
+        parsed: Box<RsaVerifiers>,
     },
     /// An uncompressed EC point (0x04 || x || y).
     EcPoint(Vec<u8>),
@@ -110,7 +110,7 @@ impl KeyMaterial {
                 .map(|(n, e)| KeyMaterial::Rsa {
                     n,
                     e,
-                    parsed: RsaVerifiers::default(),
+                    parsed: Box::default(),
                 }),
             Some("EC") => bytes(jwk, "x").zip(bytes(jwk, "y")).map(|(x, y)| {
                 let mut point = Vec::with_capacity(1 + x.len() + y.len());
@@ -210,7 +210,9 @@ impl Eq for RsaVerifiers {}
 
 impl std::fmt::Debug for RsaVerifiers {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("RsaVerifiers").finish_non_exhaustive()
+        formatter
+            .debug_struct("RsaVerifiers")
+            .finish_non_exhaustive()
     }
 }
 
@@ -277,6 +279,49 @@ mod tests {
                     other.alg().name()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_rsa_key_parsed_once_checks_signature_after_signature() {
+        let signer = AlgKey::new(SigningAlg::Rs256).unwrap();
+        let material = KeyMaterial::from_jwk(&object(signer.public_jwk()));
+        for message in [&b"first.token"[..], b"second.token", b"first.token"] {
+            let signature = signer.sign(message).unwrap();
+            assert!(material.verifies("RS256", message, &signature));
+            assert!(!material.verifies("RS256", b"other", &signature));
+            // The same key under another algorithm is another parsed key.
+            assert!(!material.verifies("PS256", message, &signature));
+            assert!(!material.verifies("RS384", message, &signature));
+            let mut tampered = signature.clone();
+            tampered[10] ^= 1;
+            assert!(!material.verifies("RS256", message, &tampered));
+        }
+        // A clone keeps what was parsed and still checks the same way.
+        let copy = material.clone();
+        let signature = signer.sign(b"third").unwrap();
+        assert!(copy.verifies("RS256", b"third", &signature));
+        assert_eq!(copy, material);
+    }
+
+    #[test]
+    fn rsa_numbers_aws_lc_refuses_verify_nothing() {
+        let signer = AlgKey::new(SigningAlg::Rs256).unwrap();
+        let signature = signer.sign(b"m").unwrap();
+        let KeyMaterial::Rsa { n, e, .. } = KeyMaterial::from_jwk(&object(signer.public_jwk()))
+        else {
+            panic!("an RSA key")
+        };
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&n);
+        for (n, e) in [(padded, e.clone()), (n[..128].to_vec(), e), (n, vec![])] {
+            let material = KeyMaterial::Rsa {
+                n,
+                e,
+                parsed: Box::default(),
+            };
+            assert!(!material.verifies("RS256", b"m", &signature));
+            assert!(!material.verifies("RS256", b"m", &signature), "refused twice");
         }
     }
 

@@ -55,7 +55,10 @@ fn text<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str
     }
 }
 
-fn required_text<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a str, TokenRejection> {
+fn required_text<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, TokenRejection> {
     text(claims, name)?.ok_or_else(|| TokenRejection::Malformed(format!("missing field `{name}`")))
 }
 

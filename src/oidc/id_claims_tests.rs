@@ -71,14 +71,21 @@ fn a_complete_token_is_accepted() {
     assert_eq!(label(json!({"aud": ["portico"]})), "accepted");
     assert_eq!(label(json!({"aud": ["portico", "listed-api"]})), "accepted");
     assert_eq!(label(json!({"azp": "portico"})), "accepted");
-    assert_eq!(label(json!({"exp": 1.8e9 + 300.5, "iat": 1.8e9})), "accepted");
+    assert_eq!(
+        label(json!({"exp": 1.8e9 + 300.5, "iat": 1.8e9})),
+        "accepted"
+    );
 }
 
 #[test]
 fn required_claims_missing_or_mistyped_make_it_malformed() {
     for name in ["iss", "sub", "aud", "exp", "iat"] {
         assert_eq!(label(json!({ name: null })), "malformed", "without {name}");
-        assert_eq!(label(json!({ name: {"x": 1} })), "malformed", "{name} an object");
+        assert_eq!(
+            label(json!({ name: {"x": 1} })),
+            "malformed",
+            "{name} an object"
+        );
     }
     assert_eq!(label(json!({"exp": "1800000300"})), "malformed");
     assert_eq!(label(json!({"aud": ["portico", 7]})), "malformed");
@@ -90,7 +97,10 @@ fn required_claims_missing_or_mistyped_make_it_malformed() {
 fn the_issuer_must_match_byte_for_byte() {
     assert_eq!(label(json!({"iss": "https://op.example/"})), "wrong_iss");
     assert_eq!(label(json!({"iss": "https://OP.example"})), "wrong_iss");
-    assert_eq!(label(json!({"iss": "https://op.example/other"})), "wrong_iss");
+    assert_eq!(
+        label(json!({"iss": "https://op.example/other"})),
+        "wrong_iss"
+    );
 }
 
 #[test]
@@ -98,7 +108,10 @@ fn the_audience_must_hold_the_client_and_nothing_unlisted() {
     assert_eq!(label(json!({"aud": "someone-else"})), "wrong_aud");
     assert_eq!(label(json!({"aud": []})), "wrong_aud");
     assert_eq!(label(json!({"aud": ["listed-api"]})), "wrong_aud");
-    assert_eq!(label(json!({"aud": ["portico", "another-api"]})), "wrong_aud");
+    assert_eq!(
+        label(json!({"aud": ["portico", "another-api"]})),
+        "wrong_aud"
+    );
 }
 
 #[test]
@@ -127,7 +140,9 @@ fn the_nonce_is_checked_as_asked() {
     assert_eq!(run(json!({"nonce": null}), when_present()), Ok(()));
     assert_eq!(run(json!({}), when_present()), Ok(()));
     assert_eq!(
-        run(json!({"nonce": "other"}), when_present()).unwrap_err().label(),
+        run(json!({"nonce": "other"}), when_present())
+            .unwrap_err()
+            .label(),
         "bad_nonce"
     );
     assert_eq!(run(json!({"nonce": "other"}), NonceCheck::Skip), Ok(()));
@@ -141,7 +156,12 @@ fn the_authorized_party_must_be_the_client() {
     strict.require_azp = true;
     let nonce = Nonce::new("n-0S6_WzA2Mj".into());
     let run = |changes: Value| {
-        check_id_token_claims(&claims(changes), &strict, NonceCheck::Equal(&nonce), at(NOW))
+        check_id_token_claims(
+            &claims(changes),
+            &strict,
+            NonceCheck::Equal(&nonce),
+            at(NOW),
+        )
     };
     assert_eq!(run(json!({})).unwrap_err().label(), "wrong_azp");
     assert_eq!(run(json!({"azp": "portico"})), Ok(()));
@@ -152,7 +172,10 @@ fn checks_come_in_openidconnects_order() {
     // Wrong in several ways: refused for the first of iss, aud, exp, nonce.
     let all_wrong = json!({"iss": "https://x", "aud": "x", "exp": 1, "nonce": "x"});
     assert_eq!(label(all_wrong), "wrong_iss");
-    assert_eq!(label(json!({"aud": "x", "exp": 1, "nonce": "x"})), "wrong_aud");
+    assert_eq!(
+        label(json!({"aud": "x", "exp": 1, "nonce": "x"})),
+        "wrong_aud"
+    );
     assert_eq!(label(json!({"exp": 1, "nonce": "x"})), "expired");
 }
 
@@ -170,6 +193,10 @@ fn the_header_says_jwt_and_asks_for_nothing_more() {
         json!({"alg": "RS256", "cty": "JWT"}),
         json!({"alg": "RS256", "crit": ["exp"]}),
     ] {
-        assert_eq!(header(refused.clone()).unwrap_err().label(), "malformed", "{refused}");
+        assert_eq!(
+            header(refused.clone()).unwrap_err().label(),
+            "malformed",
+            "{refused}"
+        );
     }
 }
