@@ -132,17 +132,17 @@ async fn first_bytes(stream: &TcpStream, h2c: bool) -> Option<Sniffed> {
 }
 
 /// Counts a connection as active or parked while it is open.
-struct Counted {
+struct Gauged {
     active: Gauge,
     parked: Gauge,
     is_parked: bool,
 }
 
-impl Counted {
+impl Gauged {
     fn new(metrics: &crate::ops::metrics::Metrics) -> Self {
         let (active, parked) = metrics.client_connections();
         active.inc();
-        Counted {
+        Gauged {
             active,
             parked,
             is_parked: false,
@@ -163,7 +163,7 @@ impl Counted {
     }
 }
 
-impl Drop for Counted {
+impl Drop for Gauged {
     fn drop(&mut self) {
         if self.is_parked {
             self.parked.dec();
@@ -176,10 +176,10 @@ impl Drop for Counted {
 /// HTTP/1.1, with parking between uses.
 async fn serve_http1(mut stream: TcpStream, service: Served, mut stop: watch::Receiver<bool>) {
     let builder = hyper::server::conn::http1::Builder::new();
-    let mut counted = Counted::new(&service.entry.app.metrics);
+    let mut gauged = Gauged::new(&service.entry.app.metrics);
     let mut unread = Bytes::new();
     loop {
-        counted.set_parked(false);
+        gauged.set_parked(false);
         let activity = service.activity.clone();
         let io = TokioIo::new(FrontStream {
             stream,
@@ -197,7 +197,7 @@ async fn serve_http1(mut stream: TcpStream, service: Served, mut stop: watch::Re
         stream = front.stream;
         unread = join(parked.read_buf, front.unread);
         if unread.is_empty() {
-            counted.set_parked(true);
+            gauged.set_parked(true);
             tokio::select! {
                 ready = stream.readable() => if ready.is_err() { return },
                 _ = stop.wait_for(|stopping| *stopping) => return,
@@ -305,7 +305,7 @@ fn join(read: Bytes, unread: Bytes) -> Bytes {
 
 /// HTTP/2 with prior knowledge, served by hyper to its end.
 async fn serve_http2(stream: TcpStream, service: Served, mut stop: watch::Receiver<bool>) {
-    let _counted = Counted::new(&service.entry.app.metrics);
+    let _gauged = Gauged::new(&service.entry.app.metrics);
     let io = TokioIo::new(FrontStream {
         stream,
         unread: Bytes::new(),
