@@ -321,7 +321,10 @@ mod tests {
                 parsed: Box::default(),
             };
             assert!(!material.verifies("RS256", b"m", &signature));
-            assert!(!material.verifies("RS256", b"m", &signature), "refused twice");
+            assert!(
+                !material.verifies("RS256", b"m", &signature),
+                "refused twice"
+            );
         }
     }
 
