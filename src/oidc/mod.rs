@@ -6,6 +6,7 @@ mod claims;
 mod client_auth;
 mod descope;
 mod http;
+mod id_claims;
 mod jws;
 mod keyset;
 mod login;

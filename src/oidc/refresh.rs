@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError, TokenResponse};
+use openidconnect::{OAuth2TokenResponse, RefreshToken, RequestTokenError};
 
 use serde_json::{Map, Value};
 
@@ -233,7 +233,7 @@ async fn refresh_with_provider(
     };
     let now_seconds = unix_seconds(now);
     let mut fresh_claims = None;
-    if let Some(id_token) = response.id_token() {
+    if let Some(id_token) = response.raw_id_token() {
         let verified = match verify_id_token(
             id_token,
             &provider.jwks(),
@@ -244,7 +244,7 @@ async fn refresh_with_provider(
             Err(TokenRejection::UnknownKey)
                 if handle
                     .refresh_jwks_for_provider_answer(
-                        super::jws::unverified_kid(&id_token.to_string()).as_deref(),
+                        super::jws::unverified_kid(id_token).as_deref(),
                     )
                     .await =>
             {
@@ -294,8 +294,8 @@ async fn refresh_with_provider(
             .map(|token| token.secret().clone())
             .or(tokens.refresh_token),
         id_token: response
-            .id_token()
-            .map(|token| token.to_string())
+            .raw_id_token()
+            .map(str::to_string)
             .unwrap_or(tokens.id_token),
     };
     let data = Arc::make_mut(&mut current.data);

@@ -3,10 +3,11 @@
 //! The signature of an asymmetric token is checked by `jws` against the
 //! provider's keys as parsed when they were fetched (`keyset`), with the
 //! allow-listed algorithms only; an HMAC one (only when configured) by
-//! openidconnect with the client secret. openidconnect checks the claims:
-//! `iss` byte for byte, `aud`, `exp` and the nonce. portico adds what it
-//! leaves out: `azp`, `iat` in the future, clock skew, and extra audiences
-//! only when configured. The claims are returned as JSON, decoded once.
+//! openidconnect with the client secret. The header and claims are checked
+//! by `id_claims` (openidconnect's checks, `iss` byte for byte, `aud`, `exp`,
+//! the nonce, and portico's: `azp`, `iat` in the future, clock skew, extra
+//! audiences only when configured) on the claims as JSON, decoded once: the
+//! token is never also decoded into openidconnect's typed claims.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,7 @@ use openidconnect::{
 };
 use serde_json::{Map, Value};
 
+use super::id_claims::{check_header, check_id_token_claims};
 use super::jws::{refuse_ambiguous_missing_kid, verify_signature, CompactJws};
 use super::keyset::KeySet;
 use super::types::PorticoIdToken;
@@ -96,17 +98,43 @@ pub enum NonceCheck<'a> {
     Skip,
 }
 
-/// Verifies `token` against `keys` and `expectations` at time `now`;
-/// returns its claims.
+/// Verifies the ID token `raw` (compact JWS, as the provider sent it)
+/// against `keys` and `expectations` at time `now`; returns its claims.
 pub fn verify_id_token(
-    token: &PorticoIdToken,
+    raw: &str,
     keys: &KeySet,
     expectations: &Expectations,
     nonce: NonceCheck<'_>,
     now: SystemTime,
 ) -> Result<Map<String, Value>, TokenRejection> {
-    let now_utc: DateTime<Utc> = now.into();
-    let skew = chrono::Duration::from_std(expectations.clock_skew).unwrap_or_default();
+    let jws = CompactJws::parse(raw)?;
+    let uses_asymmetric = jws.alg().is_none_or(|alg| !alg.starts_with("HS"));
+    if uses_asymmetric {
+        // Every asymmetric algorithm, key type and curve matched to it.
+        refuse_ambiguous_missing_kid(&jws, keys)?;
+        verify_signature(&jws, keys, &expectations.allowed_algs)?;
+    } else {
+        verify_hmac(raw, expectations, now)?;
+    }
+    check_header(&jws.header)?;
+    // The claims as the provider sent them, decoded once, for the checks and
+    // everything portico reads (identity, kept claims, userinfo's completion).
+    let claims = jws.claims()?;
+    check_id_token_claims(&claims, expectations, nonce, now)?;
+    Ok(claims)
+}
+
+/// An HMAC-signed ID token (only when an HS* algorithm is configured, with
+/// the client secret as key) is checked by openidconnect; refused otherwise.
+/// Its claims are checked afterwards like any other's.
+fn verify_hmac(
+    raw: &str,
+    expectations: &Expectations,
+    now: SystemTime,
+) -> Result<(), TokenRejection> {
+    let token: PorticoIdToken = raw
+        .parse()
+        .map_err(|error: serde_json::Error| TokenRejection::Malformed(error.to_string()))?;
     let uses_hmac = expectations.allowed_algs.iter().any(|alg| {
         matches!(
             alg,
@@ -115,10 +143,9 @@ pub fn verify_id_token(
                 | CoreJwsSigningAlgorithm::HmacSha512
         )
     });
-    // openidconnect never needs the provider's keys here: asymmetric
-    // signatures are checked below, HMAC ones with the client secret.
+    // openidconnect never needs the provider's keys here.
     let no_keys = CoreJsonWebKeySet::new(Vec::new());
-    let mut verifier = match (&expectations.client_secret, uses_hmac) {
+    let verifier = match (&expectations.client_secret, uses_hmac) {
         (Some(secret), true) => IdTokenVerifier::new_confidential_client(
             expectations.client_id.clone(),
             secret.clone(),
@@ -131,64 +158,23 @@ pub fn verify_id_token(
             no_keys,
         ),
     };
-    // Asymmetric signatures are checked by `verify_signature` (every
-    // algorithm, key type and curve matched to it); openidconnect, which
-    // knows neither ES512 nor a key's curve for every alg, then checks only
-    // the claims. HMAC with the client secret (only when configured) stays
-    // with it.
-    let raw = token.to_string();
-    let jws = CompactJws::parse(&raw)?;
-    let uses_asymmetric = jws.alg().is_none_or(|alg| !alg.starts_with("HS"));
-    if uses_asymmetric {
-        refuse_ambiguous_missing_kid(&jws, keys)?;
-        verify_signature(&jws, keys, &expectations.allowed_algs)?;
-        verifier = verifier.insecure_disable_signature_check();
-    }
+    let now_utc: DateTime<Utc> = now.into();
+    let skew = chrono::Duration::from_std(expectations.clock_skew).unwrap_or_default();
     let extra_audiences = &expectations.extra_audiences;
-    verifier = verifier
+    let verifier = verifier
         .set_allowed_algs(expectations.allowed_algs.clone())
         .set_other_audience_verifier_fn(move |audience| {
             extra_audiences
                 .iter()
                 .any(|extra| extra == audience.as_str())
         })
-        // exp is compared against this: a token is accepted until exp + skew.
         .set_time_fn(move || now_utc - skew)
-        // iat is checked below, with the real time.
         .set_issue_time_verifier_fn(|_| Ok(()));
-
-    let claims = match nonce {
-        NonceCheck::Equal(expected) => token.claims(&verifier, expected),
-        NonceCheck::EqualWhenPresent(expected) => {
-            token.claims(&verifier, |nonce: Option<&Nonce>| match nonce {
-                None => Ok(()),
-                Some(nonce) if nonce.secret() == expected.secret() => Ok(()),
-                Some(_) => Err("nonce does not match the login".to_string()),
-            })
-        }
-        NonceCheck::Skip => token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
-    }
-    .map_err(classify)?;
-
-    if claims.issue_time() > now_utc + skew {
-        return Err(TokenRejection::IssuedInFuture(format!(
-            "iat {} is after now {} plus skew",
-            claims.issue_time(),
-            now_utc
-        )));
-    }
-    match claims.authorized_party() {
-        Some(party) if party.as_str() != expectations.client_id.as_str() => {
-            return Err(TokenRejection::AuthorizedParty(party.to_string()));
-        }
-        None if expectations.require_azp => {
-            return Err(TokenRejection::AuthorizedParty("missing".to_string()));
-        }
-        _ => {}
-    }
-    // The claims as the provider sent them, for everything portico reads
-    // (identity, kept claims, userinfo's completion).
-    jws.claims()
+    // The nonce is compared by `check_id_token_claims`.
+    token
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .map(|_| ())
+        .map_err(classify)
 }
 
 fn classify(error: ClaimsVerificationError) -> TokenRejection {
