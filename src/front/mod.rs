@@ -72,7 +72,12 @@ where
     let work = async {
         let response = match limits::admit(app, request, &id) {
             limits::Admission::Through(request, watched) => {
-                let response = inner(request, meta).await;
+                // Boxed: the handler's future is the bulk of a request's
+                // state, and every layer around it (telemetry, span,
+                // branding, the connection's service) would otherwise copy
+                // it again when it takes it in (callgrind: 8 copies a
+                // request, 1.9k instructions of memcpy).
+                let response = Box::pin(inner(request, meta)).await;
                 limits::judge(app, watched, response, &id)
             }
             limits::Admission::Refused(refusal) => refusal,
