@@ -1,24 +1,10 @@
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::ops::logging;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::ops::logging::{self, Captured};
 
 /// The line as portico's fmt layer writes it: the subscriber `init` builds
 /// (minus the terminal check), the span as `front` opens it, [`emit`].
