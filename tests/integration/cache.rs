@@ -21,6 +21,40 @@ async fn cached_pair(redis: &RedisServer) -> (TestApp, TestApp) {
     (app, replica)
 }
 
+/// A replica that reaches Redis through a proxy able to cut its
+/// subscription without closing it (as a dead network path does), both
+/// replicas serving from their caches, and `browser` signed in on `app`
+/// with its session already cached by the replica.
+struct CutOffReplica {
+    proxy: RedisProxy,
+    app: TestApp,
+    replica: TestApp,
+    browser: Browser,
+    cookie: String,
+}
+
+async fn signed_in_with_a_cuttable_replica(redis: &RedisServer) -> CutOffReplica {
+    let proxy = RedisProxy::start(redis.port()).await;
+    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
+    let replica = app.replica_via(&proxy.url(0)).await;
+    app.wait_until_cache_serves().await;
+    replica.wait_until_cache_serves().await;
+    let browser = Browser::new();
+    app.sign_in(&browser, "/").await;
+    assert_eq!(
+        browser.get(&replica.url("/warm")).await.status,
+        StatusCode::OK
+    );
+    let cookie = browser.cookie("portico_session").unwrap();
+    CutOffReplica {
+        proxy,
+        app,
+        replica,
+        browser,
+        cookie,
+    }
+}
+
 /// Redis commands since the last reset that are not heartbeats (a PUBLISH
 /// every `HEARTBEAT_INTERVAL` per replica, which no request causes).
 fn commands_besides_heartbeats(redis: &RedisServer) -> u64 {
@@ -182,18 +216,13 @@ async fn a_cached_session_is_not_reached_with_an_altered_cookie() {
 #[tokio::test]
 async fn a_silently_cut_channel_serves_a_missed_revocation_at_most_for_the_lease_then_recovers() {
     let redis = RedisServer::spawn();
-    let proxy = RedisProxy::start(redis.port()).await;
-    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
-    // This replica reaches Redis through the proxy, which can cut its
-    // subscription without closing it (as a dead network path does).
-    let replica = app.replica_via(&proxy.url(0)).await;
-    replica.wait_until_cache_serves().await;
-    let browser = Browser::new();
-    app.sign_in(&browser, "/").await;
-    assert_eq!(
-        browser.get(&replica.url("/warm")).await.status,
-        StatusCode::OK
-    );
+    let CutOffReplica {
+        proxy,
+        app,
+        replica,
+        browser,
+        ..
+    } = signed_in_with_a_cuttable_replica(&redis).await;
 
     assert_eq!(proxy.cut_subscribers(), 1);
     let cut = Instant::now();
@@ -235,18 +264,13 @@ async fn a_silently_cut_channel_serves_a_missed_revocation_at_most_for_the_lease
 #[tokio::test]
 async fn sign_out_while_a_replica_is_silently_cut_off_waits_until_it_cannot_serve_the_session() {
     let redis = RedisServer::spawn();
-    let proxy = RedisProxy::start(redis.port()).await;
-    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
-    let replica = app.replica_via(&proxy.url(0)).await;
-    app.wait_until_cache_serves().await;
-    replica.wait_until_cache_serves().await;
-    let browser = Browser::new();
-    app.sign_in(&browser, "/").await;
-    assert_eq!(
-        browser.get(&replica.url("/warm")).await.status,
-        StatusCode::OK
-    );
-    let cookie = browser.cookie("portico_session").unwrap();
+    let CutOffReplica {
+        proxy,
+        app,
+        replica,
+        browser,
+        cookie,
+    } = signed_in_with_a_cuttable_replica(&redis).await;
 
     assert_eq!(proxy.cut_subscribers(), 1);
     let started = Instant::now();
@@ -419,18 +443,13 @@ async fn an_idle_extension_on_a_cached_session_is_one_write() {
 #[tokio::test]
 async fn sign_out_waits_for_a_replica_that_redis_dropped_but_that_has_not_noticed() {
     let redis = RedisServer::spawn();
-    let proxy = RedisProxy::start(redis.port()).await;
-    let app = TestApp::builder().redis_url(&redis.url(0)).build().await;
-    let replica = app.replica_via(&proxy.url(0)).await;
-    app.wait_until_cache_serves().await;
-    replica.wait_until_cache_serves().await;
-    let browser = Browser::new();
-    app.sign_in(&browser, "/").await;
-    assert_eq!(
-        browser.get(&replica.url("/warm")).await.status,
-        StatusCode::OK
-    );
-    let cookie = browser.cookie("portico_session").unwrap();
+    let CutOffReplica {
+        proxy,
+        app,
+        replica,
+        browser,
+        cookie,
+    } = signed_in_with_a_cuttable_replica(&redis).await;
     // Redis drops the replica's subscription, but the replica is told
     // nothing: Redis no longer counts it as a receiver, yet it still
     // serves from its cache until its lease runs out.
