@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::error::error_chain;
 use crate::ops::metrics::ActiveGuard;
 use crate::ops::Metrics;
-use crate::proxy::upstream::body::poll_read_gap;
+use crate::proxy::upstream::body::{broken_body, poll_read_gap};
 
 /// An HTTP/2 upstream's response body, frames (trailers too) passed on as
 /// they come, each wait bounded by `upstream_read_timeout`.
@@ -33,9 +33,7 @@ pub(super) struct ResponseBody {
 impl ResponseBody {
     fn broke_off(&mut self, kind: &'static str, error: &dyn std::fmt::Display) -> io::Error {
         self.ended = true;
-        self.metrics.upstream_failed(&self.origin, kind);
-        tracing::warn!(%error, "upstream response body broke off");
-        io::Error::other(format!("upstream response body broke off: {error}"))
+        broken_body(&self.metrics, &self.origin, kind, error)
     }
 }
 

@@ -52,10 +52,22 @@ impl UpstreamBody {
         if let Some(conn) = self.conn.take() {
             self.peak = conn.peak;
         }
-        self.metrics.upstream_failed(&self.origin, kind);
-        tracing::warn!(%error, "upstream response body broke off");
-        io::Error::other(format!("upstream response body broke off: {error}"))
+        broken_body(&self.metrics, &self.origin, kind, error)
     }
+}
+
+/// A response body that broke off mid-way (HTTP/1.1 or HTTP/2): counted by
+/// `kind` under the upstream, logged, and the error the client's body ends
+/// with.
+pub(in crate::proxy) fn broken_body(
+    metrics: &Metrics,
+    origin: &str,
+    kind: &'static str,
+    error: &dyn std::fmt::Display,
+) -> io::Error {
+    metrics.upstream_failed(origin, kind);
+    tracing::warn!(%error, "upstream response body broke off");
+    io::Error::other(format!("upstream response body broke off: {error}"))
 }
 
 impl http_body::Body for UpstreamBody {
