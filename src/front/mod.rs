@@ -1,5 +1,5 @@
-//! What every request passes first, in one place: its request id (and the
-//! tracing span carrying it), the size limits, and, once answered, its
+//! What every request passes first, in one place: its request id (and what
+//! carries it onto the log lines written meanwhile), the size limits, and, once answered, its
 //! metrics and access log line.
 //!
 //! It runs as one axum middleware around portico's own endpoints, and, for
@@ -21,9 +21,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tower::{Service, ServiceExt as _};
-use tracing::Instrument;
 
 use crate::ops::access::Observation;
+use crate::ops::request_log;
 use crate::request_id::RequestMeta;
 use crate::{limits, proxy, request_id, telemetry, AppState};
 
@@ -58,10 +58,6 @@ where
         id: id.clone(),
         note: observation.note().clone(),
     };
-    // At ERROR level so the span (and its request id) stays on every line
-    // whatever level RUST_LOG lets through: with `warn`, an info span would
-    // be filtered out and warnings would lose the request id.
-    let span = tracing::error_span!("request", request_id = %id.as_str());
     let trace = app.telemetry.begin_request(
         request.headers(),
         || app.is_trusted_proxy(peer),
@@ -85,7 +81,7 @@ where
         observation.finish(app, &response);
         response
     };
-    let answer = telemetry::within(trace.as_ref(), work).instrument(span);
+    let answer = request_log::within(&id, telemetry::within(trace.as_ref(), work));
     // Every page rendered for this request names the app as configured.
     let mut response = crate::pages::with_branding(app.branding.clone(), answer).await;
     telemetry::end_request(trace, response.status());

@@ -106,7 +106,7 @@ fn json(line: &AccessLine<'_>, now: SystemTime, out: &mut Vec<u8>) {
     out.extend_from_slice(b"]}\n");
 }
 
-fn json_span(request_id: &str, out: &mut Vec<u8>) {
+pub(super) fn json_span(request_id: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"request_id\":");
     json_str(request_id, out);
     out.extend_from_slice(b",\"name\":\"request\"}");
@@ -182,7 +182,7 @@ fn two_digits(value: u32, out: &mut Vec<u8>) {
 
 /// `now` as tracing-subscriber's default timer writes it: UTC, RFC 3339,
 /// microseconds, `Z` (`2026-12-05T08:37:32.123456Z`).
-fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
+pub(super) fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
     let (seconds, nanos) = match now.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(since) => (
             i64::try_from(since.as_secs()).unwrap_or(i64::MAX),

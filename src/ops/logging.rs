@@ -1,15 +1,17 @@
 //! Log output: text for people, JSON (one object a line) for collectors.
 //!
-//! Both formats carry the fields of the spans a line was written in, so
+//! Both formats carry the fields of the spans a line was written in, and
 //! every line written while serving a request names its `request_id`: in
 //! text as the `request{request_id=…}:` prefix, in JSON under `span` and
-//! `spans`. The level comes from `RUST_LOG` (default `info`).
+//! `spans` (see [`super::request_log`]). The level comes from `RUST_LOG`
+//! (default `info`).
 
 use tracing::Subscriber;
 use tracing_subscriber::fmt::format::{self, FormatFields};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+use super::request_log::Lines;
 use crate::config::LogFormat;
 
 /// The filter from `RUST_LOG`, or `info` for everything but tower-sessions,
@@ -47,13 +49,17 @@ where
         .with_writer(writer);
     match format {
         LogFormat::Text if colours => Box::new(builder.with_ansi(true).finish()),
-        LogFormat::Text => Box::new(builder.with_ansi(false).fmt_fields(plain_fields()).finish()),
+        LogFormat::Text => Box::new(
+            builder
+                .with_ansi(false)
+                .fmt_fields(plain_fields())
+                .event_format(Lines::text())
+                .finish(),
+        ),
         LogFormat::Json => Box::new(
             builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(true)
+                .fmt_fields(format::JsonFields::new())
+                .event_format(Lines::json())
                 .finish(),
         ),
     }
@@ -63,7 +69,7 @@ where
 /// the message bare, separated by spaces), at a fraction of its cost: the
 /// default goes through its colour-styling code even with colours off, and
 /// every request's span has its fields formatted once.
-fn plain_fields() -> impl for<'writer> FormatFields<'writer> + 'static {
+pub(super) fn plain_fields() -> impl for<'writer> FormatFields<'writer> + 'static {
     PlainFields
 }
 

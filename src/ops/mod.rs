@@ -11,6 +11,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod request_log;
 pub mod setup;
 
 use std::sync::Arc;

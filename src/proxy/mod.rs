@@ -20,7 +20,6 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::header::{HOST, UPGRADE};
 use http::{HeaderName, HeaderValue};
-use tracing::Instrument as _;
 
 pub use h1::WireError;
 pub use headers::{is_identity_header, UpstreamHeaders, IDENTITY_HEADERS};
@@ -248,7 +247,10 @@ pub async fn proxied(
     match forwarded {
         Ok((mut response, tunnel)) => {
             if let (Some(tunnel), Some(on_upgrade)) = (tunnel, on_upgrade) {
-                tokio::spawn(splice(on_upgrade, tunnel).in_current_span());
+                tokio::spawn(crate::ops::request_log::within(
+                    &request_id,
+                    splice(on_upgrade, tunnel),
+                ));
             }
             if route.cache_control_private
                 && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
