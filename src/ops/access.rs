@@ -21,7 +21,7 @@ use axum::response::Response;
 
 use super::access_line::{self, AccessLine};
 use super::logging::{self, AccessLog};
-use crate::config::LogFormat;
+use crate::config::{LogFormat, RouteConfig};
 use crate::request_id::RequestId;
 use crate::AppState;
 
@@ -36,16 +36,17 @@ pub struct AccessNote {
 
 #[derive(Default, Debug)]
 struct NoteInner {
-    route: OnceLock<String>,
+    /// The route (shared with the route table, not copied).
+    route: OnceLock<Arc<RouteConfig>>,
     user: OnceLock<String>,
     /// The access log is on: only then is the user kept.
     logged: bool,
 }
 
 impl AccessNote {
-    /// Records the route prefix that matched (a configured `path_prefix`).
-    pub fn set_route(&self, prefix: &str) {
-        let _ = self.inner.route.set(prefix.to_owned());
+    /// Records the route that matched (its `path_prefix` is the label).
+    pub fn set_route(&self, route: &Arc<RouteConfig>) {
+        let _ = self.inner.route.set(route.clone());
     }
 
     /// Records the signed-in user's `sub` (for the access line, so only
@@ -66,7 +67,10 @@ impl AccessNote {
     }
 
     pub fn route(&self) -> Option<&str> {
-        self.inner.route.get().map(String::as_str)
+        self.inner
+            .route
+            .get()
+            .map(|route| route.path_prefix.as_str())
     }
 
     pub fn user(&self) -> Option<&str> {
@@ -74,15 +78,17 @@ impl AccessNote {
     }
 }
 
-fn logged_path(path: &str) -> String {
+/// The path as the access line writes it: cut at [`MAX_LOGGED_PATH`] bytes
+/// (on a character boundary, with "…"), borrowed when it is short enough.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     if path.len() <= MAX_LOGGED_PATH {
-        return path.to_owned();
+        return std::borrow::Cow::Borrowed(path);
     }
     let mut end = MAX_LOGGED_PATH;
     while !path.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &path[..end])
+    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
 }
 
 /// The route label: the prefix a handler noted, else the path of one of
@@ -93,7 +99,9 @@ fn route_label<'a>(note: &'a AccessNote, matched: Option<&'a str>) -> &'a str {
 
 /// What only the access line needs.
 struct Logged {
-    path: String,
+    /// The request's target, shared with the request (its bytes are not
+    /// copied); only the path is written.
+    target: Option<http::uri::PathAndQuery>,
     request_id: RequestId,
     /// Written directly in this format, else through `tracing`.
     direct: Option<LogFormat>,
@@ -131,7 +139,7 @@ impl Observation {
             started: Instant::now(),
             method: request.method().clone(),
             logged: logged.then(|| Logged {
-                path: logged_path(request.uri().path()),
+                target: request.uri().path_and_query().cloned(),
                 request_id: id.clone(),
                 direct,
             }),
@@ -155,10 +163,11 @@ impl Observation {
         let Some(logged) = &self.logged else {
             return;
         };
+        let path = logged_path(logged.target.as_ref().map_or("/", |target| target.path()));
         let line = AccessLine {
             request_id: logged.request_id.as_str(),
             method: self.method.as_str(),
-            path: &logged.path,
+            path: &path,
             status: status.as_u16(),
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             route,
@@ -186,13 +195,18 @@ mod tests {
         assert_eq!(logged_path("/short"), "/short");
     }
 
+    fn route(prefix: &str) -> Arc<RouteConfig> {
+        let upstream = url::Url::parse("http://127.0.0.1:9").unwrap();
+        Arc::new(RouteConfig::new(prefix, upstream))
+    }
+
     #[test]
     fn the_noted_route_wins_over_the_matched_path() {
         let note = AccessNote::new(true);
         let handed = note.clone();
         assert_eq!(route_label(&note, None), "unmatched");
         assert_eq!(route_label(&note, Some("/healthz")), "/healthz");
-        handed.set_route("/app");
+        handed.set_route(&route("/app"));
         handed.set_user("alice");
         assert_eq!(route_label(&note, Some("/healthz")), "/app");
         assert_eq!(note.user(), Some("alice"));
@@ -201,7 +215,7 @@ mod tests {
     #[test]
     fn the_user_is_kept_only_for_an_access_line() {
         let quiet = AccessNote::new(false);
-        quiet.set_route("/app");
+        quiet.set_route(&route("/app"));
         quiet.set_user("alice");
         assert_eq!(
             quiet.route(),

@@ -161,7 +161,8 @@ pub fn parse_head(
         // to remove later). Values are slices of the head, kept, not copied.
         let base = buf.as_ptr() as usize;
         let mut wire = WireHeaders::default();
-        let mut spans = Vec::with_capacity(response.headers.len());
+        let mut spans = SPANS.take();
+        spans.reserve(response.headers.len());
         for header in response.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| WireError::Head(format!("header name {:?}", header.name)))?;
@@ -190,7 +191,7 @@ pub fn parse_head(
         // growing: a grow rehashes every header (callgrind: 740
         // instructions a request).
         let mut headers = HeaderMap::with_capacity(spans.len() + 3);
-        for (name, start, end) in spans {
+        for (name, start, end) in spans.drain(..) {
             // Transfer-Encoding overrides Content-Length, which then goes:
             // the client gets the decoded body framed as hyper chooses.
             if wire.chunked.is_some() && name == CONTENT_LENGTH {
@@ -200,6 +201,7 @@ pub fn parse_head(
                 .map_err(|_| WireError::Head(format!("value of {name}")))?;
             headers.append(name, value);
         }
+        SPANS.set(spans);
         for name in &wire.named {
             headers.remove(name);
         }
@@ -223,6 +225,13 @@ pub fn parse_head(
             keep_alive: keep_alive && version == Version::HTTP_11 && !wire.close,
         }));
     }
+}
+
+thread_local! {
+    /// [`parse_head`]'s list of the headers it keeps and where their values
+    /// lie, kept for the thread's next head instead of allocated anew.
+    static SPANS: std::cell::Cell<Vec<(HeaderName, usize, usize)>> =
+        const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What a response head says about its own framing and connection.

@@ -79,7 +79,7 @@ pub async fn proxied(
             return refuse(&path_error(error), json);
         }
     };
-    note.set_route(&route.path_prefix);
+    note.set_route(&route);
     let json = wants_json(&parts.headers, route.api);
     let path_and_query: Cow<'_, str> = match (&path, parts.uri.query()) {
         (Cow::Borrowed(_), _) => Cow::Borrowed(
