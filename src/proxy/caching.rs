@@ -9,7 +9,7 @@
 //! §12.5.5): the cookie for a session, `Authorization` for a bearer token.
 //! A route can opt out with `cache_control_private = false`.
 
-use http::header::{CACHE_CONTROL, VARY};
+use http::header::{Entry, CACHE_CONTROL, VARY};
 use http::{HeaderMap, HeaderValue};
 
 /// What becomes of the upstream's `Cache-Control`.
@@ -69,29 +69,47 @@ fn directive_name(directive: &str) -> &str {
 }
 
 pub fn keep_private(headers: &mut HeaderMap, varies_on: &[&'static str]) {
-    let tightening = if headers.contains_key(CACHE_CONTROL) {
-        let lines: Vec<&str> = headers
-            .get_all(CACHE_CONTROL)
-            .iter()
-            .map(|value| value.to_str().unwrap_or_default())
-            .collect();
-        tightened(&lines)
-    } else {
-        CacheControl::Set(HeaderValue::from_static("private"))
-    };
-    if let CacheControl::Set(value) = tightening {
-        headers.insert(CACHE_CONTROL, value);
+    // One lookup per header name (the entry API): this runs on every
+    // answer of a protected route, most of which carry neither header.
+    match headers.entry(CACHE_CONTROL) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static("private"));
+        }
+        Entry::Occupied(mut occupied) => {
+            let lines: Vec<&str> = occupied
+                .iter()
+                .map(|value| value.to_str().unwrap_or_default())
+                .collect();
+            if let CacheControl::Set(value) = tightened(&lines) {
+                occupied.insert(value);
+            }
+        }
     }
-    for name in varies_on {
-        let named = headers
-            .get_all(VARY)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|line| line.split(','))
-            .map(str::trim)
-            .any(|token| token == "*" || token.eq_ignore_ascii_case(name));
-        if !named {
-            headers.append(VARY, HeaderValue::from_static(name));
+    if varies_on.is_empty() {
+        return;
+    }
+    match headers.entry(VARY) {
+        Entry::Vacant(vacant) => {
+            let mut names = varies_on.iter();
+            if let Some(first) = names.next() {
+                let mut entry = vacant.insert_entry(HeaderValue::from_static(first));
+                for name in names {
+                    entry.append(HeaderValue::from_static(name));
+                }
+            }
+        }
+        Entry::Occupied(mut occupied) => {
+            for name in varies_on {
+                let named = occupied
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .flat_map(|line| line.split(','))
+                    .map(str::trim)
+                    .any(|token| token == "*" || token.eq_ignore_ascii_case(name));
+                if !named {
+                    occupied.append(HeaderValue::from_static(name));
+                }
+            }
         }
     }
 }
