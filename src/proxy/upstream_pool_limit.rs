@@ -8,7 +8,8 @@ use tokio_rustls::TlsConnector;
 use url::Url;
 
 use super::super::upstream_limit::{Gate, Grant, UpstreamLimit};
-use super::{still_usable, Conn, Pool, UpstreamError};
+use super::pool::{still_usable, Pool};
+use super::{Conn, UpstreamError};
 use crate::ops::Metrics;
 
 impl Pool {

@@ -6,6 +6,7 @@ use std::future::poll_fn;
 use super::body::UpstreamBody;
 use super::send::read_head;
 use super::*;
+use crate::proxy::upstream_limit::Gate;
 use std::pin::Pin;
 
 use crate::front::pretend_worker;
