@@ -1,6 +1,6 @@
 //! What every request passes first, in one place: its request id (and what
-//! carries it onto the log lines written meanwhile), the size limits, and, once answered, its
-//! metrics and access log line.
+//! carries it onto the log lines written meanwhile), the size limits, and,
+//! once answered, its metrics and access log line.
 //!
 //! It runs as one axum middleware around portico's own endpoints, and, for
 //! everything else (the proxied traffic), straight from [`Entry`], the

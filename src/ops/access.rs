@@ -163,7 +163,9 @@ impl Observation {
         let Some(logged) = &self.logged else {
             return;
         };
-        let path = logged_path(logged.target.as_ref().map_or("/", |target| target.path()));
+        // As `Uri::path` gives it: empty for an authority-form target
+        // (`CONNECT host:port`), which has no path.
+        let path = logged_path(logged.target.as_ref().map_or("", |target| target.path()));
         let line = AccessLine {
             request_id: logged.request_id.as_str(),
             method: self.method.as_str(),
