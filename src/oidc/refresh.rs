@@ -365,23 +365,12 @@ mod tests {
 
     fn data(access_expires: Option<i64>) -> SessionData {
         SessionData {
-            sub: "s".into(),
-            email: None,
-            name: None,
-            preferred_username: None,
-            roles: vec![],
-            groups: vec![],
-            permissions: vec![],
-            amr: vec![],
-            email_verified: None,
-            claims: Default::default(),
-            provider_sid: None,
-            created_at: 0,
-            last_active_at: 0,
             expires_at: 10_000,
-            access_token_expires_at: access_expires,
-            sealed_tokens: String::new(),
-            identity_headers: Default::default(),
+            ..SessionData::for_bearer(Identity {
+                sub: "s".into(),
+                access_token_expires_at: access_expires,
+                ..Identity::default()
+            })
         }
     }
 

@@ -152,25 +152,13 @@ fn forwarded_chain_is_only_extended_for_trusted_proxies() {
 
 #[test]
 fn unicode_identity_values_are_passed_as_bytes_and_control_characters_dropped() {
-    let mut session = crate::session::SessionData {
+    let mut session = crate::session::SessionData::for_bearer(crate::session::Identity {
         sub: "bad\r\nInjected: 1".into(),
         email: Some("jose@example.com".into()),
-        name: None,
         preferred_username: Some("José".into()),
         roles: vec!["admin".into(), "ops".into()],
-        groups: vec![],
-        permissions: vec![],
-        amr: vec![],
-        email_verified: None,
-        claims: Default::default(),
-        provider_sid: None,
-        created_at: 0,
-        last_active_at: 0,
-        expires_at: 0,
-        access_token_expires_at: None,
-        sealed_tokens: String::new(),
-        identity_headers: Default::default(),
-    };
+        ..Default::default()
+    });
     let client = HeaderMap::new();
     let mut headers = UpstreamHeaders::new(&client, |_| false);
     headers.identity(&session);

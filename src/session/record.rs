@@ -166,23 +166,13 @@ mod tests {
 
     fn record(created: i64, last_active: i64, expires: i64) -> SessionData {
         SessionData {
-            sub: "alice".into(),
-            email: None,
-            name: None,
-            preferred_username: None,
-            roles: vec![],
-            groups: vec![],
-            permissions: vec![],
-            amr: vec![],
-            email_verified: None,
-            claims: Default::default(),
-            provider_sid: None,
             created_at: created,
             last_active_at: last_active,
             expires_at: expires,
-            access_token_expires_at: None,
-            sealed_tokens: String::new(),
-            identity_headers: HeaderMemo::default(),
+            ..SessionData::for_bearer(Identity {
+                sub: "alice".into(),
+                ..Identity::default()
+            })
         }
     }
 
