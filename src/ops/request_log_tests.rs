@@ -26,15 +26,20 @@ fn handler_lines() {
 }
 
 /// The lines `subscriber` writes for a request with the id `4f2a9c` run
-/// through [`within`], plus one line written outside any request.
-fn lines_under(subscriber: impl Subscriber + Send + Sync + 'static, captured: &Captured) -> String {
+/// through [`within`] that logs `events`, plus one line written outside any
+/// request.
+fn lines_under(
+    subscriber: impl Subscriber + Send + Sync + 'static,
+    captured: &Captured,
+    events: fn(),
+) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let id = crate::request_id::from_trusted("4f2a9c");
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(within(&id, async {
-            handler_lines();
+            events();
             tokio::task::yield_now().await;
             tracing::warn!("after a yield");
         }));
@@ -46,7 +51,7 @@ fn lines_under(subscriber: impl Subscriber + Send + Sync + 'static, captured: &C
 
 /// The subscriber portico built before [`Lines`]: tracing-subscriber's own
 /// formatters, under which [`within`] makes a span per request.
-fn reference(format: LogFormat, captured: &Captured) -> String {
+fn reference(format: LogFormat, captured: &Captured, events: fn()) -> String {
     let writer = captured.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("info"))
@@ -58,6 +63,7 @@ fn reference(format: LogFormat, captured: &Captured) -> String {
                 .fmt_fields(logging::plain_fields())
                 .finish(),
             captured,
+            events,
         ),
         LogFormat::Json => lines_under(
             builder
@@ -67,18 +73,19 @@ fn reference(format: LogFormat, captured: &Captured) -> String {
                 .with_span_list(true)
                 .finish(),
             captured,
+            events,
         ),
     }
 }
 
-fn ours(format: LogFormat, captured: &Captured) -> String {
+fn ours(format: LogFormat, captured: &Captured, events: fn()) -> String {
     let writer = captured.clone();
     let subscriber = logging::subscriber(format, EnvFilter::new("info"), move || writer.clone());
     assert!(tracing::subscriber::with_default(
         logging::subscriber(format, EnvFilter::new("info"), Captured::default),
         super::ours
     ));
-    lines_under(subscriber, captured)
+    lines_under(subscriber, captured, events)
 }
 
 /// Each line without its timestamp, which differs between two runs.
@@ -102,8 +109,8 @@ fn untimed(lines: &str, format: LogFormat) -> Vec<String> {
 
 #[test]
 fn text_lines_are_the_bytes_the_request_span_gave() {
-    let expected = reference(LogFormat::Text, &Captured::default());
-    let actual = ours(LogFormat::Text, &Captured::default());
+    let expected = reference(LogFormat::Text, &Captured::default(), handler_lines);
+    let actual = ours(LogFormat::Text, &Captured::default(), handler_lines);
     assert_eq!(
         untimed(&actual, LogFormat::Text),
         untimed(&expected, LogFormat::Text),
@@ -123,8 +130,8 @@ fn text_lines_are_the_bytes_the_request_span_gave() {
 
 #[test]
 fn json_lines_are_the_bytes_the_request_span_gave() {
-    let expected = reference(LogFormat::Json, &Captured::default());
-    let actual = ours(LogFormat::Json, &Captured::default());
+    let expected = reference(LogFormat::Json, &Captured::default(), handler_lines);
+    let actual = ours(LogFormat::Json, &Captured::default(), handler_lines);
     assert_eq!(
         untimed(&actual, LogFormat::Json),
         untimed(&expected, LogFormat::Json),
@@ -161,13 +168,40 @@ fn under_another_subscriber_the_request_still_gets_its_span() {
         tracing_subscriber::fmt().finish(),
         super::ours
     ));
-    let lines = lines_under(subscriber, &captured);
+    let lines = lines_under(subscriber, &captured, handler_lines);
     assert!(
         lines.contains(
             "request{request_id=4f2a9c}: portico::ops::request_log::tests: after a yield"
         ),
         "{lines}"
     );
+}
+
+/// Values a client controls, shaped like the places [`text`] and [`json`]
+/// put the request's span: a level word, `"spans":[`, closing braces,
+/// quotes, newlines (in fields, where they are escaped; portico's messages
+/// are its own words).
+fn hostile_lines() {
+    let shaped = "\" WARN x\"}]},\"spans\":[{\"name\":\"evil\"}]}\n ERROR y: }";
+    tracing::warn!(path = shaped, "}} \"spans\":[ ERROR y: }}");
+    tracing::warn!(target: "spans", spans = shaped, span = shaped);
+    let inner = tracing::error_span!("refresh", path = shaped, spans = "\"spans\":[");
+    let _entered = inner.enter();
+    tracing::warn!(path = shaped, "\"spans\":[ in the message");
+}
+
+#[test]
+fn values_shaped_like_the_insertion_points_do_not_move_the_request_span() {
+    for format in [LogFormat::Text, LogFormat::Json] {
+        let expected = reference(format, &Captured::default(), hostile_lines);
+        let actual = ours(format, &Captured::default(), hostile_lines);
+        assert_eq!(
+            untimed(&actual, format),
+            untimed(&expected, format),
+            "ours:\n{actual}\nreference:\n{expected}"
+        );
+        assert_eq!(actual.lines().count(), 5, "{actual}");
+    }
 }
 
 #[test]

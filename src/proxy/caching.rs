@@ -170,4 +170,29 @@ mod tests {
         keep_private(&mut star, &["Cookie"]);
         assert_eq!(star.get_all(VARY).iter().count(), 1);
     }
+
+    #[test]
+    fn an_upstream_that_splits_or_repeats_its_headers_still_ends_private() {
+        // `public` hidden in a second Cache-Control line, in capitals.
+        let mut split = HeaderMap::new();
+        split.append(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        split.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("PUBLIC, s-maxage=600"),
+        );
+        keep_private(&mut split, &["Authorization"]);
+        let lines: Vec<_> = split.get_all(CACHE_CONTROL).iter().collect();
+        assert_eq!(lines, ["private, max-age=60"]);
+        // Vary over several lines, the name in another case in the last.
+        let mut vary = HeaderMap::new();
+        vary.append(VARY, HeaderValue::from_static("Accept-Encoding"));
+        vary.append(VARY, HeaderValue::from_static("Origin,  COOKIE "));
+        keep_private(&mut vary, &["Cookie"]);
+        assert_eq!(vary.get_all(VARY).iter().count(), 2);
+        // Neither header: both names of a bearer and a session route added.
+        let mut bare = HeaderMap::new();
+        keep_private(&mut bare, &["Cookie", "Authorization"]);
+        let names: Vec<_> = bare.get_all(VARY).iter().collect();
+        assert_eq!(names, ["Cookie", "Authorization"]);
+    }
 }
